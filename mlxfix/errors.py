@@ -1,0 +1,102 @@
+"""The error hierarchy and the exit codes: one place decides how a failure reads and what it returns."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = [
+    "Busy",
+    "ExitCode",
+    "FileError",
+    "HostError",
+    "MlxfixError",
+    "NotRestored",
+    "Refused",
+    "UsageError",
+]
+
+
+class ExitCode(IntEnum):
+    """Exit codes, documented in the README (a test keeps the two in step)."""
+
+    OK = 0  # success, including "already applied"
+    FAILED = 1  # refused or failed; nothing was changed, or everything was restored
+    USAGE = 2  # bad command line
+    NOT_RESTORED = 3  # failed and could not restore: the manual steps are printed
+    AFFECTED = 10  # diagnose: the Missing UAR failure is present
+    PENDING_REBOOT = 11  # diagnose: the fix is configured, the running kernel does not have it yet
+    OTHER_FAILURE = 12  # diagnose: a Mellanox device failed, but not with this bug
+    NOT_VERIFIED = 13  # verify: at least one check failed
+    BUSY = 75  # another mlxfix, dpkg or apt holds the lock (EX_TEMPFAIL: try again later)
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class MlxfixError(Exception):
+    """A failure the user can act on, read as one sentence. ``path``/``line``/``column`` locate it."""
+
+    exit_code = ExitCode.FAILED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.line = line
+        self.column = column
+        self.hint = hint
+
+    @property
+    def location(self) -> str:
+        if self.path is None:
+            return ""
+        loc = self.path
+        if self.line is not None:
+            loc += f":{self.line}"
+            if self.column is not None:
+                loc += f":{self.column}"
+        return loc
+
+    def __str__(self) -> str:
+        loc = self.location
+        return f"{loc}: {self.message}" if loc else self.message
+
+
+class UsageError(MlxfixError):
+    """The command line asks for something impossible (bad --param, unknown backup id...)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class FileError(MlxfixError):
+    """A file mlxfix must read is missing, unreadable, too large, binary or not valid shell."""
+
+
+class Refused(MlxfixError):
+    """mlxfix will not make this change (it cannot be done safely, or needs --force/--yes)."""
+
+
+class HostError(MlxfixError):
+    """Reading, writing or running something on the host failed."""
+
+
+class Busy(MlxfixError):
+    """Another mlxfix, dpkg or apt is working on this host."""
+
+    exit_code = ExitCode.BUSY
+
+
+class NotRestored(MlxfixError):
+    """A failure after files were changed, and putting them back failed too."""
+
+    exit_code = ExitCode.NOT_RESTORED
+
+    def __init__(self, message: str, steps: list[str], **kw: str | int | None) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.steps = steps

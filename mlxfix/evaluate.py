@@ -1,0 +1,462 @@
+"""What ``/bin/sh`` will compute for each variable, worked out statically, with provenance.
+
+grub-mkconfig sources ``/etc/default/grub`` and then ``/etc/default/grub.d/*.cfg`` in one shell. This
+module plays those files in the same order over an environment of variables. A value is either *known*
+(a sequence of runs of text, each remembering the literal in the source it came from, so an edit can find
+the bytes that produced any character) or *unknown* with the reason (a command substitution, an
+assignment inside ``if`` or a function, ``source``/``eval``, a variable no file sets). Unknown is never
+guessed: callers refuse to edit what they cannot know.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from mlxfix import shell
+from mlxfix.shell import Assign, DoubleQuoted, Expansion, Literal, Word
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from mlxfix.grubfile import GrubFile
+
+__all__ = ["Binding", "Evaluation", "Leaf", "Run", "Unknown", "evaluate", "text_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Text of a value. ``literal`` (with ``file``) is the source literal it came from, ``offset`` the
+    position of ``text[0]`` inside ``literal.text``; ``literal`` is None for text no edit may touch."""
+
+    text: str
+    file: int = -1
+    literal: Literal | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A value the shell computes at run time; ``file``/``pos`` locate the cause."""
+
+    reason: str
+    file: int = -1
+    pos: int = -1
+
+
+Value = tuple[Run, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """A part of an assigned word and the characters ``[lo, hi)`` of the value it produced.
+    ``container`` is the double-quoted string it sits in (None at the top level); an empty ``""``
+    is a leaf of its own."""
+
+    part: Literal | Expansion | DoubleQuoted
+    container: DoubleQuoted | None
+    lo: int
+    hi: int
+
+
+def text_of(value: Value) -> str:
+    return "".join(r.text for r in value)
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A variable's value after some statement. ``assign`` is the top-level assignment that set it
+    (None when a nested or dynamic statement did)."""
+
+    name: str
+    value: Value | Unknown
+    file: int
+    statement: int
+    assign: Assign | None = None
+    leaves: tuple[Leaf, ...] = ()  # which part of ``assign.value`` produced which characters
+    via: frozenset[int] = frozenset()  # ids of the Assign nodes this value was computed from
+
+    @property
+    def known(self) -> bool:
+        return not isinstance(self.value, Unknown)
+
+
+# Builtins whose operands name variables they may set.
+_SETTERS = frozenset({"unset", "read", "readonly", "local", "typeset", "declare", "getopts", "mapfile", "readarray", "let"})
+_SOURCERS = frozenset({".", "source", "eval"})
+_TERMINATORS = frozenset({"exit", "return"})
+
+
+@dataclass
+class _Effects:
+    assigned: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (pos, context)
+    everything: tuple[int, str] | None = None  # (pos, why) when any variable may change
+    terminates: tuple[int, str] | None = None  # (pos, "exit"/"return") when the rest may not run
+    defines: dict[str, shell.Compound] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """The result of sourcing a sequence of files: final bindings and every binding in order."""
+
+    files: Sequence[GrubFile]
+    final: dict[str, Binding] = field(default_factory=dict)
+    history: dict[str, list[Binding]] = field(default_factory=dict)
+    poisoned: Unknown | None = None  # set once a statement may have changed any variable at all
+
+    def binding(self, name: str) -> Binding | None:
+        """The final binding of ``name``; None when no file sets it. After ``eval``/``source`` an
+        unset name is unknown too."""
+        b = self.final.get(name)
+        if b is None and self.poisoned is not None:
+            return Binding(name, self.poisoned, self.poisoned.file, -1)
+        return b
+
+    def value(self, name: str) -> str | Unknown | None:
+        """The text sh computes for ``name``, Unknown, or None when no file sets it."""
+        b = self.binding(name)
+        if b is None:
+            return None
+        return b.value if isinstance(b.value, Unknown) else text_of(b.value)
+
+    def names(self) -> list[str]:
+        return sorted(self.final)
+
+
+class _Evaluator:
+    def __init__(self, files: Sequence[GrubFile]) -> None:
+        self.files = files
+        self.result = Evaluation(files)
+        self.env = self.result.final
+        self.functions: dict[str, shell.Compound] = {}
+        self.function_text: dict[str, str] = {}
+        self.foreign_functions: Unknown | None = None  # after source/eval, any command may be a function
+        self.skippable: Unknown | None = None  # a possible exit/return earlier (return: in this file)
+        self.exits = False
+        self.current = 0
+        self.via: set[int] = set()  # assignments read by the word or statement being evaluated
+
+    # -- bookkeeping ---------------------------------------------------------------------------------
+
+    def where(self, file: int, pos: int) -> str:
+        """``line N`` in the file being read, ``path:N`` elsewhere."""
+        f = self.files[file]
+        line, _ = f.position(pos)
+        return f"line {line}" if file == self.current else f"{f.path}:{line}"
+
+    def bind(
+        self, name: str, value: Value | Unknown, file: int, statement: int, assign: Assign | None, leaves: tuple[Leaf, ...] = ()
+    ) -> None:
+        b = Binding(name, value, file, statement, assign, leaves, frozenset(self.via))
+        self.env[name] = b
+        self.result.history.setdefault(name, []).append(b)
+
+    def note_reads(self, text: str) -> None:
+        """Record, for dependency tracking, the assignments behind every variable ``text`` reads."""
+        if "$" in text:
+            for m in _READ.finditer(text):
+                b = self.env.get(m.group(1))
+                if b is not None:
+                    self.via.update(b.via)
+
+    def lookup(self, name: str) -> Value | Unknown | None:
+        b = self.env.get(name)
+        if b is not None:
+            return b.value
+        if self.result.poisoned is not None:
+            return self.result.poisoned
+        return None
+
+    # -- values --------------------------------------------------------------------------------------
+
+    def word(self, word: Word, file: int, editable: bool = True, leaves: list[Leaf] | None = None) -> Value | Unknown:
+        """The value of a word in assignment context. Every part is evaluated even after an unknown
+        one, so that ``self.via`` learns every variable the word reads."""
+        runs: list[Run] = []
+        size = 0
+        unknown: Unknown | None = None
+
+        def add(part: Literal | Expansion | DoubleQuoted, container: DoubleQuoted | None, value: Value) -> None:
+            nonlocal size
+            runs.extend(value)
+            width = sum(len(r.text) for r in value)
+            if leaves is not None:
+                leaves.append(Leaf(part, container, size, size + width))
+            size += width
+
+        for i, p in enumerate(word.parts):
+            if isinstance(p, Literal):
+                if p.quote == "" and self._tilde(p, first=(i == 0)):
+                    unknown = unknown or Unknown("a ~ that the shell expands to a home directory", file, p.start)
+                add(p, None, (Run(p.text, file, p if editable else None),))
+            elif isinstance(p, DoubleQuoted):
+                if not p.parts:
+                    add(p, None, ())
+                for q in p.parts:
+                    if isinstance(q, Literal):
+                        add(q, p, (Run(q.text, file, q if editable else None),))
+                    else:
+                        v = self.expansion(q, file)
+                        if isinstance(v, Unknown):
+                            unknown = unknown or v
+                        else:
+                            add(q, p, v)
+            else:
+                v = self.expansion(p, file)
+                if isinstance(v, Unknown):
+                    unknown = unknown or v
+                else:
+                    add(p, None, v)
+        return unknown if unknown is not None else tuple(runs)
+
+    @staticmethod
+    def _tilde(p: Literal, first: bool) -> bool:
+        raw = p.text
+        return (first and raw.startswith("~")) or ":~" in raw
+
+    def expansion(self, e: Expansion, file: int) -> Value | Unknown:
+        text = self.files[file].text[e.start : e.end]
+        self.note_reads(text)
+        if e.kind == "command":
+            return Unknown(f"the output of a command ({_short(text)})", file, e.start)
+        if e.kind == "arith":
+            for m in _NAME.finditer(text):
+                b = self.env.get(m.group(0))
+                if b is not None:
+                    self.via.update(b.via)
+            return Unknown(f"arithmetic ({_short(text)})", file, e.start)
+        if not (e.name[0].isalpha() or e.name[0] == "_"):
+            return Unknown(f"the special parameter ${e.name}", file, e.start)
+        current = self.lookup(e.name)
+        if isinstance(current, Unknown):
+            return current
+        if e.op == "":
+            if current is None:
+                return Unknown(f"${e.name}, which none of these files sets", file, e.start)
+            return current
+        if e.op in ("?", "%", "%%", "#", "##"):
+            return Unknown(f"the expansion {_short(text)}", file, e.start)
+        if current is None:
+            return Unknown(f"{_short(text)}: {e.name} is not set by these files", file, e.start)
+        value = "".join(r.text for r in current)
+        if e.op == "len":
+            return (Run(str(len(value))),)
+        is_set = value != "" if e.op.startswith(":") else True
+        assert e.arg is not None
+        if e.op in (":-", "-"):
+            return current if is_set else self.word(e.arg, file, editable=False)
+        if e.op in (":+", "+"):
+            return self.word(e.arg, file, editable=False) if is_set else ()
+        if e.op in (":?", "?"):
+            return current if is_set else Unknown(f"{_short(text)} stops the shell", file, e.start)
+        return Unknown(f"the assigning expansion {_short(text)}", file, e.start)  # := and =
+
+    # -- statements ----------------------------------------------------------------------------------
+
+    def run(self) -> Evaluation:
+        for index, f in enumerate(self.files):
+            self.current = index
+            if not self.exits:
+                self.skippable = None
+            for s_index, st in enumerate(f.statements):
+                if st.kind == "invalid":
+                    err = st.unit.error
+                    assert err is not None
+                    self.poison(
+                        Unknown(f"sh stops at a syntax error on {self.where(index, err.pos)}: {err.message}", index, err.pos)
+                    )
+                    return self.result
+                if st.kind in ("blank", "comment"):
+                    continue
+                if st.kind == "assignment":
+                    self.assignment(st.assignments, index, s_index)
+                else:
+                    assert st.unit.command is not None
+                    self.via = set()
+                    self.note_reads(f.text[st.start : st.end])
+                    effects = _Effects()
+                    if st.unit.separator != "&":  # a background job runs in a subshell
+                        self.effects_of_andor(st.unit.command, "top", effects, depth=0)
+                    self.apply(effects, index, s_index)
+        return self.result
+
+    def assignment(self, items: Iterable[Assign], file: int, statement: int) -> None:
+        for a in items:
+            leaves: list[Leaf] = []
+            self.via = {id(a)}
+            if self.skippable is not None:
+                value: Value | Unknown = self.skippable
+            else:
+                value = self.word(a.value, file, leaves=leaves)
+                text = self.files[file].text
+                for name, pos in _assigned_in_word(a.value, text):
+                    why = Unknown(f"{name} is assigned by an expansion on {self.where(file, pos)}", file, pos)
+                    self.bind(name, why, file, statement, None)
+            self.bind(a.name, value, file, statement, a if self.skippable is None else None, tuple(leaves))
+
+    def poison(self, why: Unknown) -> None:
+        for b in self.env.values():  # eval/source may read any variable
+            self.via.update(b.via)
+        self.result.poisoned = why
+        for name in list(self.env):
+            self.bind(name, why, why.file, -1, None)
+
+    def apply(self, fx: _Effects, file: int, statement: int) -> None:
+        self.functions.update(fx.defines)
+        for name, body in fx.defines.items():
+            self.function_text[name] = self.files[file].text[body.start : body.end]
+        reads = set(self.via)
+        for name, (pos, context) in fx.assigned.items():
+            prior = self.env.get(name)  # the assignment may not run: the old value may survive
+            self.via = reads | (prior.via if prior is not None else set())
+            where = self.where(file, pos)
+            why = f"{name} is changed by the command on {where}" if context == "top" else f"{name} is assigned inside {context}"
+            self.bind(name, Unknown(why, file, pos), file, statement, None)
+        if fx.everything is not None:
+            pos, why = fx.everything
+            self.poison(Unknown(why, file, pos))
+            if self.foreign_functions is None:
+                self.foreign_functions = Unknown(f"the code run on {self.where(file, pos)}", file, pos)
+        if fx.terminates is not None:
+            pos, kind = fx.terminates
+            self.exits = self.exits or kind != "return"
+            self.skippable = Unknown(f"the shell may stop at the '{kind}' on {self.where(file, pos)} before this", file, pos)
+
+    # -- effects of opaque shell ---------------------------------------------------------------------
+
+    def effects_of_andor(self, cmd: shell.AndOr, ctx: str, fx: _Effects, depth: int) -> None:
+        if len(cmd.pipelines) > 1 and ctx == "top":
+            ctx = "an && / || list"
+        for pipeline in cmd.pipelines:
+            if len(pipeline.commands) > 1:
+                continue  # every part of a pipeline runs in a subshell
+            self.effects_of_command(pipeline.commands[0], ctx, fx, depth)
+
+    def effects_of_list(self, commands: Iterable[shell.AndOr], ctx: str, fx: _Effects, depth: int) -> None:
+        for c in commands:
+            self.effects_of_andor(c, ctx, fx, depth)
+
+    def effects_of_command(
+        self, c: shell.Simple | shell.Compound | shell.FunctionDef, ctx: str, fx: _Effects, depth: int
+    ) -> None:
+        if isinstance(c, shell.FunctionDef):
+            fx.defines[c.name] = c.body
+            return
+        if isinstance(c, shell.Compound):
+            if c.kind == "subshell":
+                return
+            inner = ctx if ctx.startswith("function") else _CONTEXT_NAMES.get(c.kind, c.kind)
+            if c.kind == "for":
+                fx.assigned.setdefault(c.var, (c.start, inner))
+            for w in c.words:
+                self.effects_of_word(w, inner, fx)
+            for lst in c.lists:
+                self.effects_of_list(lst, inner, fx, depth)
+            return
+        for a in c.assigns:
+            fx.assigned.setdefault(a.name, (a.start, ctx))
+            self.effects_of_word(a.value, ctx, fx)
+        words = list(c.words)
+        for item in words:
+            self.effects_of_word(item.value if isinstance(item, Assign) else item, ctx, fx)
+        while words and isinstance(words[0], Word) and words[0].plain() in ("command", "builtin"):
+            words = words[1:]
+        if not words:
+            return
+        head = words[0]
+        if isinstance(head, Assign):
+            return
+        name = head.plain()
+        if name is None:
+            fx.everything = fx.everything or (head.start, "a command whose name is computed at run time may change any variable")
+            return
+        if name in _SOURCERS:
+            fx.everything = fx.everything or (
+                head.start,
+                f"'{name}' runs shell code that is not in this file and may change any variable",
+            )
+            return
+        if name in _TERMINATORS or (name == "exec" and len(words) > 1):
+            fx.terminates = fx.terminates or (head.start, name)
+            return
+        if name in _SETTERS or name == "export":
+            for arg in words[1:]:
+                if isinstance(arg, Assign):
+                    fx.assigned.setdefault(arg.name, (arg.start, ctx))
+                elif name != "export":
+                    plain = arg.plain()
+                    if plain is not None and plain.isidentifier():
+                        fx.assigned.setdefault(plain, (arg.start, ctx))
+            return
+        if name == "printf" and len(words) > 2 and isinstance(words[1], Word) and words[1].plain() == "-v":
+            target = words[2].plain() if isinstance(words[2], Word) else None
+            if target:
+                fx.assigned.setdefault(target, (words[2].start, ctx))
+            return
+        body = fx.defines.get(name) or self.functions.get(name)
+        if body is not None:
+            self.note_reads(
+                self.files[self.current].text[body.start : body.end] if name in fx.defines else self.function_text[name]
+            )
+            if depth > 20:
+                fx.everything = fx.everything or (head.start, f"function {name} calls itself too deeply to follow")
+                return
+            inner = ctx if ctx.startswith("function") else f"function {name}, called on {self.where(self.current, head.start)}"
+            self.effects_of_command(body, inner, fx, depth + 1)
+            return
+        if self.foreign_functions is not None:
+            fx.everything = fx.everything or (
+                head.start,
+                f"'{name}' may be a function from {self.foreign_functions.reason} and change any variable",
+            )
+
+    def effects_of_word(self, word: Word, ctx: str, fx: _Effects) -> None:
+        for name, pos in _assigned_in_word(word, self.files[self.current].text):
+            fx.assigned.setdefault(name, (pos, ctx))
+
+
+_CONTEXT_NAMES = {
+    "if": "an if block",
+    "case": "a case block",
+    "while": "a while loop",
+    "until": "an until loop",
+    "for": "a for loop",
+    "brace": "a { } group",
+}
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_READ = re.compile(r"\$\{?#?([A-Za-z_][A-Za-z0-9_]*)")
+_ARITH_ASSIGN = re.compile(
+    r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:\+\+|--|(?:[-+*/%&|^]|<<|>>)?=(?!=))|(?:\+\+|--)\s*([A-Za-z_][A-Za-z0-9_]*)"
+)
+
+
+def _assigned_in_word(word: Word, text: str) -> list[tuple[str, int]]:
+    """Variables a word assigns while it is expanded: ``${X=...}``, ``${X:=...}``, ``$((X+=1))``."""
+    found: list[tuple[str, int]] = []
+    stack: list[shell.Part] = list(word.parts)
+    while stack:
+        p = stack.pop()
+        if isinstance(p, DoubleQuoted):
+            stack.extend(p.parts)
+        elif isinstance(p, Expansion) and p.kind == "param":
+            if p.op in ("=", ":="):
+                found.append((p.name, p.start))
+            if p.arg is not None:
+                stack.extend(p.arg.parts)
+        elif isinstance(p, Expansion) and p.kind == "arith":
+            for m in _ARITH_ASSIGN.finditer(text, p.start, p.end):
+                found.append((m.group(1) or m.group(2), p.start))
+    return found
+
+
+def _short(text: str, limit: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def evaluate(files: Sequence[GrubFile]) -> Evaluation:
+    """Source ``files`` in order (as grub-mkconfig does) and return what each variable holds."""
+    return _Evaluator(files).run()

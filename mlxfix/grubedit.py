@@ -1,0 +1,428 @@
+"""Make a kernel parameter hold in a grub variable across ``/etc/default/grub`` and its drop-ins.
+
+The edit works on what ``/bin/sh`` computes, not on lines: the evaluator gives the variable's final
+value with the source literal behind every character; ``cmdline.ensure`` says which characters to
+remove and what to insert; the changes are mapped back onto the bytes of those literals, in each
+literal's own quoting. The result is parsed and evaluated again and must show exactly the intended
+value, every other variable unchanged and no new syntax error; anything else is refused, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mlxfix import cmdline, grubfile
+from mlxfix.cmdline import Change, Param
+from mlxfix.errors import Refused
+from mlxfix.evaluate import Binding, Evaluation, Run, Unknown, evaluate, text_of
+from mlxfix.shell import DoubleQuoted, Expansion, Literal, literal_atoms
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from mlxfix.grubfile import GrubFile
+
+__all__ = ["FileEdit", "GrubEdit", "plan_grub_edit"]
+
+_PLACEHOLDER = re.compile(r"@[A-Z][A-Z0-9_]*@")
+_BARE_SAFE = re.compile(r"[A-Za-z0-9_.,:=+/@%^!~-]*")
+MAX_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FileEdit:
+    """New bytes for one file of the set (``index`` into the sources)."""
+
+    index: int
+    path: str
+    before: bytes
+    after: bytes
+    regions: tuple[tuple[int, int], ...] = ()  # the changed spans, as offsets in ``after``
+
+
+@dataclass(frozen=True, slots=True)
+class GrubEdit:
+    """The outcome of planning: the value before and after, the files that change and why."""
+
+    variable: str
+    param: Param
+    before: str | None  # None: no file set the variable
+    after: str
+    files: tuple[FileEdit, ...]
+    path: str  # the file whose assignment is effective (edited or added)
+    line: int
+    action: str  # "present", "edited" or "added"
+    notes: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.files)
+
+
+@dataclass(frozen=True, slots=True)
+class _Splice:
+    file: int
+    start: int
+    end: int
+    text: str
+
+
+def _refuse(files: Sequence[GrubFile], file: int, pos: int, message: str, hint: str | None = None) -> Refused:
+    if 0 <= file < len(files) and pos >= 0:
+        line, col = files[file].position(pos)
+        return Refused(message, path=files[file].path, line=line, column=col, hint=hint)
+    return Refused(message, path=files[file].path if 0 <= file < len(files) else None, hint=hint)
+
+
+def check_editable(f: GrubFile) -> None:
+    """Refuse files mlxfix must not touch: oversized, binary, invalid shell, package templates."""
+    if len(f.data) > MAX_BYTES:
+        raise Refused(f"the file is {len(f.data)} bytes, over the 1 MiB mlxfix accepts", path=f.path)
+    if f.is_binary:
+        pos = f.text.index("\x00")
+        line, col = f.position(pos)
+        raise Refused("the file holds NUL bytes: it is binary, not a shell file", path=f.path, line=line, column=col)
+    err = f.error
+    if err is not None:
+        line, col = f.position(err.pos)
+        raise Refused(
+            f"sh cannot parse this file ({err.message}); grub-mkconfig would fail on it", path=f.path, line=line, column=col
+        )
+    found = f.placeholders()
+    if found:
+        line, name, ph = found[0]
+        raise Refused(
+            f"{name} holds the placeholder {ph}: this is a package template, not a live configuration", path=f.path, line=line
+        )
+
+
+def plan_grub_edit(
+    sources: Sequence[GrubFile],
+    param: Param,
+    variable: str = "GRUB_CMDLINE_LINUX_DEFAULT",
+    anchor: str = "GRUB_CMDLINE_LINUX",
+) -> GrubEdit:
+    """Plan the edit that makes ``param`` hold exactly once in ``variable`` as sh computes it after
+    sourcing ``sources`` in order (``/etc/default/grub`` first, then ``grub.d/*.cfg`` sorted).
+
+    Raises ``Refused`` with file, line and reason when the result cannot be known statically.
+    """
+    for f in sources:
+        check_editable(f)
+    ev = evaluate(sources)
+    b = ev.binding(variable)
+    if b is None:
+        return _add_assignment(sources, ev, param, variable, anchor)
+    if isinstance(b.value, Unknown):
+        u = b.value
+        raise _refuse(
+            sources,
+            u.file,
+            u.pos,
+            f"cannot know the value of {variable} without running the file: {u.reason}",
+            hint=f"set {variable} in a plain top-level assignment, or add {param.text} by hand",
+        )
+    value = b.value
+    text = text_of(value)
+    notes = _notes(sources, ev, b, variable, anchor, param)
+    changes = tuple(_tidy(value, c) for c in cmdline.ensure(text, param))
+    line = sources[b.file].position(b.assign.start)[0] if b.assign is not None else 0
+    if not changes:
+        return GrubEdit(variable, param, text, text, (), sources[b.file].path, line, "present", notes)
+    splices: list[_Splice] = []
+    for change in changes:
+        splices.extend(_map_change(sources, b, value, change, variable))
+    expected = cmdline.apply(text, changes)
+    files = _splice_files(sources, splices)
+    _verify(sources, ev, files, variable, expected, param)
+    return GrubEdit(variable, param, text, expected, files, sources[b.file].path, line, "edited", notes)
+
+
+# -- mapping changes of the value onto source bytes --------------------------------------------------
+
+
+def _map_change(sources: Sequence[GrubFile], b: Binding, value: tuple[Run, ...], change: Change, variable: str) -> list[_Splice]:
+    out: list[_Splice] = []
+    if change.end > change.start:
+        out.extend(_map_deletion(sources, value, change.start, change.end, variable))
+    if change.text:
+        out.append(_map_insertion(sources, b, value, change.start, change.text))
+    return out
+
+
+def _tidy(value: tuple[Run, ...], change: Change) -> Change:
+    """Remove a token with the whitespace on its own side: when the space after it comes from
+    another literal (``"a X"`` then ``"$V b"``), take the space before it instead."""
+    start, end = change.start, change.end
+    if end == start:
+        return change
+    origins = _char_origins(value)
+    if len({id(origins[i][0].literal) for i in range(start, end)}) == 1:
+        return change
+    text = text_of(value)
+    token_end = start + len(text[start:end].rstrip(cmdline.WHITESPACE))
+    lead = len(text[:start].rstrip(cmdline.WHITESPACE))
+    if lead < start and token_end < end and len({id(origins[i][0].literal) for i in range(lead, token_end)}) == 1:
+        return Change(lead, token_end, change.text)
+    return change
+
+
+def _char_origins(value: tuple[Run, ...]) -> list[tuple[Run, int]]:
+    """For each character of the value: the run it is in and its offset inside the run's literal."""
+    origins: list[tuple[Run, int]] = []
+    for r in value:
+        origins.extend((r, r.offset + k) for k in range(len(r.text)))
+    return origins
+
+
+def _map_deletion(sources: Sequence[GrubFile], value: tuple[Run, ...], start: int, end: int, variable: str) -> list[_Splice]:
+    origins = _char_origins(value)
+    groups: list[tuple[Run, int, int]] = []  # (run, lo, hi) offsets inside run.literal.text
+    for i in range(start, end):
+        run, k = origins[i]
+        if run.literal is None:
+            raise _refuse(
+                sources, run.file, -1, f"part of {variable} that must change comes from an expansion mlxfix does not edit"
+            )
+        if groups and groups[-1][0].literal is run.literal and groups[-1][2] == k:
+            groups[-1] = (groups[-1][0], groups[-1][1], k + 1)
+        else:
+            groups.append((run, k, k + 1))
+    splices: list[_Splice] = []
+    for run, lo, hi in groups:
+        lit = run.literal
+        assert lit is not None
+        raw = sources[run.file].text[lit.start : lit.end]
+        pos = 0
+        cut: list[int] | None = None  # [start, end) of deleted atoms, raw offsets in the literal
+        for a_start, a_end, a_text in literal_atoms(lit.quote, raw):
+            if a_text and lo <= pos < hi:  # every character in range goes; continuations stay
+                if cut is not None and cut[1] == a_start:
+                    cut[1] = a_end
+                else:
+                    if cut is not None:
+                        splices.append(_Splice(run.file, lit.start + cut[0], lit.start + cut[1], ""))
+                    cut = [a_start, a_end]
+            pos += len(a_text)
+        if cut is not None:
+            splices.append(_Splice(run.file, lit.start + cut[0], lit.start + cut[1], ""))
+    return splices
+
+
+def _raw_offset(lit: Literal, raw: str, k: int) -> int:
+    """The raw offset (inside the literal) just after its first ``k`` characters."""
+    if k == 0:
+        return 1 if lit.quote == "'" else 0
+    pos = 0
+    for _a_start, a_end, a_text in literal_atoms(lit.quote, raw):
+        pos += len(a_text)
+        if a_text and pos == k:
+            return a_end
+    return len(raw) - (1 if lit.quote == "'" else 0)
+
+
+def _encode(text: str, quote: str) -> str:
+    """Text as it must be written inside a literal of the given quoting to mean ``text``."""
+    if quote == '"':
+        return re.sub(r'([\\"$`])', r"\\\1", text)
+    if quote == "'":
+        return text.replace("'", "'\\''")
+    return re.sub(r"([^A-Za-z0-9_.,:=+/@%^!~-])", r"\\\1", text)
+
+
+def _wrappable(sources: Sequence[GrubFile], b: Binding) -> bool:
+    """Whether the whole assigned word can be put in double quotes without changing its meaning."""
+    assert b.assign is not None
+    raw = sources[b.file].text[b.assign.value.start : b.assign.value.end]
+    if not raw:
+        return False
+    for p in b.assign.value.parts:
+        if isinstance(p, Literal) and p.quote == "":
+            if "\\" in raw[p.start - b.assign.value.start : p.end - b.assign.value.start]:
+                return False
+        elif not (isinstance(p, Expansion) and p.kind == "param"):
+            return False
+    return True
+
+
+def _map_insertion(sources: Sequence[GrubFile], b: Binding, value: tuple[Run, ...], p: int, text: str) -> _Splice:
+    """Where to write ``text`` so that it lands at position ``p`` of the value: inside the effective
+    assignment, in the quoting of the part that produced the character before ``p``."""
+    assign = b.assign
+    assert assign is not None
+    f = b.file
+    src = sources[f].text
+    word = assign.value
+    if not word.parts:  # NAME=   (empty, unquoted)
+        enc = text if _BARE_SAFE.fullmatch(text) else '"' + _encode(text, '"') + '"'
+        return _Splice(f, word.start, word.start, enc)
+    leaf = None
+    if p == 0:
+        leaf = b.leaves[0]
+    else:
+        leaf = next(lf for lf in b.leaves if lf.lo < p <= lf.hi)
+    part = leaf.part
+    if isinstance(part, DoubleQuoted):  # an empty "" : write between the quotes
+        return _Splice(f, part.start + 1, part.start + 1, _encode(text, '"'))
+    if isinstance(part, Literal):
+        raw = src[part.start : part.end]
+        at = part.start + _raw_offset(part, raw, p - leaf.lo)
+        if part.quote == "" and not _BARE_SAFE.fullmatch(text) and _wrappable(sources, b):
+            return _wrap(f, src, word.start, word.end, at, text)
+        return _Splice(f, at, at, _encode(text, part.quote))
+    # An expansion produced the character before p (or, at p == 0, the first one).
+    assert isinstance(part, Expansion)
+    if p not in (leaf.lo, leaf.hi):
+        # p falls inside the expansion's value: write into the literal that produced that character.
+        run, k = _char_origins(value)[p - 1]
+        if run.literal is None:
+            raise _refuse(
+                sources,
+                f,
+                part.start,
+                f"the new parameter would have to go inside {src[part.start : part.end]}, which mlxfix does not edit",
+            )
+        lit_raw = sources[run.file].text[run.literal.start : run.literal.end]
+        at = run.literal.start + _raw_offset(run.literal, lit_raw, k + 1)
+        return _Splice(run.file, at, at, _encode(text, run.literal.quote))
+    at = part.end if p == leaf.hi and p > 0 else part.start
+    if leaf.container is not None:
+        return _Splice(f, at, at, _encode(text, '"'))
+    if _BARE_SAFE.fullmatch(text):
+        return _Splice(f, at, at, text)
+    if _wrappable(sources, b):
+        return _wrap(f, src, word.start, word.end, at, text)
+    return _Splice(f, at, at, '"' + _encode(text, '"') + '"')
+
+
+def _wrap(f: int, src: str, start: int, end: int, at: int, text: str) -> _Splice:
+    """Put an unquoted word in double quotes while inserting ``text`` at ``at``."""
+    new = '"' + src[start:at] + _encode(text, '"') + src[at:end] + '"'
+    return _Splice(f, start, end, new)
+
+
+def _splice_files(sources: Sequence[GrubFile], splices: Sequence[_Splice]) -> tuple[FileEdit, ...]:
+    by_file: dict[int, list[_Splice]] = {}
+    for s in splices:
+        by_file.setdefault(s.file, []).append(s)
+    edits = []
+    for index, items in sorted(by_file.items()):
+        src = sources[index].text
+        items.sort(key=lambda s: (s.start, s.end))
+        out, pos, delta = [], 0, 0
+        regions = []
+        for s in items:
+            if s.start < pos:
+                raise Refused("mlxfix planned overlapping changes (a bug): nothing was changed", path=sources[index].path)
+            out.append(src[pos : s.start])
+            out.append(s.text)
+            regions.append((s.start + delta, s.start + delta + len(s.text)))
+            delta += len(s.text) - (s.end - s.start)
+            pos = s.end
+        out.append(src[pos:])
+        after = "".join(out).encode("latin-1")
+        edits.append(FileEdit(index, sources[index].path, sources[index].data, after, tuple(regions)))
+    return tuple(edits)
+
+
+# -- a missing variable ---------------------------------------------------------------------------------
+
+
+def _add_assignment(sources: Sequence[GrubFile], ev: Evaluation, param: Param, variable: str, anchor: str) -> GrubEdit:
+    """Add ``VARIABLE="param"`` after the anchor's effective top-level assignment, else at the end of
+    the main file; a missing final newline is mended."""
+    a = ev.binding(anchor)
+    if a is not None and a.assign is not None and a.known:
+        index = a.file
+        f = sources[index]
+        at = f.statements[a.statement].end
+        k = a.statement
+        while f.text[at - 1] != "\n" and k + 1 < len(f.statements):
+            k += 1
+            at = f.statements[k].end
+        where = f"after {anchor}"
+    else:
+        index, f = 0, sources[0]
+        at = len(f.text)
+        where = "at the end of the file"
+    nl = f.newline
+    prefix = "" if at == 0 or f.text[at - 1] == "\n" else nl
+    line = f'{prefix}{variable}="{_encode(param.text, chr(34))}"{nl}'
+    after = (f.text[:at] + line + f.text[at:]).encode("latin-1")
+    files = (FileEdit(index, f.path, f.data, after, ((at, at + len(line)),)),)
+    expected = param.text + ("\r" if nl == "\r\n" else "")
+    _verify(sources, ev, files, variable, expected, param)
+    new_line = grubfile.parse(after, f.path).position(at + len(prefix))[0]
+    note = f"{variable} was not set anywhere; added it {where}"
+    return GrubEdit(variable, param, None, expected, files, f.path, new_line, "added", (note,))
+
+
+# -- checking the result --------------------------------------------------------------------------------
+
+
+def _verify(
+    sources: Sequence[GrubFile], ev: Evaluation, files: Sequence[FileEdit], variable: str, expected: str, param: Param
+) -> None:
+    """Parse and evaluate the edited set; refuse unless exactly the intended change happened."""
+    new_sources = list(sources)
+    for fe in files:
+        new_sources[fe.index] = grubfile.parse(fe.after, fe.path)
+        err = new_sources[fe.index].error
+        if err is not None:
+            raise Refused(f"the edited file would not parse ({err.message})", path=fe.path)
+    ev2 = evaluate(new_sources)
+    got = ev2.value(variable)
+    if got != expected or not cmdline.contains(got, param):
+        shown = repr(got) if isinstance(got, str) else "an unknown value"
+        raise Refused(f"the edit would give {variable} {shown}, not the intended {expected!r}", path=files[0].path)
+    # Assignments the edit touched, as nodes of the new model; a variable mlxfix cannot compute that
+    # was computed from one of them may have changed without anyone seeing it.
+    touched: set[int] = set()
+    for fe in files:
+        for bindings in ev2.history.values():
+            for h in bindings:
+                if (
+                    h.assign is not None
+                    and h.file == fe.index
+                    and any(lo <= h.assign.end and h.assign.start <= hi for lo, hi in fe.regions)
+                ):
+                    touched.add(id(h.assign))
+    for name in set(ev.final) | set(ev2.final):
+        if name == variable:
+            continue
+        old, new = ev.value(name), ev2.value(name)
+        b2 = ev2.binding(name)
+        if isinstance(old, Unknown) and isinstance(new, Unknown):
+            if b2 is not None and b2.via & touched:
+                u = new
+                line = new_sources[u.file].position(u.pos)[0] if u.file >= 0 and u.pos >= 0 else None
+                path = new_sources[u.file].path if u.file >= 0 else files[0].path
+                why = f"{name} is computed from {variable} in a way mlxfix cannot follow, so the edit could change it too"
+                raise Refused(why, path=path, line=line)
+            continue
+        if old != new:
+            raise Refused(f"the edit would also change {name} (it reuses {variable})", path=files[0].path)
+
+
+def _notes(sources: Sequence[GrubFile], ev: Evaluation, b: Binding, variable: str, anchor: str, param: Param) -> tuple[str, ...]:
+    notes: list[str] = []
+    f = sources[b.file]
+    if b.file > 0:
+        earlier = [h for h in ev.history.get(variable, []) if h.file == 0 and h.assign is not None]
+        if earlier:
+            line = sources[0].position(earlier[-1].assign.start)[0]  # type: ignore[union-attr]
+            notes.append(f"{f.path} overrides {variable} set in {sources[0].path}:{line}; the drop-in is the one that counts")
+    other = ev.value(anchor)
+    if isinstance(other, str):
+        clash = cmdline.conflicts(other, param)
+        if clash:
+            notes.append(
+                f"{anchor} also has {' '.join(clash)}: normal entries get {param.text} (it comes later), recovery entries do not"
+            )
+    value = text_of(b.value) if not isinstance(b.value, Unknown) else ""
+    _, ignored = cmdline.realloc_setting(value)
+    if ignored:
+        notes.append(f"the kernel ignores {', '.join('pci=' + i for i in ignored)} (only values starting with on/off count)")
+    return tuple(notes)

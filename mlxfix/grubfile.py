@@ -1,0 +1,249 @@
+"""The lossless model of a grub defaults file (``/etc/default/grub``, ``/etc/default/grub.d/*.cfg``).
+
+``parse(data)`` never fails and ``parse(data).render() == data`` for every byte string: the file is
+split into top-level statements that tile it exactly (blank lines, comments, assignments, other shell,
+and, after a syntax error, the unparsed rest). Models are immutable; an edit produces new bytes that are
+parsed again, so the old model stays available for the diff and the backup hash.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+from typing import Literal as Lit
+
+from mlxfix import shell
+from mlxfix.shell import Assign, DoubleQuoted, Expansion, Literal, Word
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["AssignmentInfo", "GrubFile", "Statement", "ValuePart", "parse"]
+
+StatementKind = Lit["blank", "comment", "assignment", "shell", "invalid"]
+_PLACEHOLDER = re.compile(r"@[A-Z][A-Z0-9_]*@")
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One top-level unit of the file with the kind a reader cares about."""
+
+    start: int
+    end: int
+    kind: StatementKind
+    unit: shell.Unit
+
+    @property
+    def assignments(self) -> tuple[Assign, ...]:
+        """The ``NAME=value`` items of an assignment statement (``A=1 B=2``, ``export A=1``)."""
+        if self.kind != "assignment" or self.unit.command is None:
+            return ()
+        cmd = self.unit.command.pipelines[0].commands[0]
+        assert isinstance(cmd, shell.Simple)
+        return cmd.assigns + tuple(w for w in cmd.words if isinstance(w, Assign))
+
+
+@dataclass(frozen=True, slots=True)
+class ValuePart:
+    """A piece of an assigned value: literal text, or an expansion the shell computes at run time."""
+
+    kind: Lit["literal", "expansion"]
+    text: str  # the literal's characters, or the expansion as written (``${X}``, ``$(cmd)``)
+    quote: str  # '' unquoted, "'" or '"'
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentInfo:
+    """Where a variable is assigned, and in which context (``top`` runs unconditionally)."""
+
+    name: str
+    line: int
+    column: int
+    context: str  # "top", "if", "case", "while", "until", "for", "brace", "subshell", "pipeline",
+    #               "and-or", "background", "function NAME", "command substitution"
+    exported: bool
+    statement: int  # index of the top-level statement that holds it
+    node: Assign
+    parts: tuple[ValuePart, ...]
+
+    @property
+    def top_level(self) -> bool:
+        return self.context == "top"
+
+
+@dataclass(frozen=True)
+class GrubFile:
+    """A parsed grub defaults file. ``text`` is ``data`` decoded as latin-1 (one char per byte)."""
+
+    data: bytes
+    statements: tuple[Statement, ...]
+    path: str = "/etc/default/grub"
+    text: str = field(repr=False, default="")
+
+    def render(self) -> bytes:
+        """The file's bytes, rebuilt from its statements."""
+        return "".join(self.text[s.start : s.end] for s in self.statements).encode("latin-1")
+
+    # -- positions -----------------------------------------------------------------------------------
+
+    @cached_property
+    def _line_starts(self) -> list[int]:
+        starts = [0]
+        find, text = self.text.find, self.text
+        i = find("\n")
+        while i >= 0:
+            starts.append(i + 1)
+            i = find("\n", i + 1)
+        del text
+        return starts
+
+    def position(self, offset: int) -> tuple[int, int]:
+        """1-based (line, column) of a character offset."""
+        line = bisect.bisect_right(self._line_starts, offset)
+        return line, offset - self._line_starts[line - 1] + 1
+
+    def line_text(self, line: int) -> str:
+        """One physical line without its newline, decoded for display."""
+        starts = self._line_starts
+        start = starts[line - 1]
+        end = starts[line] - 1 if line < len(starts) else len(self.text)
+        return self.text[start:end].rstrip("\r").encode("latin-1").decode("utf-8", "replace")
+
+    @property
+    def newline(self) -> str:
+        """The line ending this file uses (CRLF when most of its lines end so)."""
+        lf = self.text.count("\n")
+        return "\r\n" if lf and self.text.count("\r\n") * 2 > lf else "\n"
+
+    # -- facts ---------------------------------------------------------------------------------------
+
+    @property
+    def error(self) -> shell.ShellSyntaxError | None:
+        """The syntax error that ended the parse, if any."""
+        last = self.statements[-1] if self.statements else None
+        return last.unit.error if last is not None else None
+
+    @property
+    def is_binary(self) -> bool:
+        return "\x00" in self.text
+
+    def placeholders(self) -> list[tuple[int, str, str]]:
+        """``@NAME@`` template placeholders in assigned values: (line, variable, placeholder)."""
+        found = []
+        for info in self.assignments():
+            for part in info.parts:
+                if part.kind == "literal":
+                    for m in _PLACEHOLDER.finditer(part.text):
+                        found.append((info.line, info.name, m.group(0)))
+        return found
+
+    def assignments(self, name: str | None = None) -> list[AssignmentInfo]:
+        """Every assignment in the file, top level or nested, in source order (optionally one name)."""
+        found: list[AssignmentInfo] = []
+        for index, st in enumerate(self.statements):
+            if st.unit.command is None or (name is not None and name not in self.text[st.start : st.end]):
+                continue
+            ctx = "background" if st.unit.separator == "&" else "top"
+            for node, context, exported in _walk_assignments(st.unit.command, ctx):
+                if name is None or node.name == name:
+                    line, col = self.position(node.start)
+                    found.append(
+                        AssignmentInfo(node.name, line, col, context, exported, index, node, _value_parts(self.text, node.value))
+                    )
+        return found
+
+
+def _value_parts(text: str, word: Word) -> tuple[ValuePart, ...]:
+    parts: list[ValuePart] = []
+    for p in word.parts:
+        if isinstance(p, Literal):
+            parts.append(ValuePart("literal", p.text, p.quote))
+        elif isinstance(p, DoubleQuoted):
+            for q in p.parts:
+                if isinstance(q, Literal):
+                    parts.append(ValuePart("literal", q.text, '"'))
+                else:
+                    parts.append(ValuePart("expansion", text[q.start : q.end], '"'))
+        else:
+            parts.append(ValuePart("expansion", text[p.start : p.end], ""))
+    return tuple(parts)
+
+
+def _walk_assignments(cmd: shell.AndOr, ctx: str) -> Iterator[tuple[Assign, str, bool]]:
+    """Yield (assign, context, exported) for every assignment inside a command, depth first."""
+    if len(cmd.pipelines) > 1 and ctx == "top":
+        ctx = "and-or"
+    for pipeline in cmd.pipelines:
+        pctx = "pipeline" if len(pipeline.commands) > 1 and ctx == "top" else ctx
+        for c in pipeline.commands:
+            yield from _walk_command(c, pctx)
+
+
+def _walk_command(c: shell.Simple | shell.Compound | shell.FunctionDef, ctx: str) -> Iterator[tuple[Assign, str, bool]]:
+    if isinstance(c, shell.Simple):
+        exported = bool(c.words) and isinstance(c.words[0], Word) and c.words[0].plain() == "export"
+        for a in c.assigns:
+            yield a, ctx, False
+        for w in c.words:
+            if isinstance(w, Assign):
+                yield w, ctx, exported
+        for w in c.words:
+            yield from _walk_word(w.value if isinstance(w, Assign) else w)
+        for a in c.assigns:
+            yield from _walk_word(a.value)
+    elif isinstance(c, shell.FunctionDef):
+        yield from _walk_command(c.body, f"function {c.name}")
+    else:
+        inner = ctx if ctx.startswith("function") else c.kind
+        for lst in c.lists:
+            for cmd in lst:
+                yield from _walk_assignments(cmd, inner)
+
+
+def _walk_word(word: Word) -> Iterator[tuple[Assign, str, bool]]:
+    """Assignments inside command substitutions of a word (they run in a subshell)."""
+    for p in word.parts:
+        exps = [q for q in p.parts if isinstance(q, Expansion)] if isinstance(p, DoubleQuoted) else [p]
+        for e in exps:
+            if isinstance(e, Expansion) and e.kind == "command":
+                for cmd in e.body:
+                    yield from _walk_assignments(cmd, "command substitution")
+
+
+def _classify(text: str, unit: shell.Unit) -> StatementKind:
+    if unit.error is not None:
+        return "invalid"
+    cmd = unit.command
+    if cmd is None:
+        return "comment" if "#" in text[unit.start : unit.end] else "blank"
+    if unit.separator == "&" or len(cmd.pipelines) != 1:
+        return "shell"
+    pipeline = cmd.pipelines[0]
+    if pipeline.negated or len(pipeline.commands) != 1:
+        return "shell"
+    simple = pipeline.commands[0]
+    if not isinstance(simple, shell.Simple) or simple.redirects:
+        return "shell"
+    if not simple.words:
+        return "assignment"
+    head = simple.words[0]
+    if (
+        not simple.assigns
+        and isinstance(head, Word)
+        and head.plain() == "export"
+        and any(isinstance(w, Assign) for w in simple.words[1:])
+        and all(isinstance(w, Assign) or w.plain() is not None for w in simple.words[1:])
+    ):
+        return "assignment"
+    return "shell"
+
+
+def parse(data: bytes, path: str = "/etc/default/grub") -> GrubFile:
+    """Parse a grub defaults file from its bytes. Never raises: see ``GrubFile.error``."""
+    text = data.decode("latin-1")
+    units = shell.parse_units(text)
+    statements = tuple(Statement(u.start, u.end, _classify(text, u), u) for u in units)
+    return GrubFile(data, statements, path, text)

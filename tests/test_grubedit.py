@@ -1,0 +1,251 @@
+"""The edit, checked by the oracle: after it, /bin/sh sees the parameter exactly once in
+GRUB_CMDLINE_LINUX_DEFAULT, every other variable as before, and every other byte is unchanged."""
+
+from __future__ import annotations
+
+import difflib
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from mlxfix import cmdline, grubfile
+from mlxfix.cmdline import Param
+from mlxfix.errors import Refused
+from mlxfix.grubedit import GrubEdit, plan_grub_edit
+from tests.conftest import CORPUS, corpus_hosts
+from tests.oracle import names_in, sh_values
+from tests.strategies import grub_files
+
+P = Param.parse("pci=realloc=off")
+CLD = "GRUB_CMDLINE_LINUX_DEFAULT"
+
+# Corpus files mlxfix must refuse, and the reason it gives.
+REFUSED = {
+    "008-holoiso-postcopy.grub": "'source' runs shell code",
+    "012-kaisenlinux-grub2.grub": "package template",
+    "025-parrotsec-grub2.grub": "package template",
+    "033-4ndr0666-dotfiles.grub": "'source' runs shell code",
+    "035-4ndr0666-dotfiles.cfg": "assigned inside function add_kernel_param",
+    "056-correabuscar-etc.grub": "may be a function from the code run on line 8",
+}
+
+
+def edit_paths(paths: list[Path], param: Param = P) -> GrubEdit:
+    return plan_grub_edit([grubfile.parse(p.read_bytes(), str(p)) for p in paths], param)
+
+
+def check_with_sh(paths: list[Path], edit: GrubEdit, param: Param = P) -> None:
+    """Write the edited files beside the originals and compare what sh computes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        new_paths = []
+        for i, p in enumerate(paths):
+            changed = next((fe for fe in edit.files if fe.index == i), None)
+            target = Path(tmp) / f"{i}-{p.name}"
+            target.write_bytes(changed.after if changed else p.read_bytes())
+            new_paths.append(target)
+        datas = [p.read_bytes() for p in paths + new_paths]
+        names = names_in(datas)
+        before, after = sh_values(paths, names), sh_values(new_paths, names)
+    for name in names:
+        if name != CLD:
+            assert before[name] == after[name], f"{name} changed"
+    value = after[CLD]
+    assert value is not None
+    assert value == edit.after
+    assert cmdline.contains(value, param)
+    assert cmdline.ensure(value, param) == ()  # holds once, no conflict, as the kernel reads it
+    words = [t.text for t in cmdline.kernel_params(cmdline.split(value))]
+    assert words.count(param.text) <= 1
+    assert before[CLD] is None or cmdline.ensure(before[CLD], param) == () or edit.changed
+
+
+def changed_lines(before: bytes, after: bytes) -> list[str]:
+    diff = difflib.unified_diff(before.decode("latin-1").splitlines(True), after.decode("latin-1").splitlines(True), n=0)
+    return [ln for ln in diff if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
+
+
+def test_corpus_file_is_edited_right_or_refused(corpus_file: Path) -> None:
+    if corpus_file.name in REFUSED:
+        with pytest.raises(Refused) as exc:
+            edit_paths([corpus_file])
+        err = exc.value
+        assert REFUSED[corpus_file.name] in str(err)
+        assert err.path == str(corpus_file)
+        assert err.line is not None
+        assert "\n" not in str(err)
+        return
+    edit = edit_paths([corpus_file])
+    assert edit.changed
+    check_with_sh([corpus_file], edit)
+    # One line changes (or one is added): nothing else in the file moves.
+    lines = changed_lines(corpus_file.read_bytes(), edit.files[0].after)
+    minus = [ln for ln in lines if ln.startswith("-")]
+    plus = [ln for ln in lines if ln.startswith("+")]
+    assert len(plus) == 1 or (edit.action == "edited" and len(plus) == len(minus))
+    assert P.text in plus[-1]
+    # Applying again changes nothing.
+    again = plan_grub_edit([grubfile.parse(edit.files[0].after, str(corpus_file))], P)
+    assert not again.changed
+
+
+@pytest.mark.parametrize(("main", "dropins"), corpus_hosts(), ids=lambda v: v.name if isinstance(v, Path) else "")
+def test_corpus_hosts_with_dropins(main: Path, dropins: list[Path]) -> None:
+    paths = [main, *dropins]
+    names = {p.name for p in paths}
+    if names & set(REFUSED):
+        with pytest.raises(Refused):
+            edit_paths(paths)
+        return
+    edit = edit_paths(paths)
+    check_with_sh(paths, edit)
+
+
+def test_cloud_image_dropin_is_the_file_edited() -> None:
+    main = CORPUS / "017-matsuu-isucon12q.grub"
+    dropins = [CORPUS / "018-matsuu-isucon12q.cfg", CORPUS / "019-matsuu-isucon12q.cfg"]
+    edit = edit_paths([main, *dropins])
+    assert [fe.path for fe in edit.files] == [str(dropins[1])]
+    assert edit.path == str(dropins[1])
+    assert any("overrides" in n for n in edit.notes)
+    check_with_sh([main, *dropins], edit)
+
+
+def plan(text: str, param: Param = P) -> GrubEdit:
+    return plan_grub_edit([grubfile.parse(text.encode("latin-1"))], param)
+
+
+def after(text: str, param: Param = P) -> str:
+    edit = plan(text, param)
+    return edit.files[0].after.decode("latin-1") if edit.changed else text
+
+
+@pytest.mark.parametrize(
+    ("before", "expected"),
+    [
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"\n'),
+        ("GRUB_CMDLINE_LINUX_DEFAULT='quiet'\n", "GRUB_CMDLINE_LINUX_DEFAULT='quiet pci=realloc=off'\n"),
+        ("GRUB_CMDLINE_LINUX_DEFAULT=quiet\n", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"\n'),
+        ("GRUB_CMDLINE_LINUX_DEFAULT=\n", "GRUB_CMDLINE_LINUX_DEFAULT=pci=realloc=off\n"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT=""\n', 'GRUB_CMDLINE_LINUX_DEFAULT="pci=realloc=off"\n'),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\r\n', 'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"\r\n'),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"', 'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"'),
+        (
+            '\texport GRUB_CMDLINE_LINUX_DEFAULT="quiet"  # keep me\n',
+            '\texport GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"  # keep me\n',
+        ),
+        ('GRUB_CMDLINE_LINUX_DEFAULT=" quiet  splash "\n', 'GRUB_CMDLINE_LINUX_DEFAULT=" quiet  splash pci=realloc=off "\n'),
+        (
+            'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=noaer,realloc=on splash"\n',
+            'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=noaer splash pci=realloc=off"\n',
+        ),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc"\n', 'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"\n'),
+        (
+            'GRUB_CMDLINE_LINUX_DEFAULT="quiet \\\n  splash"\n',
+            'GRUB_CMDLINE_LINUX_DEFAULT="quiet \\\n  splash pci=realloc=off"\n',
+        ),
+        (
+            'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT nomodeset"\n',
+            'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT nomodeset pci=realloc=off"\n',
+        ),
+        (
+            'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc"\nGRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT} nomodeset"\n',
+            'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT} nomodeset pci=realloc=off"\n',
+        ),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet -- single"\n', 'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off -- single"\n'),
+        ('A=1; GRUB_CMDLINE_LINUX_DEFAULT="quiet"; B=2\n', 'A=1; GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"; B=2\n'),
+        ('X="a b"\nGRUB_CMDLINE_LINUX_DEFAULT=$X\n', 'X="a b"\nGRUB_CMDLINE_LINUX_DEFAULT="$X pci=realloc=off"\n'),
+        ("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"''\n", "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet pci=realloc=off\"''\n"),
+    ],
+)
+def test_edit_keeps_style(before: str, expected: str) -> None:
+    assert after(before) == expected
+
+
+@pytest.mark.parametrize(
+    ("before", "expected"),
+    [
+        (
+            'GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX="root=x"\nGRUB_X=1\n',
+            'GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX="root=x"\nGRUB_CMDLINE_LINUX_DEFAULT="pci=realloc=off"\nGRUB_X=1\n',
+        ),
+        ("GRUB_TIMEOUT=5", 'GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT="pci=realloc=off"\n'),
+        (
+            '#GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n',
+            '#GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX_DEFAULT="pci=realloc=off"\n',
+        ),
+        ("GRUB_TIMEOUT=5\r\n", 'GRUB_TIMEOUT=5\r\nGRUB_CMDLINE_LINUX_DEFAULT="pci=realloc=off"\r\n'),
+        ("", 'GRUB_CMDLINE_LINUX_DEFAULT="pci=realloc=off"\n'),
+    ],
+)
+def test_missing_variable_is_added(before: str, expected: str) -> None:
+    edit = plan(before)
+    assert edit.action == "added"
+    assert after(before) == expected
+
+
+def test_already_present_changes_nothing() -> None:
+    for text in ('GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"\n', 'GRUB_CMDLINE_LINUX_DEFAULT="pci=noaer,realloc=off"\n'):
+        edit = plan(text)
+        assert not edit.changed
+        assert edit.action == "present"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ('if true; then\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\nfi\n', 2, "inside an if block"),
+        ("f() { GRUB_CMDLINE_LINUX_DEFAULT=x; }\nf\n", 1, "inside function f"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet $UNDEFINED"\n', 1, "$UNDEFINED, which none of these files sets"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="$(cat /etc/cmdline)"\n', 1, "the output of a command"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n. /etc/default/extra\n', 2, "'.' runs shell code"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\neval "$X"\n', 2, "'eval' runs shell code"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet\nGRUB_X=1\n', 1, "sh cannot parse this file (unterminated double quote)"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="@DEFAULT_CMDLINE@"\n', 1, "package template"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n[ -e /x ] && GRUB_CMDLINE_LINUX_DEFAULT=""\n', 2, "inside an && / || list"),
+        ("GRUB_CMDLINE_LINUX_DEFAULT=~/x\n", 1, "home directory"),
+        ("GRUB_X=1\x00\n", 1, "binary"),
+        ('return 0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "may stop at the 'return'"),
+        ("unset GRUB_CMDLINE_LINUX_DEFAULT\n", 1, "changed by the command on line 1"),
+    ],
+)
+def test_refusals_name_file_line_and_reason(text: str, line: int, reason: str) -> None:
+    f = grubfile.parse(text.encode("latin-1"), "/etc/default/grub")
+    with pytest.raises(Refused) as exc:
+        plan_grub_edit([f], P)
+    err = exc.value
+    assert err.path == "/etc/default/grub"
+    assert err.line == line
+    assert reason in err.message
+    assert "\n" not in str(err)
+
+
+def test_edit_never_changes_another_variable_that_reuses_the_value() -> None:
+    text = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc"\nOTHER="$GRUB_CMDLINE_LINUX_DEFAULT"\nGRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT x"\n'
+    with pytest.raises(Refused, match="would also change OTHER"):
+        plan(text)
+
+
+def test_notes_warn_about_grub_cmdline_linux_conflicts() -> None:
+    edit = plan('GRUB_CMDLINE_LINUX="pci=realloc"\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
+    assert any("recovery entries" in n for n in edit.notes)
+
+
+@given(grub_files())
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+def test_generated_files_edit_right_or_refuse(data: bytes) -> None:
+    f = grubfile.parse(data, "/etc/default/grub")
+    try:
+        edit = plan_grub_edit([f], P)
+    except Refused as err:
+        assert err.path == "/etc/default/grub"
+        assert "\n" not in str(err)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "grub"
+        path.write_bytes(data)
+        check_with_sh([path], edit)
+    if edit.changed:
+        again = plan_grub_edit([grubfile.parse(edit.files[0].after)], P)
+        assert not again.changed  # editing twice is editing once
