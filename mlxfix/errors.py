@@ -6,9 +6,11 @@ from enum import IntEnum
 
 __all__ = [
     "Busy",
+    "CommandFailed",
     "ExitCode",
     "FileError",
     "HostError",
+    "Interrupted",
     "MlxfixError",
     "NotRestored",
     "Refused",
@@ -84,6 +86,16 @@ class Refused(MlxfixError):
 
 class HostError(MlxfixError):
     """Reading, writing or running something on the host failed."""
+
+
+class CommandFailed(MlxfixError):
+    """A command of the plan (update-grub, grubby...) failed; the files were put back."""
+
+
+class Interrupted(MlxfixError):
+    """Ctrl-C: what was changed has been put back."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class Busy(MlxfixError):

@@ -1,0 +1,244 @@
+"""Verified backups under /var/lib/mlxfix/backups/<id>/, and the intent record of a running change.
+
+A backup is built in a private temporary directory, read back and compared, then renamed into place:
+it is complete or absent, never half. Its manifest carries the sha256 of every saved file, checked
+again before anything is restored: a corrupted backup is refused, never restored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mlxfix import __version__
+from mlxfix.errors import FileError, Refused, UsageError
+from mlxfix.host import STATE_DIR, checkpoint, sha256
+
+if TYPE_CHECKING:
+    from mlxfix.host import Host
+    from mlxfix.plan import Plan
+
+__all__ = ["Intent", "Manifest", "ManifestFile", "create", "list_backups", "load", "read_intent"]
+
+BACKUPS = f"{STATE_DIR}/backups"
+INTENT = f"{STATE_DIR}/intent.json"
+LOCK = f"{STATE_DIR}/lock"
+_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
+
+
+class ManifestFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    stored: str  # the copy's name inside the backup directory
+    sha256: str
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    existed: bool = True
+    written_sha256: str | None = None  # what mlxfix wrote there (None: a command changed it)
+
+
+class Manifest(BaseModel):
+    """What a backup holds and why it was taken."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal[1] = 1
+    id: str
+    created: str
+    mlxfix_version: str
+    host: str
+    action: str
+    param: str
+    reason: str
+    boot_setup: str
+    files: list[ManifestFile]
+    commands: list[list[str]]
+
+
+class Intent(BaseModel):
+    """Written before the first change and removed after the last: if it is there at start-up, an
+    earlier apply or rollback was interrupted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal[1] = 1
+    action: str
+    backup: str
+    started: str
+    param: str
+    files: list[str]
+
+
+def new_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def check_id(backup_id: str) -> str:
+    """A backup id as the user typed it; anything that is not one (``../../etc``) is refused."""
+    if not _ID.fullmatch(backup_id):
+        raise UsageError(f"{backup_id!r} is not a backup id (they look like 20261125T021500Z-a1b2c3; see: mlxfix backups)")
+    return backup_id
+
+
+def create(host: Host, plan: Plan, hostname: str) -> Manifest:
+    """Save the exact bytes, mode and owner of every file the plan changes; return the manifest."""
+    backup_id = new_id()
+    host.make_private_dir(STATE_DIR)
+    host.make_private_dir(BACKUPS)
+    partial = f"{BACKUPS}/.partial-{backup_id}"
+    host.make_private_dir(partial)
+    files: list[ManifestFile] = []
+    saved: dict[str, bytes] = {}
+    sources: list[tuple[str, bytes, int, int, int, bool, str | None]] = [
+        (w.path, w.before, w.mode, w.uid, w.gid, w.existed, w.after_sha256) for w in plan.writes
+    ]
+    for info in plan.backup_only:
+        assert info.data is not None
+        sources.append((info.path, info.data, info.mode, info.uid, info.gid, True, None))
+    for index, (path, data, mode, uid, gid, existed, written) in enumerate(sources):
+        stored = f"{index}.orig"
+        host.create_file(f"{partial}/{stored}", data)
+        saved[stored] = data
+        files.append(
+            ManifestFile(
+                path=path,
+                stored=stored,
+                sha256=sha256(data),
+                size=len(data),
+                mode=mode,
+                uid=uid,
+                gid=gid,
+                existed=existed,
+                written_sha256=written,
+            )
+        )
+    manifest = Manifest(
+        id=backup_id,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        mlxfix_version=__version__,
+        host=hostname,
+        action=plan.action,
+        param=plan.param,
+        reason=plan.reason,
+        boot_setup=plan.setup.name,
+        files=files,
+        commands=[list(c.argv) for c in plan.commands],
+    )
+    body = manifest.model_dump_json(indent=2).encode() + b"\n"
+    host.create_file(f"{partial}/manifest.json", body)
+    checkpoint("backup-written")
+    # Read everything back before trusting it.
+    for stored, data in saved.items():
+        back = host.read(f"{partial}/{stored}")
+        if back.data is None or sha256(back.data) != sha256(data):
+            host.remove_tree(partial)
+            raise Refused("the backup did not read back identical; nothing was changed", path=f"{partial}/{stored}")
+    back = host.read(f"{partial}/manifest.json")
+    if back.data != body:
+        host.remove_tree(partial)
+        raise Refused("the backup manifest did not read back identical; nothing was changed", path=f"{partial}/manifest.json")
+    host.rename(partial, f"{BACKUPS}/{backup_id}")
+    checkpoint("after-backup")
+    return manifest
+
+
+def _read_manifest(host: Host, backup_id: str) -> Manifest:
+    path = f"{BACKUPS}/{backup_id}/manifest.json"
+    info = host.read(path)
+    if info.data is None:
+        raise FileError("the backup has no readable manifest", path=path)
+    try:
+        manifest = Manifest.model_validate_json(info.data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise FileError(f"the manifest is not valid ({'.'.join(map(str, first['loc']))}: {first['msg']})", path=path) from None
+    if manifest.id != backup_id:
+        raise FileError(f"the manifest names backup {manifest.id}, not {backup_id}", path=path)
+    return manifest
+
+
+def list_backups(host: Host) -> tuple[list[Manifest], list[str]]:
+    """The backups, newest first, and a problem line for each one that cannot be read."""
+    names = host.listdir(BACKUPS) or []
+    manifests, problems = [], []
+    for name in sorted((n for n in names if _ID.fullmatch(n)), reverse=True):
+        try:
+            manifests.append(_read_manifest(host, name))
+        except FileError as exc:
+            problems.append(str(exc))
+    for name in names:
+        if name.startswith(".partial-"):
+            problems.append(f"{BACKUPS}/{name}: an incomplete backup left by an interrupted run (it is ignored)")
+    return manifests, problems
+
+
+def load(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]:
+    """A backup and its files, every file checked against its sha256 (``None``: the newest)."""
+    if backup_id is None:
+        manifests, problems = list_backups(host)
+        if not manifests:
+            detail = f" ({problems[0]})" if problems else ""
+            raise Refused(f"there is no backup to restore under {BACKUPS}{detail}")
+        backup_id = manifests[0].id
+    check_id(backup_id)
+    if host.listdir(f"{BACKUPS}/{backup_id}") is None:
+        raise UsageError(f"there is no backup {backup_id} (see: mlxfix backups)")
+    manifest = _read_manifest(host, backup_id)
+    stored: dict[str, bytes] = {}
+    for entry in manifest.files:
+        if "/" in entry.stored or entry.stored.startswith("."):
+            raise FileError(
+                f"the manifest points outside the backup ({entry.stored!r}); refusing it", path=f"{BACKUPS}/{backup_id}"
+            )
+        path = f"{BACKUPS}/{backup_id}/{entry.stored}"
+        info = host.read(path)
+        if info.data is None:
+            raise FileError("a file of the backup is missing or unreadable; refusing to restore from it", path=path)
+        if sha256(info.data) != entry.sha256:
+            raise FileError(
+                f"the saved copy of {entry.path} is corrupted (its sha256 does not match the manifest); refusing to restore it",
+                path=path,
+            )
+        stored[entry.path] = info.data
+    return manifest, stored
+
+
+def read_intent(host: Host) -> Intent | None:
+    info = host.read(INTENT)
+    if info.data is None:
+        return None
+    try:
+        return Intent.model_validate_json(info.data)
+    except ValidationError:
+        return Intent(action="unknown", backup="", started="", param="", files=[])
+
+
+def write_intent(host: Host, plan: Plan, manifest: Manifest) -> None:
+    intent = Intent(
+        action=plan.action,
+        backup=manifest.id,
+        started=datetime.now(UTC).isoformat(timespec="seconds"),
+        param=plan.param,
+        files=[w.path for w in plan.writes],
+    )
+    host.remove(INTENT)
+    host.create_file(INTENT, intent.model_dump_json().encode() + b"\n")
+    checkpoint("after-intent")
+
+
+def clear_intent(host: Host) -> None:
+    host.remove(INTENT)
+
+
+def describe(manifest: Manifest) -> dict[str, object]:
+    """A backup as ``mlxfix backups --json`` shows it."""
+    return json.loads(manifest.model_dump_json())  # type: ignore[no-any-return]

@@ -1,0 +1,369 @@
+"""The command line: options in, one core call, the result out, an exit code.
+
+Heavy modules are imported inside the commands that need them, so ``mlxfix --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mlxfix.errors import ExitCode, MlxfixError, Refused, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mlxfix.commands import ChangeReport
+    from mlxfix.host import CommandResult, Host
+    from mlxfix.plan import Plan
+    from mlxfix.render import Style
+
+HELP = """\
+Fix the Mellanox ConnectX-3 "Missing UAR, aborting" failure safely.
+
+mlx4_core aborts when the PCI BAR that holds the NIC's UAR was never assigned; booting with
+pci=realloc=off stops the kernel from reshuffling it away. mlxfix finds out whether this host is hit,
+adds the parameter where this host's kernel command line really comes from, with a diff to review
+first, a verified backup, atomic writes and a one-command rollback.
+
+\b
+Typical session (as root, on the host or with --host):
+  mlxfix diagnose              is this host hit?
+  mlxfix apply --dry-run       the exact diff and commands
+  mlxfix apply                 backup, edit, validate, update-grub, reboot prompt
+  mlxfix verify                after the reboot: did it work?
+  mlxfix rollback              the original files back
+
+Exit codes: 0 ok, 1 refused or failed (nothing changed or all restored), 2 usage error,
+3 failed and not restored (manual steps printed), 10/11/12 diagnose verdicts, 13 verify failed,
+75 busy (another mlxfix, dpkg or apt), 130 interrupted.
+"""
+
+app = typer.Typer(
+    name="mlxfix",
+    help=HELP,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+RootOpt = Annotated[
+    str,
+    typer.Option("--root", metavar="DIR", help="Act on the tree at DIR instead of / (every file read or written is under DIR)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout; human text goes to stderr.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Show the diff and the commands; change nothing.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (required without a terminal).")]
+NoUpdateOpt = Annotated[
+    bool,
+    typer.Option("--no-update", help="Write the files but do not regenerate the boot configuration; print the command to run."),
+]
+RebootOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--reboot/--no-reboot",
+        help="After a change: reboot a few seconds later without asking, or never. Default: ask on a terminal, else do not.",
+        show_default=False,
+    ),
+]
+SetupOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--boot-setup",
+        metavar="NAME",
+        help="Skip detection: grub-debian, grub, grub2, grub2-bls, proxmox-systemd-boot or systemd-boot.",
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mlxfix import __version__
+
+        typer.echo(f"mlxfix {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    del version
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+
+def _human(as_json: bool) -> Any:
+    """Where human text goes: stdout, or stderr when stdout carries JSON."""
+    return sys.stderr if as_json else sys.stdout
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _ask(question: str) -> bool:
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    try:
+        answer = sys.stdin.readline()
+    except (EOFError, KeyboardInterrupt):
+        sys.stderr.write("\n")
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _host(root: str) -> Host:
+    from mlxfix.host import LocalHost
+
+    if root != "/" and not os.path.isdir(root):
+        raise UsageError(f"--root {root}: no such directory")
+    return LocalHost(root)
+
+
+class _Progress:
+    """Steps as lines; command output streamed; a spinner while a command runs on a terminal."""
+
+    def __init__(self, out: Any, style: Style) -> None:
+        self.out = out
+        self.style = style
+        self.tty = out.isatty()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._label = ""
+        self._lock = threading.Lock()
+
+    def step(self, text: str) -> None:
+        self._print(f"  {text}")
+
+    def command_start(self, argv: tuple[str, ...]) -> None:
+        import shlex
+
+        self._label = shlex.join(argv)
+        self._print(f"  running {self._label} ...")
+        if self.tty:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._spin, daemon=True)
+            self._thread.start()
+
+    def output(self, line: str) -> None:
+        self._print(f"    | {line}")
+
+    def command_end(self, result: CommandResult) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            self.out.write("\r\033[K")
+        del result
+
+    def _print(self, text: str) -> None:
+        with self._lock:
+            if self._thread is not None:
+                self.out.write("\r\033[K")
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def _spin(self) -> None:
+        frames = "|/-\\"
+        start = time.monotonic()
+        i = 0
+        while not self._stop.wait(0.1):
+            with self._lock:
+                self.out.write(f"\r  {frames[i % 4]} {self._label} ({time.monotonic() - start:.0f} s)")
+                self.out.flush()
+            i += 1
+
+
+def _confirmer(yes: bool, out: Any, style: Style, shown: list[bool], action: str, runs_commands: bool) -> Callable[[Plan], bool]:
+    from mlxfix.render import render_plan
+
+    def confirm(plan: Plan) -> bool:
+        render_plan(plan, out, style, runs_commands=runs_commands)
+        shown.append(True)
+        out.write("\n")
+        out.flush()
+        if yes:
+            return True
+        if not _interactive():
+            raise Refused(f"no terminal to confirm on: pass --yes to {action} without asking (or --dry-run to only look)")
+        return _ask(f"{action.capitalize()} these changes?")
+
+    return confirm
+
+
+def _finish_change(
+    report: ChangeReport, host: Host, *, as_json: bool, reboot: bool | None, yes: bool, shown: bool, style: Style
+) -> None:
+    """Reboot step, then the report (human or JSON), then the exit code."""
+    from mlxfix.render import render_change
+
+    out = _human(as_json)
+    render_change(report, out, style, show_plan=not shown)
+    if report.error is None and report.changed and report.outcome is not None:
+        _maybe_reboot(report, host, reboot=reboot, yes=yes, out=out)
+    code = report.error.exit_code if report.error is not None else ExitCode.OK
+    if as_json:
+        from mlxfix.models import change_result, dump
+
+        sys.stdout.write(dump(change_result(report, int(code))) + "\n")
+    raise typer.Exit(int(code))
+
+
+def _maybe_reboot(report: ChangeReport, host: Host, *, reboot: bool | None, yes: bool, out: Any) -> None:
+    from mlxfix.commands import reboot_command
+
+    if not host.runs_commands:
+        if reboot:
+            report.warnings.append("--root: not rebooting a tree; reboot the host that uses it")
+        return
+    if reboot is False:
+        return
+    if reboot is None:
+        if yes or not _interactive():
+            out.write("Reboot when it suits you (or pass --reboot next time).\n")
+            return
+        if os.environ.get("SSH_CONNECTION"):
+            out.write("You are connected over SSH: the session will drop; reconnect in a minute or two and run: mlxfix verify\n")
+        if not _ask("Reboot now?"):
+            return
+    argv = reboot_command(host)
+    result = host.run(argv, timeout=60)
+    if result.ok:
+        report.rebooting = True
+        out.write("Rebooting in a few seconds.")
+        if os.environ.get("SSH_CONNECTION"):
+            out.write(" The SSH session will drop: reconnect in a minute or two and run: mlxfix verify")
+        out.write("\n")
+    else:
+        report.warnings.append(f"could not schedule the reboot ({' '.join(argv)}: exit {result.exit_code}); reboot by hand")
+
+
+# -- commands ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def apply(
+    dry_run: DryRunOpt = False,
+    param: Annotated[
+        str, typer.Option("--param", metavar="PARAM", help="The kernel parameter to put in place.")
+    ] = "pci=realloc=off",
+    yes: YesOpt = False,
+    no_update: NoUpdateOpt = False,
+    reboot: RebootOpt = None,
+    root: RootOpt = "/",
+    as_json: JsonOpt = False,
+    boot_setup: SetupOpt = None,
+) -> None:
+    """Add the kernel parameter (default pci=realloc=off) where this host's command line comes from.
+
+    Backs up every file it changes, writes atomically, validates with sh, regenerates the boot
+    configuration (update-grub, grub2-mkconfig, grubby, proxmox-boot-tool...) and offers a reboot.
+    Already applied: nothing changes and the exit code is 0.
+    """
+    from mlxfix import commands
+    from mlxfix.render import Style
+
+    out = _human(as_json)
+    style = Style(out)
+    host = _host(root)
+    shown: list[bool] = []
+    progress = _Progress(out, style)
+    confirm = _confirmer(yes, out, style, shown, "apply", host.runs_commands)
+    report = commands.apply(
+        host,
+        param=param,
+        dry_run=dry_run,
+        boot_setup=boot_setup,
+        confirm=confirm,
+        progress=progress,
+        no_update=no_update,
+    )
+    _finish_change(report, host, as_json=as_json, reboot=reboot, yes=yes, shown=bool(shown), style=style)
+
+
+@app.command()
+def rollback(
+    dry_run: DryRunOpt = False,
+    backup: Annotated[
+        str | None, typer.Option("--backup", metavar="ID", help="The backup to restore (default: the newest).")
+    ] = None,
+    yes: YesOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Restore even over changes made after mlxfix wrote the file.")] = False,
+    no_update: NoUpdateOpt = False,
+    reboot: RebootOpt = None,
+    root: RootOpt = "/",
+    as_json: JsonOpt = False,
+    boot_setup: SetupOpt = None,
+) -> None:
+    """Put back the byte-for-byte original files of a backup and regenerate the boot configuration.
+
+    A file changed after mlxfix wrote it is shown as a diff and needs --force.
+    """
+    from mlxfix import commands
+    from mlxfix.render import Style
+
+    out = _human(as_json)
+    style = Style(out)
+    host = _host(root)
+    shown: list[bool] = []
+    report = commands.rollback(
+        host,
+        backup_id=backup,
+        dry_run=dry_run,
+        force=force,
+        boot_setup=boot_setup,
+        confirm=_confirmer(yes, out, style, shown, "roll back", host.runs_commands),
+        progress=_Progress(out, style),
+        no_update=no_update,
+    )
+    _finish_change(report, host, as_json=as_json, reboot=reboot, yes=yes, shown=bool(shown), style=style)
+
+
+@app.command()
+def backups(root: RootOpt = "/", as_json: JsonOpt = False) -> None:
+    """List the backups mlxfix keeps under /var/lib/mlxfix/backups, newest first."""
+    from mlxfix import commands
+    from mlxfix.render import Style, render_backups
+
+    host = _host(root)
+    manifests, problems = commands.backups(host)
+    if as_json:
+        from mlxfix.models import backups_result, dump
+
+        sys.stdout.write(dump(backups_result(host.label, host.root, manifests, problems)) + "\n")
+    else:
+        render_backups(manifests, problems, sys.stdout, Style(sys.stdout))
+
+
+def main() -> None:
+    """Entry point: run the app; turn what escapes it into one line and an exit code."""
+    try:
+        code = app(standalone_mode=False)
+    except KeyboardInterrupt:
+        sys.stderr.write("mlxfix: interrupted\n")
+        sys.exit(ExitCode.INTERRUPTED)
+    except typer.Abort:
+        sys.stderr.write("mlxfix: interrupted\n")
+        sys.exit(ExitCode.INTERRUPTED)
+    except MlxfixError as exc:
+        sys.stderr.write(f"mlxfix: {exc}\n")
+        if exc.hint:
+            sys.stderr.write(f"hint: {exc.hint}\n")
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        show = getattr(exc, "show", None)
+        if callable(show) and hasattr(exc, "exit_code"):  # click's usage errors
+            show()
+            sys.exit(ExitCode.USAGE)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

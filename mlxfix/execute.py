@@ -1,0 +1,223 @@
+"""Run a plan on a host: lock, backup, intent, atomic writes, validation, regeneration; restore on
+failure. The plan was computed before; nothing here decides *what* to change."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from mlxfix import backup
+from mlxfix.errors import Busy, CommandFailed, HostError, Interrupted, MlxfixError, NotRestored, Refused
+from mlxfix.host import STATE_DIR, checkpoint, sha256
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mlxfix.backup import Manifest
+    from mlxfix.host import CommandResult, Host
+    from mlxfix.plan import Plan
+
+__all__ = ["CommandOutcome", "Outcome", "execute"]
+
+PACKAGE_LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/rpm/.rpm.lock")
+
+
+@dataclass
+class CommandOutcome:
+    argv: tuple[str, ...]
+    exit_code: int | None  # None: not run
+    output_tail: str
+    note: str = ""
+
+
+@dataclass
+class Outcome:
+    """What executing a plan did."""
+
+    backup: Manifest | None = None
+    written: list[str] = field(default_factory=list)
+    commands: list[CommandOutcome] = field(default_factory=list)
+    restored: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+class Progress(Protocol):
+    """How execution reports: a line per step, a stream of command output (the CLI shows them)."""
+
+    def step(self, text: str) -> None: ...
+
+    def command_start(self, argv: tuple[str, ...]) -> None: ...
+
+    def output(self, line: str) -> None: ...
+
+    def command_end(self, result: CommandResult) -> None: ...
+
+
+class Quiet:
+    """A Progress that shows nothing."""
+
+    def step(self, text: str) -> None:
+        del text
+
+    def command_start(self, argv: tuple[str, ...]) -> None:
+        del argv
+
+    def output(self, line: str) -> None:
+        del line
+
+    def command_end(self, result: CommandResult) -> None:
+        del result
+
+
+def wait_for_package_managers(host: Host, patience: float = 10.0, sleep: Callable[[float], None] = time.sleep) -> None:
+    """dpkg, apt and rpm may run update-grub themselves: wait briefly for their locks, then give up."""
+    deadline = time.monotonic() + patience
+    while True:
+        held = host.held_locks(PACKAGE_LOCKS)
+        if not held:
+            return
+        if time.monotonic() >= deadline:
+            raise Busy(f"a package manager holds {held[0]} (an upgrade is running?); try again when it has finished")
+        sleep(0.5)
+
+
+def _verify_written(host: Host, path: str, expected: bytes) -> None:
+    back = host.read(path)
+    if back.data is None or sha256(back.data) != sha256(expected):
+        raise HostError("the file did not read back as written", path=path)
+
+
+def _validate(host: Host, plan: Plan) -> None:
+    """``sh -n`` every written grub file; where the host runs commands, source them with sh and
+    check that the variable holds exactly the planned value."""
+    for w in plan.writes:
+        if w.path.startswith("/etc/default/grub"):
+            res = host.run(["sh", "-n", host.real(w.path)], timeout=60)
+            if not res.ok:
+                raise Refused(f"sh rejects the written file: {res.tail(3)}", path=w.path)
+    check = plan.check
+    if check is None or not host.runs_commands:
+        return
+    script = 'for f in "$@"; do [ -e "$f" ] && . "$f"; done; printf %s "${' + check.variable + '-}"'
+    argv = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "sh", "-c", script, "sh", *[host.real(p) for p in check.paths]]
+    res = host.run(argv, timeout=60)
+    if not res.ok or res.output != check.expected:
+        got = res.output if res.ok else f"sh failed: {res.tail(3)}"
+        raise Refused(
+            f"after writing, sh computes {check.variable}={got!r}, not the planned {check.expected!r}", path=check.paths[0]
+        )
+
+
+def _restore(host: Host, manifest: Manifest, stored: dict[str, bytes], progress: Progress) -> list[str]:
+    """Put every file of the backup back; return the paths that could not be restored."""
+    failed = []
+    for entry in manifest.files:
+        data = stored[entry.path]
+        try:
+            current = host.read(entry.path)
+            if current.data is not None and sha256(current.data) == entry.sha256:
+                continue
+            if not entry.existed:
+                host.remove(entry.path)
+            else:
+                host.write_atomic(entry.path, data, mode=entry.mode, uid=entry.uid, gid=entry.gid, expect_sha256=None)
+                _verify_written(host, entry.path, data)
+            progress.step(f"restored {entry.path} from backup {manifest.id}")
+        except MlxfixError:
+            failed.append(entry.path)
+    return failed
+
+
+def _manual_steps(host: Host, manifest: Manifest, failed: list[str], plan: Plan) -> list[str]:
+    steps = []
+    for entry in manifest.files:
+        if entry.path in failed:
+            src = host.real(f"{backup.BACKUPS}/{manifest.id}/{entry.stored}")
+            steps.append(f"cp -p {shlex.quote(src)} {shlex.quote(host.real(entry.path))}")
+            steps.append(f"chmod {entry.mode & 0o7777:o} {shlex.quote(host.real(entry.path))}")
+    steps.extend(str(c) for c in plan.commands if c.regenerates)
+    steps.append(f"rm {shlex.quote(host.real(backup.INTENT))}")
+    return steps
+
+
+def _run(host: Host, argv: tuple[str, ...], progress: Progress) -> CommandResult:
+    progress.command_start(argv)
+    result = host.run(argv, on_output=progress.output)
+    progress.command_end(result)
+    return result
+
+
+def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = None) -> Outcome:
+    """Execute the plan; on any failure put the files back and regenerate again."""
+    progress = progress or Quiet()
+    outcome = Outcome()
+    if not plan.writes and not plan.commands:
+        return outcome
+    if not host.privileged():
+        raise Refused(f"{plan.action} changes the boot configuration: run it as root (or with --root on a tree you can write)")
+    host.make_private_dir(STATE_DIR)
+    with host.lock(backup.LOCK):
+        wait_for_package_managers(host)
+        for w in plan.writes:  # the files must still be what the plan was made from
+            now = host.read(w.path)
+            current = now.data if now.exists else None
+            if (current if w.existed else None) != (w.before if w.existed else None):
+                raise Refused(
+                    "the file changed since mlxfix read it (another admin or a package?); run mlxfix again", path=w.path
+                )
+        manifest = backup.create(host, plan, hostname)
+        outcome.backup = manifest
+        progress.step(f"backup {manifest.id} saved under {backup.BACKUPS}/{manifest.id}")
+        stored = {w.path: w.before for w in plan.writes} | {i.path: i.data or b"" for i in plan.backup_only}
+        backup.write_intent(host, plan, manifest)
+
+        def fail(err: MlxfixError) -> MlxfixError:
+            """Restore, regenerate from the restored files, and say how it ended."""
+            failed = _restore(host, manifest, stored, progress)
+            outcome.restored = not failed
+            if not failed and host.runs_commands:
+                for c in plan.commands:
+                    if c.regenerates and c.argv in {o.argv for o in outcome.commands}:
+                        again = _run(host, c.argv, progress)
+                        outcome.commands.append(
+                            CommandOutcome(c.argv, again.exit_code, again.tail(), "run again after restoring")
+                        )
+                        if not again.ok:
+                            failed.append(str(c))
+            if failed:
+                steps = _manual_steps(host, manifest, failed, plan)
+                return NotRestored(f"{err}; putting the original files back failed too ({', '.join(failed)})", steps)
+            backup.clear_intent(host)
+            err.message += f"; the original files were restored from backup {manifest.id}"
+            return err
+
+        try:
+            for w in plan.writes:
+                expect = w.before_sha256 if w.existed else None
+                host.write_atomic(w.path, w.after, mode=w.mode, uid=w.uid, gid=w.gid, expect_sha256=expect)
+                _verify_written(host, w.path, w.after)
+                outcome.written.append(w.path)
+                progress.step(f"wrote {w.path}")
+            checkpoint("after-write")
+            _validate(host, plan)
+            for c in plan.commands:
+                if not host.runs_commands:
+                    why = "--root points at a tree, not at a running system: run it on the host itself"
+                    outcome.commands.append(CommandOutcome(c.argv, None, "", why))
+                    continue
+                checkpoint(f"before-command-{c.argv[0]}")
+                result = _run(host, c.argv, progress)
+                outcome.commands.append(CommandOutcome(c.argv, result.exit_code, result.tail()))
+                if not result.ok:
+                    detail = result.tail(3) or "no output"
+                    raise CommandFailed(f"{c} failed with exit code {result.exit_code}: {detail}")
+                checkpoint(f"after-command-{c.argv[0]}")
+        except MlxfixError as exc:
+            raise fail(exc) from None
+        except KeyboardInterrupt:
+            raise fail(Interrupted("interrupted (Ctrl-C)")) from None
+        backup.clear_intent(host)
+        checkpoint("done")
+    return outcome

@@ -1,0 +1,565 @@
+"""The only door to the world: read, write atomically, run, lock; on this machine or over SSH.
+
+Every path given to a host is a path *on the host* (``/etc/default/grub``); the host maps it under its
+root (``--root DIR``), so the same plan works on a fixture tree, this machine or a remote one. Writes
+are atomic (temp file in the same directory created with O_EXCL, fsync, rename, fsync of the
+directory) and keep mode and owner.
+
+Test hooks, inert unless their environment variable is set (see README, "Safety"):
+``MLXFIX_TEST_FAULTS`` makes the OS-facing calls below fail (``rename:2=EXDEV,fsync:*=EIO``) and
+``MLXFIX_TEST_CRASH_AT`` kills the process with SIGKILL at a named step (``after-backup``).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import tempfile
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mlxfix.errors import Busy, FileError, HostError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+__all__ = [
+    "CommandResult",
+    "FileInfo",
+    "Host",
+    "LocalHost",
+    "Snapshot",
+    "checkpoint",
+    "sha256",
+]
+
+MAX_READ = 16 << 20  # files larger than this are never read whole (logs are read from the end)
+STATE_DIR = "/var/lib/mlxfix"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """What a batched read learned about one path (``data`` None when absent or unreadable)."""
+
+    path: str
+    exists: bool
+    data: bytes | None = None
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    is_symlink: bool = False
+    link_target: str | None = None  # for symlinks: the link text, not resolved
+    is_dir: bool = False
+    error: str | None = None  # why it could not be read
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    exit_code: int
+    output: str  # stdout and stderr, interleaved as the command wrote them
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(self.output.rstrip("\n").splitlines()[-lines:])
+
+
+@dataclass
+class Snapshot:
+    """The answer to one batched read: files, directory listings, links and the tools on PATH."""
+
+    files: dict[str, FileInfo] = field(default_factory=dict)
+    listings: dict[str, list[str] | None] = field(default_factory=dict)  # None: no such directory
+    globs: dict[str, list[str]] = field(default_factory=dict)  # pattern -> matching paths, sorted
+    tools: dict[str, str | None] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)  # "cmd args" -> output, for status commands
+    round_trips: int = 1
+
+    def data(self, path: str) -> bytes | None:
+        info = self.files.get(path)
+        return info.data if info is not None else None
+
+    def text(self, path: str) -> str | None:
+        data = self.data(path)
+        return data.decode("utf-8", "replace") if data is not None else None
+
+    def exists(self, path: str) -> bool:
+        info = self.files.get(path)
+        if info is not None:
+            return info.exists
+        return self.listings.get(path) is not None
+
+
+class Host(Protocol):
+    """What the rest of mlxfix may ask of a machine."""
+
+    root: str
+    label: str
+    runs_commands: bool  # False under --root DIR: commands are reported, not run
+
+    def gather(
+        self,
+        files: Sequence[str],
+        listings: Sequence[str] = (),
+        globs: Sequence[str] = (),
+        tools: Sequence[str] = (),
+        commands: Sequence[Sequence[str]] = (),
+    ) -> Snapshot: ...
+
+    def real(self, path: str) -> str: ...
+
+    def read(self, path: str, limit: int = MAX_READ) -> FileInfo: ...
+
+    def write_atomic(self, path: str, data: bytes, *, mode: int, uid: int, gid: int, expect_sha256: str | None) -> None: ...
+
+    def make_private_dir(self, path: str) -> None: ...
+
+    def create_file(self, path: str, data: bytes, mode: int = 0o600) -> None: ...
+
+    def rename(self, src: str, dst: str) -> None: ...
+
+    def remove(self, path: str) -> None: ...
+
+    def remove_tree(self, path: str) -> None: ...
+
+    def held_locks(self, paths: Sequence[str]) -> list[str]: ...
+
+    def listdir(self, path: str) -> list[str] | None: ...
+
+    def run(
+        self, argv: Sequence[str], *, on_output: Callable[[str], None] | None = None, timeout: float = 900
+    ) -> CommandResult: ...
+
+    def lock(self, path: str) -> AbstractContextManager[None]: ...
+
+    def privileged(self) -> bool: ...
+
+
+# -- test hooks --------------------------------------------------------------------------------------
+
+
+class _Faults:
+    """Planned failures of OS calls, from MLXFIX_TEST_FAULTS (``op:N=ERRNO`` or ``op:*=ERRNO``)."""
+
+    def __init__(self, spec: str) -> None:
+        self.rules: dict[str, tuple[str, int]] = {}
+        self.counts: dict[str, int] = {}
+        for item in filter(None, (s.strip() for s in spec.split(","))):
+            target, _, err = item.partition("=")
+            op, _, nth = target.partition(":")
+            self.rules[op] = (nth or "*", getattr(errno, err, errno.EIO))
+
+    def check(self, op: str, path: str) -> None:
+        rule = self.rules.get(op)
+        if rule is None:
+            return
+        self.counts[op] = self.counts.get(op, 0) + 1
+        nth, code = rule
+        if nth == "*" or int(nth) == self.counts[op]:
+            raise OSError(code, os.strerror(code) + " (injected by MLXFIX_TEST_FAULTS)", path)
+
+
+_FAULTS = _Faults(os.environ.get("MLXFIX_TEST_FAULTS", ""))
+_CRASH_AT = os.environ.get("MLXFIX_TEST_CRASH_AT", "")
+
+
+def checkpoint(step: str) -> None:
+    """A named step of apply/rollback; under MLXFIX_TEST_CRASH_AT=step the process dies here."""
+    if _CRASH_AT and step == _CRASH_AT:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- the local machine -----------------------------------------------------------------------------
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _FAULTS.check("fsync", path)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _explain(exc: OSError, what: str, path: str) -> HostError:
+    reason = exc.strerror or str(exc)
+    hints = {
+        errno.ENOSPC: "the file system is full",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied (run as root, or use --root on a tree you can write)",
+        errno.EPERM: "operation not permitted (run as root, or check chattr +i)",
+        errno.EXDEV: "the temporary file ended up on another file system",
+        errno.EIO: "the disk reported an I/O error",
+    }
+    return HostError(f"cannot {what}: {hints.get(exc.errno or 0, reason)}", path=path)
+
+
+class LocalHost:
+    """This machine, rooted at ``root`` ("/" or a directory standing in for it)."""
+
+    label = "localhost"
+
+    def __init__(self, root: str = "/") -> None:
+        self.root = os.path.abspath(root)
+        self.runs_commands = self.root == "/"
+        self._lock_fds: list[int] = []
+
+    def real(self, path: str) -> str:
+        """Where a host path lives on this machine's file system."""
+        if self.root == "/":
+            return path
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def resolve(self, path: str) -> str:
+        """The real file a host path names, following symlinks as the host would: an absolute link
+        target stays inside the root (``--root`` is a chroot for links too)."""
+        current = path
+        for _ in range(40):
+            real = self.real(current)
+            try:
+                target = os.readlink(real)
+            except OSError:  # not a link (or absent): this is the file
+                return real
+            current = target if target.startswith("/") else os.path.normpath(os.path.join(os.path.dirname(current), target))
+        raise HostError("too many levels of symbolic links", path=path)
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def read(self, path: str, limit: int = MAX_READ) -> FileInfo:
+        real = self.real(path)
+        try:
+            st = os.lstat(real)
+        except FileNotFoundError:
+            return FileInfo(path, exists=False)
+        except OSError as exc:
+            return FileInfo(path, exists=False, error=exc.strerror)
+        link = None
+        is_link = stat.S_ISLNK(st.st_mode)
+        if is_link:
+            link = os.readlink(real)
+            try:
+                real = self.resolve(path)
+                st = os.stat(real)
+            except (OSError, HostError):
+                return FileInfo(path, exists=False, is_symlink=True, link_target=link, error="dangling symlink")
+        if stat.S_ISDIR(st.st_mode):
+            return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, is_dir=True)
+        try:
+            with open(real, "rb") as fh:
+                data = fh.read(limit + 1)
+        except OSError as exc:
+            return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, error=exc.strerror)
+        if len(data) > limit:
+            return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, error=f"larger than {limit} bytes")
+        return FileInfo(path, True, data, st.st_mode, st.st_uid, st.st_gid, is_link, link)
+
+    def listdir(self, path: str) -> list[str] | None:
+        try:
+            return sorted(os.listdir(self.real(path)))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError:
+            return None
+
+    def gather(
+        self,
+        files: Sequence[str],
+        listings: Sequence[str] = (),
+        globs: Sequence[str] = (),
+        tools: Sequence[str] = (),
+        commands: Sequence[Sequence[str]] = (),
+    ) -> Snapshot:
+        """Read everything a plan needs at once. ``commands`` (status queries) run only when this
+        host runs commands and the program is installed."""
+        import fnmatch
+
+        snap = Snapshot()
+        for d in listings:
+            snap.listings[d] = self.listdir(d)
+        for pattern in globs:
+            directory, _, name = pattern.rpartition("/")
+            if any(c in directory for c in "*?["):  # one wildcard directory level (EFI/*/grub.cfg)
+                parent, _, sub = directory.rpartition("/")
+                matches = [
+                    f"{parent}/{entry}/{name}"
+                    for entry in (self.listdir(parent) or [])
+                    if fnmatch.fnmatchcase(entry, sub) and os.path.isfile(self.real(f"{parent}/{entry}/{name}"))
+                ]
+            else:
+                matches = [
+                    f"{directory}/{e}"
+                    for e in (self.listdir(directory) or [])
+                    if fnmatch.fnmatchcase(e, name) and not e.startswith(".")  # sh's * skips dot files
+                ]
+            snap.globs[pattern] = sorted(matches)
+            for m in snap.globs[pattern]:
+                snap.files[m] = self.read(m)
+        for p in files:
+            snap.files[p] = self.read(p)
+        for t in tools:
+            snap.tools[t] = self.which(t)
+        for argv in commands:
+            if self.runs_commands and snap.tools.get(argv[0], self.which(argv[0])):
+                snap.outputs[" ".join(argv)] = self.run(argv, timeout=60).output
+        return snap
+
+    def which(self, name: str) -> str | None:
+        dirs = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(":")
+        for d in [*dirs, "/usr/sbin", "/sbin"]:
+            candidate = os.path.join(d, name) if self.root == "/" else self.real(os.path.join(d, name))
+            if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+                return os.path.join(d, name)
+        return None
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def write_atomic(self, path: str, data: bytes, *, mode: int, uid: int, gid: int, expect_sha256: str | None) -> None:
+        """Replace ``path`` with ``data``: temp file beside it (O_EXCL), fsync, rename, fsync the
+        directory. A symlink is followed to its target, and the link is kept. ``expect_sha256`` is
+        what the file must still hold (it changed under us otherwise: nothing is written)."""
+        real = self.resolve(path)
+        directory = os.path.dirname(real)
+        self._refuse_unsafe_dir(directory, path)
+        if expect_sha256 is not None:
+            current = self.read(path)
+            if current.data is None or sha256(current.data) != expect_sha256:
+                raise HostError(
+                    "the file changed since mlxfix read it (another admin or a package?); nothing was written", path=path
+                )
+        tmp = None
+        try:
+            _FAULTS.check("create", path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.mlxfix-", dir=directory)
+            try:
+                view = memoryview(data)
+                while view:
+                    _FAULTS.check("write", path)
+                    n = os.write(fd, view)
+                    view = view[n:]
+                if os.geteuid() == 0:
+                    os.fchown(fd, uid, gid)
+                os.fchmod(fd, stat.S_IMODE(mode))
+                _FAULTS.check("fsync", path)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            checkpoint("write-before-rename")
+            _FAULTS.check("rename", path)
+            os.rename(tmp, real)
+            tmp = None
+            checkpoint("write-after-rename")
+            _fsync_dir(directory)
+        except OSError as exc:
+            raise _explain(exc, "write the file", path) from None
+        finally:
+            if tmp is not None:
+                with suppress(OSError):
+                    os.unlink(tmp)
+
+    def _refuse_unsafe_dir(self, directory: str, path: str) -> None:
+        """No write may follow a symlink planted in a directory another user can write."""
+        try:
+            st = os.stat(directory)
+        except OSError as exc:
+            raise _explain(exc, "use the directory", path) from None
+        if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+            raise HostError(f"refusing to write into {directory}: any user can write to it", path=path)
+
+    def make_private_dir(self, path: str) -> None:
+        """Create ``path`` (and parents) mode 0700; refuse it if it is a symlink, belongs to another
+        user, or can be written by group or others."""
+        real = self.real(path)
+        try:
+            os.makedirs(os.path.dirname(real), exist_ok=True)
+            try:
+                _FAULTS.check("mkdir", path)
+                os.mkdir(real, 0o700)
+            except FileExistsError:
+                pass
+            st = os.lstat(real)
+        except OSError as exc:
+            raise _explain(exc, "create the directory", path) from None
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            raise HostError("refusing to use it: it is a symlink or not a directory", path=path)
+        if st.st_uid != os.geteuid():
+            raise HostError(f"refusing to use it: it belongs to uid {st.st_uid}, not to mlxfix's user", path=path)
+        if st.st_mode & 0o077:
+            raise HostError(f"refusing to use it: its mode is {stat.S_IMODE(st.st_mode):04o}, not private (0700)", path=path)
+
+    def create_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        """Create a new file with O_EXCL|O_NOFOLLOW and fsync it (backups, manifests, state)."""
+        real = self.real(path)
+        try:
+            _FAULTS.check("create", path)
+            fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            try:
+                view = memoryview(data)
+                while view:
+                    _FAULTS.check("write", path)
+                    n = os.write(fd, view)
+                    view = view[n:]
+                _FAULTS.check("fsync", path)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _explain(exc, "create the file", path) from None
+
+    def rename(self, src: str, dst: str) -> None:
+        """Rename within one directory tree and fsync the destination's directory."""
+        try:
+            _FAULTS.check("rename", dst)
+            os.rename(self.real(src), self.real(dst))
+            _fsync_dir(os.path.dirname(self.real(dst)))
+        except OSError as exc:
+            raise _explain(exc, "rename into place", dst) from None
+
+    def remove(self, path: str) -> None:
+        """Remove a file (absent is fine) and make the removal durable."""
+        real = self.real(path)
+        try:
+            os.unlink(real)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _explain(exc, "remove the file", path) from None
+        try:
+            _fsync_dir(os.path.dirname(real))
+        except OSError as exc:
+            raise _explain(exc, "remove the file", path) from None
+
+    def held_locks(self, paths: Sequence[str]) -> list[str]:
+        """The lock files among ``paths`` that another process holds (dpkg and rpm use fcntl locks)."""
+        import fcntl
+
+        held = []
+        for path in paths:
+            try:
+                fd = os.open(self.real(path), os.O_RDWR | os.O_NOFOLLOW)
+            except OSError:
+                continue  # absent, or not ours to open: nobody we can see holds it
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+            except OSError:
+                held.append(path)
+            finally:
+                os.close(fd)
+        return held
+
+    def remove_tree(self, path: str) -> None:
+        import shutil
+
+        shutil.rmtree(self.real(path), ignore_errors=True)
+
+    # -- commands ------------------------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], *, on_output: Callable[[str], None] | None = None, timeout: float = 900) -> CommandResult:
+        """Run a command (never through a shell), streaming its output lines to ``on_output``."""
+        from plumbum import local
+
+        return run_streaming(local, argv, on_output=on_output, timeout=timeout, env={**os.environ, "LC_ALL": "C.UTF-8"})
+
+    # -- lock ----------------------------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, path: str) -> Iterator[None]:
+        """An exclusive flock, taken at once or not at all; the kernel drops it if we die."""
+        import fcntl
+
+        real = self.real(path)
+        try:
+            fd = os.open(real, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise _explain(exc, "open the lock file", path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise Busy(
+                "another mlxfix is running on this host (it holds the lock); try again when it is done", path=path
+            ) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)
+
+    def privileged(self) -> bool:
+        """Whether mlxfix may change this host: root, or a --root tree this user can write."""
+        if self.root == "/":
+            return os.geteuid() == 0
+        return os.access(self.root, os.W_OK)
+
+
+def run_streaming(
+    machine: Any,
+    argv: Sequence[str],
+    *,
+    on_output: Callable[[str], None] | None,
+    timeout: float,
+    env: dict[str, str] | None = None,
+) -> CommandResult:
+    """Run ``argv`` on a plumbum machine (local or SSH) with stdout and stderr merged, line by line,
+    killing it after ``timeout`` seconds."""
+    import subprocess
+    import threading
+
+    try:
+        cmd = machine[argv[0]][list(argv[1:])]
+    except Exception as exc:  # plumbum's CommandNotFound: the program is not installed
+        return CommandResult(tuple(argv), 127, f"{argv[0]}: command not found ({type(exc).__name__})")
+    try:
+        proc = cmd.popen(
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **({"env": env} if env else {})
+        )
+    except OSError as exc:
+        return CommandResult(tuple(argv), 126, f"{argv[0]}: {exc.strerror}")
+    killed = threading.Event()
+
+    def kill() -> None:
+        killed.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    lines: list[str] = []
+    try:
+        for raw in iter(proc.stdout.readline, b""):
+            line = (raw if isinstance(raw, str) else raw.decode("utf-8", "replace")).rstrip("\n")
+            lines.append(line)
+            if on_output is not None:
+                on_output(line)
+            if isinstance(raw, str) and not raw:
+                break
+        code = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if killed.is_set():
+        return CommandResult(tuple(argv), 124, "\n".join([*lines, f"(killed after {timeout:.0f} s)"]))
+    return CommandResult(tuple(argv), int(code), "\n".join(lines))
+
+
+def require_readable(info: FileInfo) -> bytes:
+    """The bytes of a file the plan needs, or a FileError that names it."""
+    if info.data is not None:
+        return info.data
+    if not info.exists:
+        raise FileError("no such file", path=info.path)
+    raise FileError(f"cannot read it: {info.error or 'unknown error'}", path=info.path)

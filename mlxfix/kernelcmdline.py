@@ -1,0 +1,65 @@
+"""``/etc/kernel/cmdline``: one line of kernel parameters (systemd-boot, proxmox-boot-tool).
+
+The edit works token by token on that line and keeps everything else: spacing, the final newline,
+``root=``. A file with more than one line of parameters is refused (the tools join or ignore extra
+lines differently). Pure code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mlxfix import cmdline
+from mlxfix.errors import Refused
+
+if TYPE_CHECKING:
+    from mlxfix.cmdline import Param
+
+__all__ = ["CmdlineFileEdit", "plan_cmdline_file_edit"]
+
+PATH = "/etc/kernel/cmdline"
+
+
+@dataclass(frozen=True, slots=True)
+class CmdlineFileEdit:
+    path: str
+    before: str  # the parameters before and after
+    after: str
+    data: bytes  # the new file content (== the old one when nothing changes)
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def plan_cmdline_file_edit(data: bytes, param: Param, path: str = PATH) -> CmdlineFileEdit:
+    """Make ``param`` hold exactly once in the file's command line; keep every other byte."""
+    if b"\x00" in data:
+        raise Refused("the file holds NUL bytes: it is not a command line", path=path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Refused(f"the file is not UTF-8 text (byte {exc.start})", path=path) from None
+    lines = text.splitlines(keepends=True)
+    content = [i for i, ln in enumerate(lines) if ln.strip() and not ln.lstrip().startswith("#")]
+    if len(content) > 1:
+        raise Refused(
+            f"the command line must be one line; lines {content[0] + 1} and {content[1] + 1} both hold parameters",
+            path=path,
+            line=content[1] + 1,
+        )
+    index = content[0] if content else len(lines)
+    line = lines[index] if content else ""
+    body = line.rstrip("\r\n")
+    ending = line[len(body) :]
+    changes = cmdline.ensure(body, param)
+    new_body = cmdline.apply(body, changes)
+    if not content:
+        new_line = new_body + "\n"
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        lines.append(new_line)
+    else:
+        lines[index] = new_body + ending
+    return CmdlineFileEdit(path, body, new_body, "".join(lines).encode("utf-8"))

@@ -1,0 +1,321 @@
+"""The plan: the file writes and commands that apply or roll back the fix, computed once.
+
+``--dry-run`` prints a plan; apply and rollback execute that very plan, so the two cannot disagree.
+Pure code: a Snapshot of the host comes in, a Plan comes out.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mlxfix import bls, cmdline, kernelcmdline
+from mlxfix.bootsetup import GRUB, KERNEL_CMDLINE, BootSetup, grub_sources
+from mlxfix.errors import FileError, Refused
+from mlxfix.evaluate import Unknown, evaluate
+from mlxfix.grubedit import plan_grub_edit
+from mlxfix.host import sha256
+
+if TYPE_CHECKING:
+    from mlxfix.backup import Manifest
+    from mlxfix.cmdline import Param
+    from mlxfix.host import FileInfo, Snapshot
+
+__all__ = ["Command", "FileWrite", "Plan", "ShellCheck", "make_apply_plan", "make_rollback_plan", "unified_diff"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileWrite:
+    """Replace ``path`` (which holds ``before`` now) with ``after``, keeping mode and owner."""
+
+    path: str
+    before: bytes
+    after: bytes
+    mode: int
+    uid: int
+    gid: int
+    why: str
+    existed: bool = True
+
+    @property
+    def before_sha256(self) -> str:
+        return sha256(self.before)
+
+    @property
+    def after_sha256(self) -> str:
+        return sha256(self.after)
+
+    def diff(self) -> str:
+        return unified_diff(self.path, self.before, self.after)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command of the plan: why it runs, and what undoes it when the apply must be reversed."""
+
+    argv: tuple[str, ...]
+    why: str
+    regenerates: bool = True  # False: it changes state itself (grubby); True: it rebuilds from files
+
+    def __str__(self) -> str:
+        return shlex.join(self.argv)
+
+
+@dataclass(frozen=True, slots=True)
+class ShellCheck:
+    """After writing: source ``paths`` with sh and expect ``variable`` to equal ``expected``."""
+
+    paths: tuple[str, ...]
+    variable: str
+    expected: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: str  # "apply" or "rollback"
+    param: str
+    setup: BootSetup
+    writes: tuple[FileWrite, ...] = ()
+    commands: tuple[Command, ...] = ()
+    check: ShellCheck | None = None
+    before: str | None = None  # the configured kernel command line before and after
+    after: str | None = None
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    backup_id: str | None = None  # rollback: the backup restored
+    reason: str = ""
+    target: str = ""  # the file (and line) whose setting is edited
+    backup_only: tuple[FileInfo, ...] = ()  # files a command changes (grubby): saved, not written
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.writes) or any(not c.regenerates for c in self.commands)
+
+    @property
+    def reboot_required(self) -> bool:
+        return self.changed
+
+
+def unified_diff(path: str, before: bytes, after: bytes) -> str:
+    """A unified diff of two versions of a file, for people and for the JSON result."""
+    a = before.decode("utf-8", "replace").splitlines(keepends=True)
+    b = after.decode("utf-8", "replace").splitlines(keepends=True)
+    lines = list(difflib.unified_diff(a, b, f"a{path}", f"b{path}", n=3))
+    return "".join(ln if ln.endswith("\n") else ln + "\n\\ No newline at end of file\n" for ln in lines)
+
+
+def _info(snap: Snapshot, path: str) -> FileInfo:
+    info = snap.files.get(path)
+    if info is None or not info.exists:
+        raise FileError("no such file", path=path)
+    if info.data is None:
+        raise FileError(f"cannot read it: {info.error or 'unknown error'}", path=path)
+    return info
+
+
+def _write(info: FileInfo, after: bytes, why: str) -> FileWrite:
+    assert info.data is not None
+    return FileWrite(info.path, info.data, after, info.mode, info.uid, info.gid, why)
+
+
+def _world_writable(snap: Snapshot, paths: list[str]) -> list[str]:
+    found = []
+    for p in paths:
+        info = snap.files.get(p)
+        if info is not None and info.exists and info.mode & 0o002 and not info.is_symlink:
+            found.append(f"{p} is writable by every user (mode {info.mode & 0o7777:04o}): anyone can change how this host boots")
+    return found
+
+
+def grub_command_line(snap: Snapshot) -> str | None:
+    """The kernel options grub-mkconfig puts on normal entries, as these files configure them."""
+    sources = grub_sources(snap)
+    if not sources or any(s.error for s in sources):
+        return None
+    ev = evaluate(sources)
+    parts = [ev.value("GRUB_CMDLINE_LINUX"), ev.value("GRUB_CMDLINE_LINUX_DEFAULT")]
+    if any(isinstance(p, Unknown) for p in parts):
+        return None
+    return " ".join(p for p in parts if isinstance(p, str) and p.strip()).strip()
+
+
+def make_apply_plan(snap: Snapshot, setup: BootSetup, param: Param, *, finishing: str | None = None) -> Plan:
+    """The plan that makes ``param`` hold in this host's boot configuration.
+
+    ``finishing`` names an interrupted earlier apply: its regeneration runs again even when the files
+    already hold the parameter."""
+    notes: list[str] = [f"boot setup: {setup.title}"]
+    warnings: list[str] = []
+    writes: list[FileWrite] = []
+    commands: list[Command] = []
+    check = None
+    backup_only: list[FileInfo] = []
+    target = ""
+    before = after = None
+    changed = False
+    if setup.edits_grub:
+        main = _info(snap, GRUB)
+        sources = grub_sources(snap)
+        warnings += _world_writable(snap, [s.path for s in sources])
+        anchor = "GRUB_CMDLINE_LINUX_DEFAULT" if setup.variable == "GRUB_CMDLINE_LINUX" else "GRUB_CMDLINE_LINUX"
+        edit = plan_grub_edit(sources, param, setup.variable, anchor)
+        target = f"{edit.path}:{edit.line}" if edit.line else edit.path
+        notes += edit.notes
+        for fe in edit.files:
+            info = snap.files[fe.path] if fe.path != GRUB else main
+            why = f"{edit.variable} {'gets' if edit.action != 'present' else 'has'} {param.text}"
+            writes.append(_write(info, fe.after, why))
+        changed = edit.changed
+        before = grub_command_line(snap)
+        after_snap = _with_files(snap, {w.path: w.after for w in writes})
+        after = grub_command_line(after_snap)
+        if changed:
+            check = ShellCheck(tuple(s.path for s in sources), edit.variable, edit.after)
+        if setup.name == "grub2-bls":
+            grubby = bls.plan_grubby(snap, param)
+            notes += grubby.notes
+            commands += [Command(tuple(c.argv), c.why, regenerates=False) for c in grubby.commands]
+            if grubby.commands:
+                backup_only += [_info(snap, p) for p in grubby.files]
+            before, after = grubby.before or before, grubby.after or after
+    else:
+        info = _info(snap, KERNEL_CMDLINE)
+        assert info.data is not None
+        warnings += _world_writable(snap, [KERNEL_CMDLINE])
+        fedit = kernelcmdline.plan_cmdline_file_edit(info.data, param)
+        target = KERNEL_CMDLINE
+        before, after = fedit.before, fedit.after
+        if not any(t.key == "root" for t in cmdline.split(fedit.before)):
+            warnings.append(f"{KERNEL_CMDLINE} has no root= parameter; check that this host's boot does not need one")
+        if fedit.changed:
+            writes.append(_write(info, fedit.data, f"the kernel command line gets {param.text}"))
+            changed = True
+    setting, ignored = cmdline.realloc_setting(after or "")
+    del setting
+    if ignored:
+        warnings.append(f"the kernel ignores {', '.join('pci=' + i for i in ignored)}: only values starting with on/off count")
+    if changed or commands or finishing:
+        for argv in setup.regenerate():
+            commands.append(Command(tuple(argv), "regenerate the boot configuration from the edited files"))
+    if finishing:
+        notes.append(f"finishing the apply interrupted earlier ({finishing}): the boot configuration is regenerated")
+    reason = f"apply: {param.text} in {setup.location}"
+    return Plan(
+        "apply",
+        param.text,
+        setup,
+        tuple(writes),
+        tuple(commands),
+        check,
+        before,
+        after,
+        tuple(notes),
+        tuple(warnings),
+        reason=reason,
+        target=target,
+        backup_only=tuple(backup_only),
+    )
+
+
+def _param(text: str) -> Param:
+    from mlxfix.cmdline import Param
+
+    return Param.parse(text)
+
+
+def _with_files(snap: Snapshot, new: dict[str, bytes]) -> Snapshot:
+    """A copy of the snapshot in which some files hold new bytes (to describe the result)."""
+    import copy
+
+    from mlxfix.host import FileInfo
+
+    out = copy.copy(snap)
+    out.files = dict(snap.files)
+    for path, data in new.items():
+        old = snap.files.get(path)
+        out.files[path] = FileInfo(path, True, data, old.mode if old else 0o644)
+    return out
+
+
+def make_rollback_plan(
+    snap: Snapshot,
+    setup: BootSetup,
+    manifest: Manifest,
+    stored: dict[str, bytes],
+    *,
+    force: bool = False,
+    interrupted: bool = False,
+) -> Plan:
+    """The plan that puts back the files of a backup, byte for byte with their mode and owner.
+
+    A file changed after mlxfix wrote it is shown and needs ``force``."""
+    writes: list[FileWrite] = []
+    notes: list[str] = [f"boot setup: {setup.title}", f"backup {manifest.id} from {manifest.created} ({manifest.reason})"]
+    drift: list[str] = []
+    for entry in manifest.files:
+        info = snap.files.get(entry.path)
+        current = info.data if info is not None and info.exists else None
+        original = stored[entry.path]
+        if current is not None and sha256(current) == entry.sha256:
+            notes.append(f"{entry.path} already holds the backed-up bytes")
+            continue
+        if current is None and info is not None and info.exists:
+            raise FileError(f"cannot read it: {info.error or 'unknown error'}", path=entry.path)
+        current_sha = sha256(current) if current is not None else None
+        if current_sha != entry.written_sha256:
+            drift.append(unified_diff(entry.path, current or b"", original))
+            if not force:
+                raise Refused(
+                    "the file was changed after mlxfix wrote it; restoring the backup would undo that change too",
+                    path=entry.path,
+                    hint=f"review the diff, then run: mlxfix rollback --backup {manifest.id} --force\n" + drift[-1],
+                )
+        writes.append(
+            FileWrite(
+                entry.path,
+                current or b"",
+                original,
+                entry.mode,
+                entry.uid,
+                entry.gid,
+                f"restore the bytes saved in backup {manifest.id}",
+                existed=current is not None,
+            )
+        )
+    commands: list[Command] = []
+    if setup.name == "grub2-bls":
+        saved = {e.path for e in manifest.files}
+        for bls_entry in bls.entries(snap):
+            if bls_entry.path not in saved and not cmdline.ensure(bls_entry.args, _param(manifest.param)):
+                grubby = ("grubby", f"--update-kernel={bls_entry.kernel}", f"--remove-args={manifest.param}")
+                commands.append(Command(grubby, f"{bls_entry.kernel} was installed after the backup", regenerates=False))
+    if writes or commands or interrupted:
+        for argv in setup.regenerate():
+            commands.append(Command(tuple(argv), "regenerate the boot configuration from the restored files"))
+    warnings = [f"--force: overwriting changes made after mlxfix wrote {re.sub(r'^--- a', '', d.splitlines()[0])}" for d in drift]
+    before = after = None
+    if setup.edits_grub and snap.exists(GRUB):
+        before = grub_command_line(snap)
+        after = grub_command_line(_with_files(snap, {w.path: w.after for w in writes}))
+    elif snap.data(KERNEL_CMDLINE) is not None:
+        before = (snap.text(KERNEL_CMDLINE) or "").strip()
+        restored = next((w.after for w in writes if w.path == KERNEL_CMDLINE), None)
+        after = restored.decode("utf-8", "replace").strip() if restored is not None else before
+    return Plan(
+        "rollback",
+        manifest.param,
+        setup,
+        tuple(writes),
+        tuple(commands),
+        None,
+        before,
+        after,
+        tuple(notes),
+        tuple(warnings),
+        backup_id=manifest.id,
+        reason=f"rollback of backup {manifest.id}",
+        target=", ".join(w.path for w in writes),
+    )
