@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mlxfix import __version__
+from mlxfix.digest import sha256
 from mlxfix.errors import FileError, Refused, UsageError
-from mlxfix.host import STATE_DIR, checkpoint, sha256
+from mlxfix.host import STATE_DIR, checkpoint
 
 if TYPE_CHECKING:
     from mlxfix.host import Host

@@ -11,7 +11,7 @@ byte on rollback. Pure code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import cmdline
 from mlxfix.errors import Refused
@@ -26,8 +26,7 @@ ENTRIES = "/boot/loader/entries/*.conf"
 GRUBENV = "/boot/grub2/grubenv"
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     path: str
     kernel: str  # the "linux" line: what grubby --update-kernel takes
     args: str  # the effective options

@@ -7,8 +7,7 @@ facts come in a Snapshot gathered by the host.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import grubfile
 from mlxfix.errors import Refused, UsageError
@@ -39,8 +38,7 @@ SETUPS: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class BootSetup:
+class BootSetup(NamedTuple):
     """A detected (or requested) boot setup and the evidence for it."""
 
     name: str

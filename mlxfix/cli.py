@@ -102,6 +102,26 @@ def _main(
 # -- helpers -------------------------------------------------------------------------------------------
 
 
+def _handled(func: Callable[..., None]) -> Callable[..., None]:
+    """The one place where mlxfix's errors become a line on stderr and an exit code."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            func(*args, **kwargs)
+        except MlxfixError as exc:
+            sys.stderr.write(f"mlxfix: {exc}\n")
+            if exc.hint:
+                sys.stderr.write(f"hint: {exc.hint}\n")
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            sys.stderr.write("mlxfix: interrupted\n")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+    return wrapper
+
+
 def _human(as_json: bool) -> Any:
     """Where human text goes: stdout, or stderr when stdout carries JSON."""
     return sys.stderr if as_json else sys.stdout
@@ -252,6 +272,7 @@ def _maybe_reboot(report: ChangeReport, host: Host, *, reboot: bool | None, yes:
 
 
 @app.command()
+@_handled
 def apply(
     dry_run: DryRunOpt = False,
     param: Annotated[
@@ -292,6 +313,7 @@ def apply(
 
 
 @app.command()
+@_handled
 def rollback(
     dry_run: DryRunOpt = False,
     backup: Annotated[
@@ -330,6 +352,7 @@ def rollback(
 
 
 @app.command()
+@_handled
 def backups(root: RootOpt = "/", as_json: JsonOpt = False) -> None:
     """List the backups mlxfix keeps under /var/lib/mlxfix/backups, newest first."""
     from mlxfix import commands
@@ -348,18 +371,10 @@ def backups(root: RootOpt = "/", as_json: JsonOpt = False) -> None:
 def main() -> None:
     """Entry point: run the app; turn what escapes it into one line and an exit code."""
     try:
-        code = app(standalone_mode=False)
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False, prog_name="mlxfix")
+    except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("mlxfix: interrupted\n")
         sys.exit(ExitCode.INTERRUPTED)
-    except typer.Abort:
-        sys.stderr.write("mlxfix: interrupted\n")
-        sys.exit(ExitCode.INTERRUPTED)
-    except MlxfixError as exc:
-        sys.stderr.write(f"mlxfix: {exc}\n")
-        if exc.hint:
-            sys.stderr.write(f"hint: {exc.hint}\n")
-        sys.exit(exc.exit_code)
     except Exception as exc:
         show = getattr(exc, "show", None)
         if callable(show) and hasattr(exc, "exit_code"):  # click's usage errors

@@ -13,8 +13,9 @@ can map them back onto the bytes that produced the line. Pure code.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
+
+from mlxfix.errors import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -43,7 +44,7 @@ _SAFE = re.compile(r"[A-Za-z0-9_.,:=+/@%^!~-]+")
 _SAFE_QUOTED = re.compile(r"[A-Za-z0-9_.,:=+/@%^!~ -]*")
 
 
-class ParamError(ValueError):
+class ParamError(UsageError, ValueError):
     """A kernel parameter the user typed that mlxfix will not write."""
 
 
@@ -55,8 +56,7 @@ class Change(NamedTuple):
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
     """One kernel parameter as written: ``start``/``end`` are offsets in the command line."""
 
     start: int
@@ -150,8 +150,7 @@ def realloc_setting(line: str) -> tuple[str | None, list[str]]:
     return state, ignored
 
 
-@dataclass(frozen=True, slots=True)
-class Param:
+class Param(NamedTuple):
     """A kernel parameter mlxfix was asked to add, validated so it is exactly one safe token."""
 
     text: str

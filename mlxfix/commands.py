@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -119,9 +118,10 @@ def apply(
         if not confirm(plan):
             raise Refused("not confirmed; nothing was changed")
         report.confirmed = True
-        from mlxfix.execute import execute
+        from mlxfix.execute import Outcome, execute
 
-        report.outcome = execute(host, plan, _hostname(host), progress)
+        report.outcome = Outcome()
+        execute(host, plan, _hostname(host), progress, report.outcome)
     except MlxfixError as exc:
         report.error = exc
         report.errors.append(str(exc))
@@ -165,9 +165,10 @@ def rollback(
         if not confirm(plan):
             raise Refused("not confirmed; nothing was changed")
         report.confirmed = True
-        from mlxfix.execute import execute
+        from mlxfix.execute import Outcome, execute
 
-        report.outcome = execute(host, plan, _hostname(host), progress)
+        report.outcome = Outcome()
+        execute(host, plan, _hostname(host), progress, report.outcome)
         if intent is not None:
             backup.clear_intent(host)
     except MlxfixError as exc:
@@ -178,12 +179,10 @@ def rollback(
 
 def _without_commands(plan: Plan, report: ChangeReport) -> Plan:
     """--no-update: keep the file writes, leave the commands to the admin, and say which."""
-    import dataclasses
-
     if plan.commands:
         todo = "; ".join(shlex.join(c.argv) for c in plan.commands)
         report.warnings.append(f"--no-update: the boot configuration was not regenerated; run: {todo}")
-    return dataclasses.replace(plan, commands=())
+    return plan._replace(commands=())
 
 
 def _setup_for(snap: Snapshot, manifest: Manifest, override: str | None) -> BootSetup:
@@ -201,6 +200,8 @@ def backups(host: Host) -> tuple[list[Manifest], list[str]]:
 
 
 def _hostname(host: Host) -> str:
+    import socket
+
     return socket.gethostname() if host.label == "localhost" else host.label
 
 

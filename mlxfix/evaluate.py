@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import shell
 from mlxfix.shell import Assign, DoubleQuoted, Expansion, Literal, Word
@@ -25,8 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Binding", "Evaluation", "Leaf", "Run", "Unknown", "evaluate", "text_of"]
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
+class Run(NamedTuple):
     """Text of a value. ``literal`` (with ``file``) is the source literal it came from, ``offset`` the
     position of ``text[0]`` inside ``literal.text``; ``literal`` is None for text no edit may touch."""
 
@@ -36,8 +35,7 @@ class Run:
     offset: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Unknown:
+class Unknown(NamedTuple):
     """A value the shell computes at run time; ``file``/``pos`` locate the cause."""
 
     reason: str
@@ -48,8 +46,7 @@ class Unknown:
 Value = tuple[Run, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Leaf:
+class Leaf(NamedTuple):
     """A part of an assigned word and the characters ``[lo, hi)`` of the value it produced.
     ``container`` is the double-quoted string it sits in (None at the top level); an empty ``""``
     is a leaf of its own."""
@@ -64,8 +61,7 @@ def text_of(value: Value) -> str:
     return "".join(r.text for r in value)
 
 
-@dataclass(frozen=True, slots=True)
-class Binding:
+class Binding(NamedTuple):
     """A variable's value after some statement. ``assign`` is the top-level assignment that set it
     (None when a nested or dynamic statement did)."""
 

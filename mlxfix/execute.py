@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from mlxfix import backup
+from mlxfix.digest import sha256
 from mlxfix.errors import Busy, CommandFailed, HostError, Interrupted, MlxfixError, NotRestored, Refused
-from mlxfix.host import STATE_DIR, checkpoint, sha256
+from mlxfix.host import STATE_DIR, checkpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -94,14 +95,14 @@ def _validate(host: Host, plan: Plan) -> None:
     check that the variable holds exactly the planned value."""
     for w in plan.writes:
         if w.path.startswith("/etc/default/grub"):
-            res = host.run(["sh", "-n", host.real(w.path)], timeout=60)
+            res = host.run(["sh", "-n", host.resolve(w.path)], timeout=60)
             if not res.ok:
                 raise Refused(f"sh rejects the written file: {res.tail(3)}", path=w.path)
     check = plan.check
     if check is None or not host.runs_commands:
         return
     script = 'for f in "$@"; do [ -e "$f" ] && . "$f"; done; printf %s "${' + check.variable + '-}"'
-    argv = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "sh", "-c", script, "sh", *[host.real(p) for p in check.paths]]
+    argv = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "sh", "-c", script, "sh", *[host.resolve(p) for p in check.paths]]
     res = host.run(argv, timeout=60)
     if not res.ok or res.output != check.expected:
         got = res.output if res.ok else f"sh failed: {res.tail(3)}"
@@ -149,10 +150,11 @@ def _run(host: Host, argv: tuple[str, ...], progress: Progress) -> CommandResult
     return result
 
 
-def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = None) -> Outcome:
-    """Execute the plan; on any failure put the files back and regenerate again."""
+def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = None, outcome: Outcome | None = None) -> Outcome:
+    """Execute the plan; on any failure put the files back and regenerate again. ``outcome`` is
+    filled as steps happen, so a caller still has it when an error is raised."""
     progress = progress or Quiet()
-    outcome = Outcome()
+    outcome = outcome if outcome is not None else Outcome()
     if not plan.writes and not plan.commands:
         return outcome
     if not host.privileged():

@@ -10,8 +10,7 @@ value, every other variable unchanged and no new syntax error; anything else is 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import cmdline, grubfile
 from mlxfix.cmdline import Change, Param
@@ -31,19 +30,17 @@ _BARE_SAFE = re.compile(r"[A-Za-z0-9_.,:=+/@%^!~-]*")
 MAX_BYTES = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class FileEdit:
-    """New bytes for one file of the set (``index`` into the sources)."""
+class FileEdit(NamedTuple):
+    """New bytes for one file of the set (``source``: its index in the sources)."""
 
-    index: int
+    source: int
     path: str
     before: bytes
     after: bytes
     regions: tuple[tuple[int, int], ...] = ()  # the changed spans, as offsets in ``after``
 
 
-@dataclass(frozen=True, slots=True)
-class GrubEdit:
+class GrubEdit(NamedTuple):
     """The outcome of planning: the value before and after, the files that change and why."""
 
     variable: str
@@ -61,8 +58,7 @@ class GrubEdit:
         return bool(self.files)
 
 
-@dataclass(frozen=True, slots=True)
-class _Splice:
+class _Splice(NamedTuple):
     file: int
     start: int
     end: int
@@ -368,8 +364,8 @@ def _verify(
     """Parse and evaluate the edited set; refuse unless exactly the intended change happened."""
     new_sources = list(sources)
     for fe in files:
-        new_sources[fe.index] = grubfile.parse(fe.after, fe.path)
-        err = new_sources[fe.index].error
+        new_sources[fe.source] = grubfile.parse(fe.after, fe.path)
+        err = new_sources[fe.source].error
         if err is not None:
             raise Refused(f"the edited file would not parse ({err.message})", path=fe.path)
     ev2 = evaluate(new_sources)
@@ -385,7 +381,7 @@ def _verify(
             for h in bindings:
                 if (
                     h.assign is not None
-                    and h.file == fe.index
+                    and h.file == fe.source
                     and any(lo <= h.assign.end and h.assign.start <= hi for lo, hi in fe.regions)
                 ):
                     touched.add(id(h.assign))

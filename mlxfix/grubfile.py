@@ -12,7 +12,7 @@ import bisect
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from typing import Literal as Lit
 
 from mlxfix import shell
@@ -27,8 +27,7 @@ StatementKind = Lit["blank", "comment", "assignment", "shell", "invalid"]
 _PLACEHOLDER = re.compile(r"@[A-Z][A-Z0-9_]*@")
 
 
-@dataclass(frozen=True, slots=True)
-class Statement:
+class Statement(NamedTuple):
     """One top-level unit of the file with the kind a reader cares about."""
 
     start: int
@@ -46,8 +45,7 @@ class Statement:
         return cmd.assigns + tuple(w for w in cmd.words if isinstance(w, Assign))
 
 
-@dataclass(frozen=True, slots=True)
-class ValuePart:
+class ValuePart(NamedTuple):
     """A piece of an assigned value: literal text, or an expansion the shell computes at run time."""
 
     kind: Lit["literal", "expansion"]
@@ -55,8 +53,7 @@ class ValuePart:
     quote: str  # '' unquoted, "'" or '"'
 
 
-@dataclass(frozen=True, slots=True)
-class AssignmentInfo:
+class AssignmentInfo(NamedTuple):
     """Where a variable is assigned, and in which context (``top`` runs unconditionally)."""
 
     name: str

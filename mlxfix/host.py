@@ -13,14 +13,13 @@ Test hooks, inert unless their environment variable is set (see README, "Safety"
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
-import tempfile
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from mlxfix.digest import sha256
 from mlxfix.errors import Busy, FileError, HostError
 
 if TYPE_CHECKING:
@@ -33,19 +32,13 @@ __all__ = [
     "LocalHost",
     "Snapshot",
     "checkpoint",
-    "sha256",
 ]
 
 MAX_READ = 16 << 20  # files larger than this are never read whole (logs are read from the end)
 STATE_DIR = "/var/lib/mlxfix"
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class FileInfo:
+class FileInfo(NamedTuple):
     """What a batched read learned about one path (``data`` None when absent or unreadable)."""
 
     path: str
@@ -60,8 +53,7 @@ class FileInfo:
     error: str | None = None  # why it could not be read
 
 
-@dataclass(frozen=True, slots=True)
-class CommandResult:
+class CommandResult(NamedTuple):
     argv: tuple[str, ...]
     exit_code: int
     output: str  # stdout and stderr, interleaved as the command wrote them
@@ -117,6 +109,8 @@ class Host(Protocol):
     ) -> Snapshot: ...
 
     def real(self, path: str) -> str: ...
+
+    def resolve(self, path: str) -> str: ...
 
     def read(self, path: str, limit: int = MAX_READ) -> FileInfo: ...
 
@@ -341,6 +335,8 @@ class LocalHost:
         tmp = None
         try:
             _FAULTS.check("create", path)
+            import tempfile
+
             fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.mlxfix-", dir=directory)
             try:
                 view = memoryview(data)

@@ -7,8 +7,7 @@ lines differently). Pure code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import cmdline
 from mlxfix.errors import Refused
@@ -21,8 +20,7 @@ __all__ = ["CmdlineFileEdit", "plan_cmdline_file_edit"]
 PATH = "/etc/kernel/cmdline"
 
 
-@dataclass(frozen=True, slots=True)
-class CmdlineFileEdit:
+class CmdlineFileEdit(NamedTuple):
     path: str
     before: str  # the parameters before and after
     after: str

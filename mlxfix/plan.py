@@ -9,15 +9,14 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import bls, cmdline, kernelcmdline
 from mlxfix.bootsetup import GRUB, KERNEL_CMDLINE, BootSetup, grub_sources
+from mlxfix.digest import sha256
 from mlxfix.errors import FileError, Refused
 from mlxfix.evaluate import Unknown, evaluate
 from mlxfix.grubedit import plan_grub_edit
-from mlxfix.host import sha256
 
 if TYPE_CHECKING:
     from mlxfix.backup import Manifest
@@ -27,8 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["Command", "FileWrite", "Plan", "ShellCheck", "make_apply_plan", "make_rollback_plan", "unified_diff"]
 
 
-@dataclass(frozen=True, slots=True)
-class FileWrite:
+class FileWrite(NamedTuple):
     """Replace ``path`` (which holds ``before`` now) with ``after``, keeping mode and owner."""
 
     path: str
@@ -52,8 +50,7 @@ class FileWrite:
         return unified_diff(self.path, self.before, self.after)
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(NamedTuple):
     """A command of the plan: why it runs, and what undoes it when the apply must be reversed."""
 
     argv: tuple[str, ...]
@@ -64,8 +61,7 @@ class Command:
         return shlex.join(self.argv)
 
 
-@dataclass(frozen=True, slots=True)
-class ShellCheck:
+class ShellCheck(NamedTuple):
     """After writing: source ``paths`` with sh and expect ``variable`` to equal ``expected``."""
 
     paths: tuple[str, ...]
@@ -73,8 +69,7 @@ class ShellCheck:
     expected: str
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     action: str  # "apply" or "rollback"
     param: str
     setup: BootSetup

@@ -83,9 +83,11 @@ def render_plan(plan: Plan, out: TextIO, style: Style, *, runs_commands: bool = 
             p(f"  $ {shlex.join(c.argv)}{suffix}\n")
 
 
-def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan: bool = True) -> None:
-    """apply/rollback: the plan (unless it was shown before the question), then what happened."""
+def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan: bool = True, err: TextIO | None = None) -> None:
+    """apply/rollback: the plan (unless it was shown before the question), then what happened.
+    Errors go to ``err`` (stderr)."""
     p = out.write
+    e = (err or sys.stderr).write
     plan = report.plan
     runs = report.root == "/"
     if plan is not None and show_plan:
@@ -94,16 +96,26 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
     for w in report.warnings:
         if plan is None or w not in plan.warnings:
             p(style.yellow(f"warning: {w}") + "\n")
+    outcome = report.outcome
+    if outcome is not None:
+        if outcome.backup is not None:
+            p(f"Backup: {outcome.backup.id} (mlxfix rollback --backup {outcome.backup.id} puts it back)\n")
+        for c in outcome.commands:
+            if c.exit_code is None:
+                p(style.yellow(f"Not run: {shlex.join(c.argv)}: {c.note}") + "\n")
+            else:
+                status = style.green("ok") if c.exit_code == 0 else style.red(f"exit {c.exit_code}")
+                p(f"Ran: {shlex.join(c.argv)} [{status}]{' (' + c.note + ')' if c.note else ''}\n")
     if report.error is not None:
-        err = report.error
-        p(style.red(f"error: {err}") + "\n")
-        if err.hint:
-            p(f"hint: {err.hint}\n")
-        steps = getattr(err, "steps", None)
+        error = report.error
+        e(style.red(f"mlxfix: {error}") + "\n")
+        if error.hint:
+            e(f"hint: {error.hint}\n")
+        steps = getattr(error, "steps", None)
         if steps:
-            p(style.red("The host is NOT in its original state. Restore it by hand:") + "\n")
+            e(style.red("The host is NOT in its original state. Restore it by hand:") + "\n")
             for s in steps:
-                p(f"  {s}\n")
+                e(f"  {s}\n")
         return
     assert plan is not None
     if not plan.writes and not plan.commands:
@@ -112,21 +124,12 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
             p("If the running kernel lacks it, reboot (check with: mlxfix diagnose).\n")
         return
     if report.dry_run:
-        p(f"Dry run: nothing was changed. Run without --dry-run to {report.command}.\n")
+        verb = "apply" if report.command == "apply" else "roll back"
+        p(f"Dry run: nothing was changed. Run without --dry-run to {verb}.\n")
         return
-    outcome = report.outcome
-    if outcome is None:
-        return
-    if outcome.backup is not None:
-        p(f"Backup: {outcome.backup.id} (mlxfix rollback --backup {outcome.backup.id} puts it back)\n")
-    for c in outcome.commands:
-        if c.exit_code is None:
-            p(style.yellow(f"Not run: {shlex.join(c.argv)}: {c.note}") + "\n")
-        else:
-            status = style.green("ok") if c.exit_code == 0 else style.red(f"exit {c.exit_code}")
-            p(f"Ran: {shlex.join(c.argv)} [{status}]{' ' + c.note if c.note else ''}\n")
-    verb = "applied" if report.command == "apply" else "rolled back"
-    p(style.green(f"Done: {plan.param} {verb}.") + " The change takes effect only after a reboot.\n")
+    if outcome is not None:
+        verb = "applied" if report.command == "apply" else "rolled back"
+        p(style.green(f"Done: {plan.param} {verb}.") + " The change takes effect only after a reboot.\n")
 
 
 def render_backups(manifests: list[Manifest], problems: list[str], out: TextIO, style: Style) -> None:

@@ -13,8 +13,8 @@ offsets are byte offsets. Pure code: no I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Literal as Lit
+from typing import NamedTuple
 
 __all__ = [
     "AndOr",
@@ -52,8 +52,7 @@ class ShellSyntaxError(Exception):
 QuoteKind = Lit["", "'", '"']
 
 
-@dataclass(frozen=True, slots=True)
-class Literal:
+class Literal(NamedTuple):
     """Literal characters: an unquoted run (``quote=''``, escapes included), a whole single-quoted
     string (``quote="'"``, span includes the quotes), or a run inside double quotes (``quote='"'``)."""
 
@@ -63,8 +62,7 @@ class Literal:
     text: str  # the characters the shell sees, after quote and escape removal
 
 
-@dataclass(frozen=True, slots=True)
-class Expansion:
+class Expansion(NamedTuple):
     """``$NAME``, ``${NAME...}``, ``$(...)``, backticks or ``$((...))``.
 
     ``kind`` is ``param``, ``command`` or ``arith``. For parameters, ``name`` is the variable (or a
@@ -82,8 +80,7 @@ class Expansion:
     body: tuple[Command, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class DoubleQuoted:
+class DoubleQuoted(NamedTuple):
     """A ``"..."`` string; span includes the quotes."""
 
     start: int
@@ -94,8 +91,7 @@ class DoubleQuoted:
 Part = Literal | Expansion | DoubleQuoted
 
 
-@dataclass(frozen=True, slots=True)
-class Word:
+class Word(NamedTuple):
     """One shell word: the concatenation of its parts (``a"b c"$D`` is three parts)."""
 
     start: int
@@ -111,8 +107,7 @@ class Word:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Assign:
+class Assign(NamedTuple):
     """``NAME=value``: ``start`` is the first character of NAME, ``value`` the word after ``=``."""
 
     start: int
@@ -124,16 +119,14 @@ class Assign:
 # ------------------------------------------------------------------------------------------ commands
 
 
-@dataclass(frozen=True, slots=True)
-class Redirect:
+class Redirect(NamedTuple):
     start: int
     end: int
     op: str
     target: Word
 
 
-@dataclass(frozen=True, slots=True)
-class Simple:
+class Simple(NamedTuple):
     """A simple command: prefix assignments, then words (``export A=b`` keeps ``A=b`` as an Assign)."""
 
     start: int
@@ -143,8 +136,7 @@ class Simple:
     redirects: tuple[Redirect, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Compound:
+class Compound(NamedTuple):
     """``if``, ``while``, ``until``, ``for``, ``case``, ``{ }`` (``brace``) or ``( )`` (``subshell``).
 
     ``lists`` holds every command list inside, in order (conditions and bodies alike); ``var`` is the
@@ -160,24 +152,21 @@ class Compound:
     redirects: tuple[Redirect, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class FunctionDef:
+class FunctionDef(NamedTuple):
     start: int
     end: int
     name: str
     body: Compound
 
 
-@dataclass(frozen=True, slots=True)
-class Pipeline:
+class Pipeline(NamedTuple):
     start: int
     end: int
     commands: tuple[Simple | Compound | FunctionDef, ...]
     negated: bool
 
 
-@dataclass(frozen=True, slots=True)
-class AndOr:
+class AndOr(NamedTuple):
     """Pipelines joined by ``&&`` / ``||`` (a single pipeline is the common case)."""
 
     start: int
@@ -188,8 +177,7 @@ class AndOr:
 Command = AndOr
 
 
-@dataclass(frozen=True, slots=True)
-class Unit:
+class Unit(NamedTuple):
     """A top-level piece of the file: one command with its separator, the rest of its line (blanks, a
     comment, the newline) and any here-document bodies; or a blank/comment-only line (``command`` None);
     or, after a syntax error, the rest of the file (``error`` set). Units tile the text exactly."""

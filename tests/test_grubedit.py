@@ -41,7 +41,7 @@ def check_with_sh(paths: list[Path], edit: GrubEdit, param: Param = P) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         new_paths = []
         for i, p in enumerate(paths):
-            changed = next((fe for fe in edit.files if fe.index == i), None)
+            changed = next((fe for fe in edit.files if fe.source == i), None)
             target = Path(tmp) / f"{i}-{p.name}"
             target.write_bytes(changed.after if changed else p.read_bytes())
             new_paths.append(target)

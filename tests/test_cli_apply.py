@@ -1,0 +1,348 @@
+"""apply, rollback and backups through the CLI, in-process and as real processes, on --root trees."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlxfix.models import BackupsResult, ChangeResult
+from tests.trees import PVE_GRUB, debian_host, invoke, json_of, run, snapshot, write
+
+EXPECTED = PVE_GRUB.replace(b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"', b'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"')
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Path:
+    return debian_host(tmp_path / "root")
+
+
+def grub(root: Path) -> bytes:
+    return (root / "etc/default/grub").read_bytes()
+
+
+def test_dry_run_changes_nothing_and_shows_the_diff(host: Path) -> None:
+    before = snapshot(host)
+    code, out, _ = invoke("apply", "--dry-run", "--root", str(host))
+    assert code == 0
+    assert '+GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"' in out
+    assert '-GRUB_CMDLINE_LINUX_DEFAULT="quiet"' in out
+    assert "update-grub" in out
+    assert "after:  quiet pci=realloc=off" in out
+    assert snapshot(host) == before
+    assert not (host / "var").exists()
+
+
+def test_apply_writes_exact_bytes_then_is_idempotent(host: Path) -> None:
+    code, out, err = invoke("apply", "--yes", "--root", str(host))
+    assert code == 0, err
+    assert grub(host) == EXPECTED
+    assert "Backup: " in out
+    assert "takes effect only after a reboot" in out
+    after_first = snapshot(host)
+    code, out, _ = invoke("apply", "--yes", "--root", str(host), "--json")
+    assert code == 0
+    doc = json_of(out)
+    assert doc["changed"] is False
+    assert doc["files"] == []
+    assert snapshot(host) == after_first
+
+
+def test_rollback_restores_bytes_and_mode(host: Path) -> None:
+    (host / "etc/default/grub").chmod(0o640)
+    original = grub(host)
+    assert invoke("apply", "--yes", "--root", str(host))[0] == 0
+    assert stat.S_IMODE((host / "etc/default/grub").stat().st_mode) == 0o640
+    code, out, err = invoke("rollback", "--yes", "--root", str(host))
+    assert code == 0, err
+    assert grub(host) == original
+    assert stat.S_IMODE((host / "etc/default/grub").stat().st_mode) == 0o640
+    assert "rolled back" in out
+
+
+def test_rollback_dry_run_shows_the_diff_only(host: Path) -> None:
+    invoke("apply", "--yes", "--root", str(host))
+    before = snapshot(host)
+    code, out, _ = invoke("rollback", "--dry-run", "--root", str(host))
+    assert code == 0
+    assert '-GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"' in out
+    assert snapshot(host) == before
+
+
+def test_without_terminal_and_without_yes_nothing_changes(host: Path) -> None:
+    before = snapshot(host)
+    proc = run("apply", "--root", str(host))
+    assert proc.returncode == 1
+    assert "--yes" in proc.stderr
+    assert snapshot(host) == before
+
+
+@pytest.mark.parametrize(
+    ("grub_text", "where", "reason"),
+    [
+        ('if true; then\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\nfi\n', "/etc/default/grub:2:", "inside an if block"),
+        ('GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT="quiet\n', "/etc/default/grub:2:28:", "sh cannot parse this file"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="$(cat /x)"\n', "/etc/default/grub:1:29:", "the output of a command"),
+    ],
+)
+def test_refusal_changes_nothing_and_names_file_and_line(tmp_path: Path, grub_text: str, where: str, reason: str) -> None:
+    root = debian_host(tmp_path / "root", grub_text)
+    before = snapshot(root)
+    proc = run("apply", "--yes", "--root", str(root))
+    assert proc.returncode == 1
+    assert reason in proc.stderr
+    assert where in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert snapshot(root) == before
+
+
+def test_json_document_validates_and_keys_are_pinned(host: Path) -> None:
+    proc = run("apply", "--yes", "--json", "--root", str(host))
+    assert proc.returncode == 0, proc.stderr
+    doc = json_of(proc.stdout)
+    ChangeResult.model_validate(doc)
+    assert sorted(doc) == sorted(
+        [
+            "version", "mlxfix_version", "command", "host", "root", "dry_run", "changed", "would_change", "param",
+            "boot_setup", "target", "cmdline", "files", "backup", "commands", "reboot_required", "rebooting",
+            "notes", "warnings", "errors", "exit_code",
+        ]
+    )  # fmt: skip
+    assert doc["changed"] is True
+    assert doc["param"] == "pci=realloc=off"
+    assert doc["reboot_required"] is True
+    assert doc["rebooting"] is False
+    [f] = doc["files"]  # type: ignore[misc]
+    assert f["path"] == "/etc/default/grub"
+    assert "+GRUB_CMDLINE_LINUX_DEFAULT" in f["diff"]
+    assert isinstance(doc["backup"], str)
+    [c] = doc["commands"]  # type: ignore[misc]
+    assert c["argv"] == ["update-grub"]
+    assert c["ran"] is False  # --root: reported, not run
+    assert "Backup:" in proc.stderr  # human text on stderr with --json
+
+
+def test_json_on_refusal_is_still_one_document(tmp_path: Path) -> None:
+    root = debian_host(tmp_path / "root", "f() { GRUB_CMDLINE_LINUX_DEFAULT=x; }\nf\n")
+    proc = run("apply", "--yes", "--json", "--root", str(root))
+    assert proc.returncode == 1
+    doc = json_of(proc.stdout)
+    assert doc["changed"] is False
+    assert doc["errors"]
+    assert doc["exit_code"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["apply", "--param", "a b"], 2),
+        (["apply", "--param", "x=$(reboot)"], 2),
+        (["apply", "--bogus"], 2),
+        (["rollback", "--backup", "../../etc/shadow"], 2),
+        (["rollback", "--backup", "20991231T000000Z-abcdef"], 2),
+        (["apply", "--boot-setup", "lilo"], 2),
+    ],
+)
+def test_usage_errors_exit_2_and_change_nothing(host: Path, args: list[str], code: int) -> None:
+    before = snapshot(host)
+    proc = run(*args, "--yes", "--root", str(host))
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert snapshot(host) == before
+
+
+def test_missing_root_directory_is_a_usage_error(tmp_path: Path) -> None:
+    proc = run("apply", "--dry-run", "--root", str(tmp_path / "nope"))
+    assert proc.returncode == 2
+    assert "no such directory" in proc.stderr
+
+
+def test_symlinked_grub_file_edits_the_target_and_keeps_the_link(host: Path) -> None:
+    real = host / "etc/default/grub.real"
+    (host / "etc/default/grub").rename(real)
+    (host / "etc/default/grub").symlink_to("/etc/default/grub.real")  # absolute: resolved inside --root
+    assert invoke("apply", "--yes", "--root", str(host))[0] == 0
+    assert (host / "etc/default/grub").is_symlink()
+    assert os.readlink(host / "etc/default/grub") == "/etc/default/grub.real"
+    assert real.read_bytes() == EXPECTED
+    assert invoke("rollback", "--yes", "--root", str(host))[0] == 0
+    assert real.read_bytes() == PVE_GRUB
+    assert (host / "etc/default/grub").is_symlink()
+
+
+def test_rollback_refuses_a_file_changed_after_apply_without_force(host: Path) -> None:
+    assert invoke("apply", "--yes", "--root", str(host))[0] == 0
+    edited = grub(host) + b"GRUB_TIMEOUT=1\n"
+    (host / "etc/default/grub").write_bytes(edited)
+    proc = run("rollback", "--yes", "--root", str(host))
+    assert proc.returncode == 1
+    assert "changed after mlxfix wrote it" in proc.stderr
+    assert "+GRUB_TIMEOUT=1" not in proc.stderr or "-GRUB_TIMEOUT=1" in proc.stderr  # the diff is shown
+    assert grub(host) == edited
+    proc = run("rollback", "--yes", "--force", "--root", str(host))
+    assert proc.returncode == 0, proc.stderr
+    assert grub(host) == PVE_GRUB
+
+
+def test_backups_lists_newest_first_with_hashes(host: Path) -> None:
+    invoke("apply", "--yes", "--root", str(host))
+    invoke("rollback", "--yes", "--root", str(host))
+    code, out, _ = invoke("backups", "--json", "--root", str(host))
+    assert code == 0
+    doc = BackupsResult.model_validate_json(out)
+    assert [b.action for b in doc.backups] == ["rollback", "apply"]
+    assert doc.backups[0].id > doc.backups[1].id
+    assert doc.backups[1].files[0].path == "/etc/default/grub"
+    assert len(doc.backups[1].files[0].sha256) == 64
+    backup_dir = host / "var/lib/mlxfix/backups" / doc.backups[1].id
+    assert stat.S_IMODE(backup_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((backup_dir / "0.orig").stat().st_mode) == 0o600
+
+
+def test_rollback_to_a_named_backup(host: Path) -> None:
+    invoke("apply", "--yes", "--root", str(host))
+    first = BackupsResult.model_validate_json(invoke("backups", "--json", "--root", str(host))[1]).backups[0].id
+    invoke("apply", "--yes", "--param", "iommu=pt", "--root", str(host))
+    assert b"iommu=pt" in grub(host)
+    assert invoke("rollback", "--yes", "--force", "--backup", first, "--root", str(host))[0] == 0
+    assert grub(host) == PVE_GRUB
+
+
+def test_corrupted_backup_is_refused_never_restored(host: Path) -> None:
+    invoke("apply", "--yes", "--root", str(host))
+    [backup] = list((host / "var/lib/mlxfix/backups").iterdir())
+    (backup / "0.orig").write_bytes(b"GRUB_CMDLINE_LINUX_DEFAULT=oops\n")
+    before = snapshot(host)
+    proc = run("rollback", "--yes", "--root", str(host))
+    assert proc.returncode == 1
+    assert "corrupted" in proc.stderr
+    assert snapshot(host) == before
+
+
+def test_no_update_writes_and_names_the_command(host: Path) -> None:
+    code, out, _ = invoke("apply", "--yes", "--no-update", "--root", str(host), "--json")
+    assert code == 0
+    doc = json_of(out)
+    assert doc["commands"] == []
+    assert any("update-grub" in w for w in doc["warnings"])  # type: ignore[union-attr]
+    assert grub(host) == EXPECTED
+
+
+def test_a_second_mlxfix_fails_at_once_while_the_lock_is_held(host: Path) -> None:
+    state = host / "var/lib/mlxfix"
+    state.mkdir(parents=True, mode=0o700)
+    holder = subprocess.Popen(
+        [
+            "python3",
+            "-c",
+            "import fcntl,sys,time; f=open(sys.argv[1],'w'); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(30)",
+            str(state / "lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        before = snapshot(host)
+        proc = run("apply", "--yes", "--root", str(host), timeout=20)
+        assert proc.returncode == 75
+        assert "another mlxfix is running" in proc.stderr
+        assert snapshot(host) == before
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert run("apply", "--yes", "--root", str(host)).returncode == 0  # released when its holder died
+
+
+def test_package_manager_lock_makes_apply_wait_then_fail(host: Path) -> None:
+    lock = write(host, "/var/lib/dpkg/lock-frontend", b"", 0o640)
+    fd = os.open(lock, os.O_RDWR)
+    holder = subprocess.Popen(
+        [
+            "python3",
+            "-c",
+            "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR); fcntl.lockf(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+            str(lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        proc = run("apply", "--yes", "--root", str(host), timeout=60)
+        assert proc.returncode == 75
+        assert "package manager" in proc.stderr
+        assert grub(host) == PVE_GRUB
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+        os.close(fd)
+
+
+def test_apply_as_an_unprivileged_user_is_refused(tmp_path: Path) -> None:
+    root = debian_host(tmp_path / "root")
+    for p in (tmp_path, *tmp_path.parents):  # let "nobody" reach the tree (pytest makes its dirs 0700)
+        if p.stat().st_mode & 0o001 == 0:
+            p.chmod(p.stat().st_mode | 0o005)
+    before = snapshot(root)
+    proc = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            os.sys.executable,
+            "-m",
+            "mlxfix",
+            "apply",
+            "--yes",
+            "--root",
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "run it as root" in proc.stderr
+    assert snapshot(root) == before
+    # ...while a dry run works without root.
+    proc = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            os.sys.executable,
+            "-m",
+            "mlxfix",
+            "apply",
+            "--dry-run",
+            "--root",
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_python_dash_m_and_version(host: Path) -> None:
+    proc = run("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("mlxfix ")
+    proc = run("apply", "--help")
+    assert proc.returncode == 0
+    for option in ("--dry-run", "--param", "--yes", "--no-update", "--reboot", "--root", "--json"):
+        assert option in proc.stdout
+    del host

@@ -1,0 +1,170 @@
+"""apply and rollback with Debian's real update-grub, inside a private mount namespace.
+
+``unshare -m`` gives the test its own mounts: a sandbox directory is bind-mounted over /etc/default
+(the directory, not the file: renaming onto a bind-mounted file fails with EBUSY), another over /boot
+holding dummy kernels, and one over /var/lib/mlxfix for the backups. The real update-grub then writes
+a real grub.cfg, and the test reads its ``linux`` lines.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.trees import json_of
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+DEBIAN_GRUB = Path("/usr/share/grub/default/grub")
+KERNEL = "6.1.0-9-amd64"
+
+NAMESPACE = r"""
+set -e
+mount --make-rprivate /
+mount --bind "$SANDBOX/default" /etc/default
+mount --bind "$SANDBOX/boot" /boot
+mount --bind "$SANDBOX/state" /var/lib/mlxfix
+exec "$@"
+"""
+
+
+def _require() -> None:
+    if os.geteuid() != 0 or not shutil.which("update-grub") or not DEBIAN_GRUB.exists():
+        pytest.fail("needs root and Debian's grub2-common (.ci/run installs it)")
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Path:
+    _require()
+    (tmp_path / "default" / "grub.d").mkdir(parents=True)
+    shutil.copy(DEBIAN_GRUB, tmp_path / "default" / "grub")
+    (tmp_path / "boot" / "grub").mkdir(parents=True)
+    (tmp_path / "boot" / f"vmlinuz-{KERNEL}").write_bytes(b"\x00" * 64)
+    (tmp_path / "boot" / f"initrd.img-{KERNEL}").write_bytes(b"\x00" * 64)
+    (tmp_path / "state").mkdir(mode=0o700)
+    (tmp_path / "bin").mkdir()
+    Path("/var/lib/mlxfix").mkdir(parents=True, exist_ok=True)  # the mount point; stays empty
+    return tmp_path
+
+
+def mlxfix(
+    sandbox: Path, *args: str, path_prefix: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "SSH_CONNECTION"}
+    full_env["SANDBOX"] = str(sandbox)
+    full_env["PATH"] = f"{path_prefix}:{os.environ['PATH']}" if path_prefix else os.environ["PATH"]
+    full_env["PYTHONPATH"] = str(Path(__file__).parents[1])
+    full_env.update(env or {})
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", NAMESPACE, "sh", sys.executable, "-m", "mlxfix", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=300,
+        check=False,
+    )
+
+
+def linux_lines(sandbox: Path) -> tuple[list[str], list[str]]:
+    """The ``linux`` lines of the generated grub.cfg: (normal entries, recovery entries)."""
+    cfg = (sandbox / "boot" / "grub" / "grub.cfg").read_text()
+    normal, recovery = [], []
+    entry = ""
+    for line in cfg.splitlines():
+        if line.lstrip().startswith("menuentry "):
+            entry = line
+        if line.strip().startswith("linux\t") or line.strip().startswith("linux "):
+            (recovery if "recovery mode" in entry else normal).append(line.strip())
+    return normal, recovery
+
+
+def test_apply_then_rollback_with_the_real_update_grub(sandbox: Path) -> None:
+    original = (sandbox / "default" / "grub").read_bytes()
+    proc = mlxfix(sandbox, "apply", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json_of(proc.stdout)
+    assert doc["changed"] is True
+    [cmd] = doc["commands"]  # type: ignore[misc]
+    assert cmd["argv"] == ["update-grub"]
+    assert cmd["ran"] is True
+    assert cmd["exit_code"] == 0
+    assert "done" in cmd["output_tail"]  # update-grub's own output is reported
+    normal, recovery = linux_lines(sandbox)
+    assert normal, "update-grub generated no linux lines"
+    assert all("pci=realloc=off" in ln for ln in normal)
+    assert recovery
+    assert not any("pci=realloc=off" in ln for ln in recovery)  # GRUB never puts _DEFAULT there
+    assert b'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"' in (sandbox / "default" / "grub").read_bytes()
+
+    proc = mlxfix(sandbox, "rollback", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert (sandbox / "default" / "grub").read_bytes() == original
+    normal, _ = linux_lines(sandbox)
+    assert normal
+    assert not any("pci=realloc=off" in ln for ln in normal)
+
+
+def _failing_update_grub(sandbox: Path, times: int) -> str:
+    """An update-grub first on PATH that fails ``times`` times, then runs the real one."""
+    counter = sandbox / "bin" / "failures"
+    counter.write_text("0")
+    script = sandbox / "bin" / "update-grub"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"n=$(cat {counter}); echo $((n + 1)) > {counter}\n"
+        f'if [ "$n" -lt {times} ]; then echo "grub-probe: error: simulated failure" >&2; exit 1; fi\n'
+        'exec /usr/sbin/update-grub "$@"\n'
+    )
+    script.chmod(0o755)
+    return str(sandbox / "bin")
+
+
+def test_failing_regeneration_restores_the_original_bytes(sandbox: Path) -> None:
+    original = (sandbox / "default" / "grub").read_bytes()
+    assert mlxfix(sandbox, "rollback", "--yes").returncode != 0  # no backup yet: nothing to restore
+    bin_dir = _failing_update_grub(sandbox, times=1)
+    proc = mlxfix(sandbox, "apply", "--yes", "--json", path_prefix=bin_dir)
+    assert proc.returncode == 1, proc.stderr
+    doc = json_of(proc.stdout)
+    assert doc["changed"] is False
+    assert "update-grub failed with exit code 1" in doc["errors"][0]  # type: ignore[index]
+    assert "simulated failure" in doc["errors"][0]  # type: ignore[index]
+    assert "restored" in doc["errors"][0]  # type: ignore[index]
+    assert [c["exit_code"] for c in doc["commands"]] == [1, 0]  # type: ignore[union-attr]  # failed, then re-run on the restored files
+    assert (sandbox / "default" / "grub").read_bytes() == original
+    normal, _ = linux_lines(sandbox)
+    assert not any("pci=realloc=off" in ln for ln in normal)
+    assert not (sandbox / "state" / "intent.json").exists()
+
+
+def test_regeneration_that_keeps_failing_prints_manual_steps(sandbox: Path) -> None:
+    original = (sandbox / "default" / "grub").read_bytes()
+    bin_dir = _failing_update_grub(sandbox, times=99)
+    proc = mlxfix(sandbox, "apply", "--yes", path_prefix=bin_dir)
+    assert proc.returncode == 3, proc.stderr
+    assert "NOT in its original state" in proc.stderr
+    assert "update-grub" in proc.stderr.split("by hand:")[1]
+    assert (sandbox / "default" / "grub").read_bytes() == original  # the files themselves are back
+
+
+def test_reboot_runs_only_when_asked(sandbox: Path) -> None:
+    record = sandbox / "rebooted"
+    recorder = sandbox / "bin" / "fake-reboot"
+    recorder.write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    recorder.chmod(0o755)
+    env = {"MLXFIX_REBOOT_COMMAND": f"{recorder} --in 5s"}
+    proc = mlxfix(sandbox, "apply", "--yes", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json_of(proc.stdout)["rebooting"] is False
+    assert not record.exists()  # no terminal, no --reboot: never
+    assert mlxfix(sandbox, "rollback", "--yes", "--no-reboot", env=env).returncode == 0
+    assert not record.exists()
+    proc = mlxfix(sandbox, "apply", "--yes", "--reboot", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json_of(proc.stdout)["rebooting"] is True
+    assert record.read_text() == "--in 5s\n"
