@@ -29,7 +29,7 @@ __all__ = ["Intent", "Manifest", "ManifestFile", "create", "list_backups", "load
 BACKUPS = f"{STATE_DIR}/backups"
 INTENT = f"{STATE_DIR}/intent.json"
 LOCK = f"{STATE_DIR}/lock"
-_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
+_ID = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{6}")
 
 
 class ManifestFile(BaseModel):
@@ -79,14 +79,15 @@ class Intent(BaseModel):
 
 
 def new_id(now: datetime | None = None) -> str:
+    """Sortable (UTC, milliseconds) and unique (a random suffix): 20261125T021500.123Z-a1b2c3."""
     now = now or datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 def check_id(backup_id: str) -> str:
     """A backup id as the user typed it; anything that is not one (``../../etc``) is refused."""
     if not _ID.fullmatch(backup_id):
-        raise UsageError(f"{backup_id!r} is not a backup id (they look like 20261125T021500Z-a1b2c3; see: mlxfix backups)")
+        raise UsageError(f"{backup_id!r} is not a backup id (they look like 20261125T021500.123Z-a1b2c3; see: mlxfix backups)")
     return backup_id
 
 
@@ -124,7 +125,7 @@ def create(host: Host, plan: Plan, hostname: str) -> Manifest:
         )
     manifest = Manifest(
         id=backup_id,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="microseconds"),
         mlxfix_version=__version__,
         host=hostname,
         action=plan.action,
@@ -171,11 +172,12 @@ def list_backups(host: Host) -> tuple[list[Manifest], list[str]]:
     """The backups, newest first, and a problem line for each one that cannot be read."""
     names = host.listdir(BACKUPS) or []
     manifests, problems = [], []
-    for name in sorted((n for n in names if _ID.fullmatch(n)), reverse=True):
+    for name in (n for n in names if _ID.fullmatch(n)):
         try:
             manifests.append(_read_manifest(host, name))
         except FileError as exc:
             problems.append(str(exc))
+    manifests.sort(key=lambda m: (m.created, m.id), reverse=True)
     for name in names:
         if name.startswith(".partial-"):
             problems.append(f"{BACKUPS}/{name}: an incomplete backup left by an interrupted run (it is ignored)")

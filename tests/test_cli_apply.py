@@ -142,7 +142,7 @@ def test_json_on_refusal_is_still_one_document(tmp_path: Path) -> None:
         (["apply", "--param", "x=$(reboot)"], 2),
         (["apply", "--bogus"], 2),
         (["rollback", "--backup", "../../etc/shadow"], 2),
-        (["rollback", "--backup", "20991231T000000Z-abcdef"], 2),
+        (["rollback", "--backup", "20991231T000000.000Z-abcdef"], 2),
         (["apply", "--boot-setup", "lilo"], 2),
     ],
 )
