@@ -368,6 +368,68 @@ def backups(root: RootOpt = "/", as_json: JsonOpt = False) -> None:
         render_backups(manifests, problems, sys.stdout, Style(sys.stdout))
 
 
+_DIAGNOSE_EXIT = {
+    "affected": ExitCode.AFFECTED,
+    "affected-dcs": ExitCode.AFFECTED,
+    "pending-reboot": ExitCode.PENDING_REBOOT,
+    "other-failure": ExitCode.OTHER_FAILURE,
+    "healthy": ExitCode.OK,
+    "no-device": ExitCode.OK,
+}
+
+
+@app.command()
+@_handled
+def diagnose(root: RootOpt = "/", as_json: JsonOpt = False) -> None:
+    """Is this host hit by the Missing UAR failure? Devices, BARs, driver, modules, kernel log,
+    command line (running and configured), context; a verdict and advice.
+
+    Exit code: 0 healthy or no device, 10 affected, 11 pending reboot, 12 another failure, 1 error.
+    """
+    from mlxfix import commands
+    from mlxfix.render import Style, render_diagnosis
+
+    host = _host(root)
+    d = commands.diagnose(host)
+    code = _DIAGNOSE_EXIT[d.status]
+    out = _human(as_json)
+    render_diagnosis(d, out, Style(out))
+    if as_json:
+        from mlxfix.models import diagnose_result, dump
+
+        sys.stdout.write(dump(diagnose_result(host.label, host.root, d, int(code))) + "\n")
+    raise typer.Exit(int(code))
+
+
+@app.command()
+@_handled
+def verify(
+    param: Annotated[
+        str, typer.Option("--param", metavar="PARAM", help="The parameter that must be in effect.")
+    ] = "pci=realloc=off",
+    root: RootOpt = "/",
+    as_json: JsonOpt = False,
+) -> None:
+    """After the reboot: is the parameter in /proc/cmdline, are the devices bound with BAR 2 assigned,
+    mlx4_en or mlx4_ib loaded, the interfaces there, no Missing UAR in this boot's log?
+
+    Exit code 0 only when every check holds; 13 names the failing checks.
+    """
+    from mlxfix import commands
+    from mlxfix.render import Style, render_verification
+
+    host = _host(root)
+    v = commands.verify(host, param)
+    code = ExitCode.OK if v.ok else ExitCode.NOT_VERIFIED
+    out = _human(as_json)
+    render_verification(v, out, Style(out))
+    if as_json:
+        from mlxfix.models import dump, verify_result
+
+        sys.stdout.write(dump(verify_result(host.label, host.root, v, param, int(code))) + "\n")
+    raise typer.Exit(int(code))
+
+
 def main() -> None:
     """Entry point: run the app; turn what escapes it into one line and an exit code."""
     try:

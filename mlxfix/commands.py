@@ -12,18 +12,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mlxfix.bootsetup import detect, gather_request
-from mlxfix.errors import MlxfixError, Refused
+from mlxfix.errors import FileError, MlxfixError, Refused
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from mlxfix.backup import Manifest
     from mlxfix.bootsetup import BootSetup
+    from mlxfix.diagnose import Diagnosis, Verification
     from mlxfix.execute import Outcome, Progress
     from mlxfix.host import Host, Snapshot
     from mlxfix.plan import Plan
 
-__all__ = ["ChangeReport", "apply", "backups", "reboot_command", "rollback"]
+__all__ = ["ChangeReport", "apply", "backups", "diagnose", "reboot_command", "rollback", "verify"]
 
 INTENT = "/var/lib/mlxfix/intent.json"
 
@@ -215,3 +216,90 @@ def reboot_command(host: Host) -> list[str]:
     if snap.tools.get("systemd-run"):
         return ["systemd-run", "--on-active=5", "--timer-property=AccuracySec=1s", "systemctl", "reboot"]
     return ["shutdown", "-r", "+1", "mlxfix: rebooting to apply the kernel command line"]
+
+
+# -- diagnose and verify ------------------------------------------------------------------------------
+
+_DIAG_FILES = [
+    "/proc/modules",
+    "/proc/cmdline",
+    "/proc/cpuinfo",
+    "/sys/class/dmi/id/sys_vendor",
+    "/sys/class/dmi/id/product_name",
+    "/sys/class/dmi/id/board_vendor",
+    "/sys/class/dmi/id/board_name",
+    "/sys/class/dmi/id/bios_version",
+    "/sys/class/dmi/id/bios_date",
+]
+_JOURNAL = ["journalctl", "-k", "-b", "0", "--no-pager", "-o", "short-monotonic"]
+
+
+def diagnose(host: Host) -> Diagnosis:
+    """``mlxfix diagnose``: read the facts (two batched reads), then judge them."""
+    from mlxfix import diagnose as diag
+    from mlxfix.bootsetup import TOOLS, gather_request
+
+    files, listings, globs, _ = gather_request()
+    commands = [["systemd-detect-virt", "--vm"], ["pveversion"], ["proxmox-boot-tool", "status"], _JOURNAL]
+    snap = host.gather(
+        [*files, *_DIAG_FILES],
+        [*listings, diag.PCI],
+        [*globs, f"{diag.PCI}/*/vendor"],
+        [*TOOLS, "journalctl", "dmesg", "systemd-detect-virt", "pveversion"],
+        commands,
+    )
+    if snap.listings.get(diag.PCI) is None:
+        raise FileError("cannot list the PCI devices (is this a Linux host, or a --root tree without sys/?)", path=diag.PCI)
+    more_files, more_listings = diag.device_request(snap)
+    if more_files:
+        extra = host.gather(more_files, more_listings)
+        snap.files.update(extra.files)
+        snap.listings.update(extra.listings)
+    configured, source = _configured_cmdline(snap)
+    log_text, log_source = _kernel_log(host, snap)
+    return diag.analyse(snap, configured, source, log_text, log_source)
+
+
+def _configured_cmdline(snap: Snapshot) -> tuple[str | None, str]:
+    """The command line the boot configuration gives the next boot, and where it comes from."""
+    from mlxfix import bls
+    from mlxfix.bootsetup import KERNEL_CMDLINE
+    from mlxfix.plan import grub_command_line
+
+    try:
+        setup = detect(snap)
+    except MlxfixError as exc:
+        return None, f"unknown ({exc.message})"
+    if setup.name == "grub2-bls":
+        entries = bls.entries(snap)
+        return (entries[0].args, f"BLS entry {entries[0].path}") if entries else (None, "no BLS entries")
+    if setup.edits_grub:
+        line = grub_command_line(snap)
+        return line, "/etc/default/grub" + (" and grub.d" if snap.globs.get("/etc/default/grub.d/*.cfg") else "")
+    text = snap.text(KERNEL_CMDLINE)
+    return (text.strip() if text is not None else None), KERNEL_CMDLINE
+
+
+def _kernel_log(host: Host, snap: Snapshot) -> tuple[str | None, str]:
+    """This boot's kernel log: journalctl -k -b 0, else dmesg, else (under --root) var/log/kern.log or
+    var/log/dmesg in the tree."""
+    journal = snap.outputs.get(" ".join(_JOURNAL), "")
+    if journal.strip() and "No entries" not in journal[:200]:
+        return journal, "journalctl -k -b 0"
+    if host.runs_commands and snap.tools.get("dmesg"):
+        result = host.run(["dmesg"], timeout=60)
+        if result.ok and result.output.strip():
+            return result.output, "dmesg"
+    for path in ("/var/log/kern.log", "/var/log/dmesg"):
+        info = host.read(path, tail=True)
+        if info.data is not None:
+            return info.data.decode("utf-8", "replace"), path
+    return None, "no journalctl output, no dmesg, no /var/log/kern.log"
+
+
+def verify(host: Host, param: str) -> Verification:
+    from mlxfix import diagnose as diag
+    from mlxfix.cmdline import Param
+
+    p = Param.parse(param)
+    return diag.verify(diagnose(host), p)

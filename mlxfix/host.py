@@ -112,7 +112,9 @@ class Host(Protocol):
 
     def resolve(self, path: str) -> str: ...
 
-    def read(self, path: str, limit: int = MAX_READ) -> FileInfo: ...
+    def read(self, path: str, limit: int = MAX_READ, *, tail: bool = False) -> FileInfo: ...
+
+    def expand(self, pattern: str) -> list[str]: ...
 
     def write_atomic(self, path: str, data: bytes, *, mode: int, uid: int, gid: int, expect_sha256: str | None) -> None: ...
 
@@ -231,7 +233,8 @@ class LocalHost:
 
     # -- reading -------------------------------------------------------------------------------------
 
-    def read(self, path: str, limit: int = MAX_READ) -> FileInfo:
+    def read(self, path: str, limit: int = MAX_READ, *, tail: bool = False) -> FileInfo:
+        """A file's bytes and facts; ``tail``: a file over ``limit`` gives its last ``limit`` bytes."""
         real = self.real(path)
         try:
             st = os.lstat(real)
@@ -250,14 +253,37 @@ class LocalHost:
                 return FileInfo(path, exists=False, is_symlink=True, link_target=link, error="dangling symlink")
         if stat.S_ISDIR(st.st_mode):
             return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, is_dir=True)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
+            return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, error="not a regular file")
         try:
             with open(real, "rb") as fh:
-                data = fh.read(limit + 1)
+                if tail and st.st_size > limit:
+                    fh.seek(st.st_size - limit)
+                    data = fh.read(limit)
+                else:
+                    data = fh.read(limit + 1)
         except OSError as exc:
             return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, error=exc.strerror)
         if len(data) > limit:
             return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, error=f"larger than {limit} bytes")
         return FileInfo(path, True, data, st.st_mode, st.st_uid, st.st_gid, is_link, link)
+
+    def expand(self, pattern: str) -> list[str]:
+        """The host paths that match a shell pattern, sorted; ``*`` does not match dot files."""
+        import fnmatch
+
+        current = [""]
+        for part in pattern.strip("/").split("/"):
+            if any(c in part for c in "*?["):
+                current = [
+                    f"{base}/{entry}"
+                    for base in current
+                    for entry in (self.listdir(base or "/") or [])
+                    if fnmatch.fnmatchcase(entry, part) and not entry.startswith(".")
+                ]
+            else:
+                current = [f"{base}/{part}" for base in current]
+        return sorted(p for p in current if os.path.lexists(self.real(p)))
 
     def listdir(self, path: str) -> list[str] | None:
         try:
@@ -275,29 +301,18 @@ class LocalHost:
         tools: Sequence[str] = (),
         commands: Sequence[Sequence[str]] = (),
     ) -> Snapshot:
-        """Read everything a plan needs at once. ``commands`` (status queries) run only when this
-        host runs commands and the program is installed."""
-        import fnmatch
-
+        """Read everything a plan needs at once. Listings and globs may hold wildcards in any
+        component. ``commands`` (status queries) run only when this host runs commands and the
+        program is installed."""
         snap = Snapshot()
         for d in listings:
-            snap.listings[d] = self.listdir(d)
-        for pattern in globs:
-            directory, _, name = pattern.rpartition("/")
-            if any(c in directory for c in "*?["):  # one wildcard directory level (EFI/*/grub.cfg)
-                parent, _, sub = directory.rpartition("/")
-                matches = [
-                    f"{parent}/{entry}/{name}"
-                    for entry in (self.listdir(parent) or [])
-                    if fnmatch.fnmatchcase(entry, sub) and os.path.isfile(self.real(f"{parent}/{entry}/{name}"))
-                ]
+            if any(c in d for c in "*?["):
+                for match in self.expand(d):
+                    snap.listings[match] = self.listdir(match)
             else:
-                matches = [
-                    f"{directory}/{e}"
-                    for e in (self.listdir(directory) or [])
-                    if fnmatch.fnmatchcase(e, name) and not e.startswith(".")  # sh's * skips dot files
-                ]
-            snap.globs[pattern] = sorted(matches)
+                snap.listings[d] = self.listdir(d)
+        for pattern in globs:
+            snap.globs[pattern] = self.expand(pattern)
             for m in snap.globs[pattern]:
                 snap.files[m] = self.read(m)
         for p in files:

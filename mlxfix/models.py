@@ -13,10 +13,13 @@ from pydantic import BaseModel, ConfigDict
 from mlxfix import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from mlxfix.backup import Manifest
     from mlxfix.commands import ChangeReport
+    from mlxfix.diagnose import Diagnosis, LogLine, Verification
 
-__all__ = ["BackupsResult", "ChangeResult", "change_result"]
+__all__ = ["BackupsResult", "ChangeResult", "DiagnoseResult", "VerifyResult", "change_result", "diagnose_result", "verify_result"]
 
 VERSION = 1
 
@@ -192,3 +195,169 @@ def dump(model: BaseModel) -> str:
 def error_document(command: str, message: str, exit_code: int) -> dict[str, Any]:
     """The JSON printed when even the options could not be understood."""
     return {"version": VERSION, "mlxfix_version": __version__, "command": command, "errors": [message], "exit_code": exit_code}
+
+
+# -- diagnose and verify -----------------------------------------------------------------------------
+
+
+class LogLineInfo(_Model):
+    time: str
+    text: str
+    kind: str
+    address: str | None
+
+
+class DeviceInfo(_Model):
+    address: str
+    model: str
+    device_id: str
+    subsystem: str
+    driver: str | None
+    driver_override: str | None
+    interfaces: list[str]
+    is_vf: bool
+    sriov_totalvfs: int | None
+    bar0_assigned: bool | None
+    bar2_assigned: bool | None
+    bar0: str | None
+    bar2: str | None
+    status: str
+    evidence: list[str]
+    log: list[LogLineInfo]
+
+
+class CmdlineState(_Model):
+    running: str | None
+    running_realloc: str | None
+    configured: str | None
+    configured_realloc: str | None
+    configured_source: str
+
+
+class ContextInfo(_Model):
+    virtual: str | None
+    virtual_evidence: str
+    proxmox: str | None
+    uefi: bool
+    board: str
+    bios: str
+
+
+class KernelLog(_Model):
+    source: str
+    lines: list[LogLineInfo]
+
+
+class DiagnoseResult(_Model):
+    """``mlxfix diagnose --json``."""
+
+    version: int = VERSION
+    mlxfix_version: str = __version__
+    command: str = "diagnose"
+    host: str
+    root: str
+    status: str
+    devices: list[DeviceInfo]
+    modules: dict[str, bool]
+    cmdline: CmdlineState
+    kernel_log: KernelLog
+    context: ContextInfo
+    advice: list[str]
+    warnings: list[str]
+    errors: list[str]
+    exit_code: int
+
+
+class CheckInfo(_Model):
+    name: str
+    ok: bool
+    detail: str
+
+
+class VerifyResult(_Model):
+    """``mlxfix verify --json``."""
+
+    version: int = VERSION
+    mlxfix_version: str = __version__
+    command: str = "verify"
+    host: str
+    root: str
+    ok: bool
+    param: str
+    checks: list[CheckInfo]
+    failed: list[str]
+    status: str
+    devices: list[DeviceInfo]
+    warnings: list[str]
+    errors: list[str]
+    exit_code: int
+
+
+def _log(lines: Iterable[LogLine]) -> list[LogLineInfo]:
+    return [LogLineInfo(time=ln.stamp, text=ln.text, kind=ln.kind, address=ln.address) for ln in lines]
+
+
+def _devices(d: Diagnosis) -> list[DeviceInfo]:
+    return [
+        DeviceInfo(
+            address=x.address,
+            model=x.model,
+            device_id=f"15b3:{x.device_id[2:]}",
+            subsystem=x.subsystem,
+            driver=x.driver,
+            driver_override=x.driver_override,
+            interfaces=list(x.interfaces),
+            is_vf=x.is_vf,
+            sriov_totalvfs=x.sriov_totalvfs,
+            bar0_assigned=x.bar0_assigned,
+            bar2_assigned=x.bar2_assigned,
+            bar0=x.bar0.describe() if x.bar0 else None,
+            bar2=x.bar2.describe() if x.bar2 else None,
+            status=x.status,
+            evidence=list(x.evidence),
+            log=_log(x.log),
+        )
+        for x in d.devices
+    ]
+
+
+def diagnose_result(host: str, root: str, d: Diagnosis, exit_code: int) -> DiagnoseResult:
+    c = d.context
+    return DiagnoseResult(
+        host=host,
+        root=root,
+        status=d.status,
+        devices=_devices(d),
+        modules=d.modules,
+        cmdline=CmdlineState(
+            running=d.running,
+            running_realloc=d.running_realloc,
+            configured=d.configured,
+            configured_realloc=d.configured_realloc,
+            configured_source=d.configured_source,
+        ),
+        kernel_log=KernelLog(source=d.log_source, lines=_log(d.log)),
+        context=ContextInfo(
+            virtual=c.virtual, virtual_evidence=c.virtual_evidence, proxmox=c.proxmox, uefi=c.uefi, board=c.board, bios=c.bios
+        ),
+        advice=list(d.advice),
+        warnings=list(d.warnings),
+        errors=[],
+        exit_code=exit_code,
+    )
+
+
+def verify_result(host: str, root: str, v: Verification, param: str, exit_code: int) -> VerifyResult:
+    return VerifyResult(
+        host=host,
+        root=root,
+        ok=v.ok,
+        param=param,
+        checks=[CheckInfo(name=c.name, ok=c.ok, detail=c.detail) for c in v.checks],
+        failed=[c.name for c in v.checks if not c.ok],
+        status=v.diagnosis.status,
+        devices=_devices(v.diagnosis),
+        warnings=list(v.diagnosis.warnings),
+        errors=[],
+        exit_code=exit_code,
+    )

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from mlxfix.backup import Manifest
     from mlxfix.commands import ChangeReport
+    from mlxfix.diagnose import Diagnosis, Verification
     from mlxfix.plan import Plan
 
-__all__ = ["Style", "render_backups", "render_change", "render_plan"]
+__all__ = ["Style", "render_backups", "render_change", "render_diagnosis", "render_plan", "render_verification"]
 
 
 class Style:
@@ -146,3 +147,58 @@ def render_backups(manifests: list[Manifest], problems: list[str], out: TextIO, 
 
 def stderr_style() -> Style:
     return Style(sys.stderr)
+
+
+_VERDICTS = {
+    "affected": "AFFECTED: the Missing UAR failure (BAR 2 of a ConnectX-3 was never assigned)",
+    "affected-dcs": "AFFECTED: Missing DCS (BAR 0 of a ConnectX-3 was never assigned)",
+    "pending-reboot": "PENDING REBOOT: the fix is configured, the running kernel does not have it yet",
+    "other-failure": "OTHER FAILURE: a Mellanox device is not working, but not because of this bug",
+    "healthy": "HEALTHY: the Mellanox devices work",
+    "no-device": "NO DEVICE: no Mellanox ConnectX-3 (mlx4) device on this host",
+}
+
+
+def render_diagnosis(d: Diagnosis, out: TextIO, style: Style) -> None:
+    """The verdict first, then the evidence per device, then the advice."""
+    p = out.write
+    colour = style.green if d.status in ("healthy", "no-device") else style.yellow if d.status == "pending-reboot" else style.red
+    p(style.bold(colour(_VERDICTS[d.status])) + "\n\n")
+    c = d.context
+    where = f"a VM ({c.virtual}; {c.virtual_evidence})" if c.virtual else "bare metal"
+    p(f"Host: {c.proxmox + ', ' if c.proxmox else ''}{where}, {'UEFI' if c.uefi else 'BIOS'}, board {c.board}, BIOS {c.bios}\n")
+    realloc = {"on": "realloc on", "off": "realloc off", None: "realloc not set"}
+    running = d.running if d.running is not None else "(unreadable)"
+    configured = d.configured if d.configured is not None else "(unknown)"
+    p(f"Running command line: {running}  [{realloc[d.running_realloc]}]\n")
+    p(f"Configured ({d.configured_source}): {configured}  [{realloc[d.configured_realloc]}]\n")
+    p("Modules: " + ", ".join(f"{m} {'loaded' if on else 'not loaded'}" for m, on in d.modules.items()) + "\n")
+    p(f"Kernel log: {d.log_source}\n")
+    for ln in d.log:
+        p(f"  {ln.stamp} {ln.text}\n")
+    for x in d.devices:
+        status = style.green(x.status) if x.status == "healthy" else style.red(x.status)
+        vf = ", virtual function" if x.is_vf else ""
+        p(f"\n{style.bold(x.address)}  {x.model} (15b3:{x.device_id[2:]}{vf}), {x.subsystem}: {status}\n")
+        for ev in x.evidence:
+            p(f"  {ev}\n")
+    if d.advice:
+        p(f"\n{style.bold('Advice')} (nothing is done automatically):\n")
+        for a in d.advice:
+            p(f"  {a}\n" if a.startswith("  ") else f"  - {a}\n")
+    for w in d.warnings:
+        p(style.yellow(f"warning: {w}") + "\n")
+
+
+def render_verification(v: Verification, out: TextIO, style: Style) -> None:
+    p = out.write
+    for c in v.checks:
+        mark = style.green("ok  ") if c.ok else style.red("FAIL")
+        p(f"  [{mark}] {c.name}: {c.detail}\n")
+    if v.ok:
+        p(style.green("Verified: the fix is in effect and the Mellanox devices work.") + "\n")
+    else:
+        failed = ", ".join(c.name for c in v.checks if not c.ok)
+        p(style.red(f"Not verified: {failed}.") + " Run mlxfix diagnose for the details and the advice.\n")
+    for w in v.diagnosis.warnings:
+        p(style.yellow(f"warning: {w}") + "\n")

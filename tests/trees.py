@@ -80,3 +80,71 @@ def json_of(out: str) -> dict[str, object]:
     doc = json.loads(out)
     assert isinstance(doc, dict)
     return doc
+
+
+# -- sysfs and proc ------------------------------------------------------------------------------------
+
+EMPTY_BAR = "0x0000000000000000 0x0000000000000000 0x0000000000000000"
+MEM64, MEM64PREF, ROM = 0x140204, 0x14220C, 0x46200
+
+
+def bar(start: int, size: int, flags: int) -> str:
+    return f"0x{start:016x} 0x{start + size - 1:016x} 0x{flags:016x}"
+
+
+def cx3_resource(bar0: int | None = 0xF7C00000, bar2: int | None = 0xF0000000, *, bar2_line: str | None = None) -> str:
+    lines = [EMPTY_BAR] * 13
+    if bar0:
+        lines[0] = bar(bar0, 0x100000, MEM64)
+    if bar2:
+        lines[2] = bar(bar2, 0x2000000, MEM64PREF)
+    if bar2_line is not None:
+        lines[2] = bar2_line
+    lines[6] = bar(0xF7B00000, 0x100000, ROM)
+    return "\n".join(lines) + "\n"
+
+
+def pci_device(
+    root: Path,
+    address: str = "0000:01:00.0",
+    *,
+    vendor: str = "0x15b3",
+    device: str = "0x1007",
+    subsystem: tuple[str, str] = ("0x103c", "0x22f5"),
+    driver: str | None = "mlx4_core",
+    resource: str | None = None,
+    net: tuple[str, ...] = (),
+    override: str | None = None,
+) -> Path:
+    base = f"/sys/bus/pci/devices/{address}"
+    write(root, f"{base}/vendor", vendor + "\n")
+    write(root, f"{base}/device", device + "\n")
+    write(root, f"{base}/subsystem_vendor", subsystem[0] + "\n")
+    write(root, f"{base}/subsystem_device", subsystem[1] + "\n")
+    if resource is not None:
+        write(root, f"{base}/resource", resource)
+    write(root, f"{base}/driver_override", (override or "(null)") + "\n")
+    if driver is not None:
+        target = root / base.lstrip("/") / "driver"
+        target.symlink_to(f"../../../../bus/pci/drivers/{driver}")
+    for name in net:
+        write(root, f"{base}/net/{name}/operstate", "up\n")
+    return root / base.lstrip("/")
+
+
+def proc(
+    root: Path,
+    *,
+    cmdline: str | None = "BOOT_IMAGE=/boot/vmlinuz root=/dev/sda1 ro quiet",
+    modules: tuple[str, ...] | None = ("mlx4_core",),
+    cpu_flags: str = "fpu vme sse2",
+) -> None:
+    if cmdline is not None:
+        write(root, "/proc/cmdline", cmdline + "\n")
+    if modules is not None:
+        write(root, "/proc/modules", "".join(f"{m} 16384 0 - Live 0x0000000000000000\n" for m in modules))
+    write(root, "/proc/cpuinfo", f"processor\t: 0\nflags\t\t: {cpu_flags}\n")
+
+
+def kernel_log(root: Path, text: str, path: str = "/var/log/dmesg") -> None:
+    write(root, path, text)

@@ -1,0 +1,512 @@
+"""Is this host hit by the Missing UAR failure, and did the fix take? Facts in, verdict out.
+
+What the kernel does: mlx4_core's probe (``__mlx4_init_one``) aborts with "Missing DCS, aborting" when
+BAR 0 of a physical function has no memory resource, and "Missing UAR, aborting" when BAR 2 has
+none. Both return -ENODEV, logged by the driver core only at debug level; mlx4_en and mlx4_ib load
+only after mlx4_core starts. The usual cause: firmware leaves the SR-IOV VF BARs unassigned, a kernel
+with CONFIG_PCI_REALLOC_ENABLE_AUTO reallocates ("Automatically enabled pci realloc"), and the
+reshuffle leaves BAR 2 zeroed.
+
+Facts come from the kernel's own files first (sysfs BARs, the driver link, /proc/modules,
+/proc/cmdline); the log only corroborates. Pure code: the host gathered the files.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, NamedTuple
+
+from mlxfix import cmdline
+
+if TYPE_CHECKING:
+    from mlxfix.host import Snapshot
+
+__all__ = ["Device", "Diagnosis", "LogLine", "Verification", "analyse", "device_request", "verify"]
+
+MELLANOX = "0x15b3"
+PCI = "/sys/bus/pci/devices"
+IORESOURCE_MEM = 0x200
+IORESOURCE_UNSET = 0x20000000
+MODULES = ("mlx4_core", "mlx4_en", "mlx4_ib", "vfio_pci")
+DEVICE_FILES = (
+    "vendor",
+    "device",
+    "subsystem_vendor",
+    "subsystem_device",
+    "resource",
+    "driver",
+    "driver_override",
+    "sriov_totalvfs",
+    "sriov_numvfs",
+    "physfn",
+)
+# The mlx4 driver's PCI table (drivers/net/ethernet/mellanox/mlx4/main.c).
+MODELS = {
+    "0x1003": "ConnectX-3",
+    "0x1007": "ConnectX-3 Pro",
+    "0x1004": "ConnectX-3 Virtual Function",
+    "0x1002": "ConnectX-2 Virtual Function",
+    **{f"0x{d:04x}": "ConnectX-3 family (MT275xx)" for d in range(0x1005, 0x1011) if d != 0x1007},
+    **{
+        f"0x{d:04x}": "ConnectX / ConnectX-2"
+        for d in (0x6340, 0x634A, 0x6354, 0x6732, 0x673C, 0x6368, 0x6750, 0x6372, 0x675A, 0x6764, 0x6746, 0x676E)
+    },
+}
+VF_IDS = frozenset({"0x1004", "0x1002"})
+SUBSYSTEMS = {
+    ("0x103c", "0x22f5"): "HP InfiniBand FDR/Ethernet 10Gb/40Gb 2-port 544+FLR-QSFP Adapter",
+    ("0x103c", "0x22f6"): "HP InfiniBand FDR/Ethernet 10Gb/40Gb 2-port 544+QSFP Adapter",
+    ("0x103c", "0x1777"): "HP InfiniBand FDR/EN 10/40Gb Dual Port 544FLR-QSFP Adapter",
+    ("0x15b3", "0x0051"): "Mellanox ConnectX-3 EN 10GbE SFP+ (MCX312A)",
+    ("0x15b3", "0x0055"): "Mellanox ConnectX-3 VPI (MCX354A-FCBT)",
+    ("0x15b3", "0x0061"): "Mellanox ConnectX-3 Pro EN 10GbE (MCX312B)",
+    ("0x15b3", "0x0006"): "Mellanox ConnectX-3 Pro VPI (MCX354A-FCCT)",
+}
+STATUS_ORDER = ("affected", "affected-dcs", "pending-reboot", "other-failure", "healthy", "no-device")
+
+_ADDRESS = re.compile(r"\b[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\b")
+_INTERESTING = re.compile(
+    r"Missing (?:UAR|DCS)|Automatically enabled pci realloc|BAR ?\d+|not enough MMIO|SR-IOV|mlx4_core|mlx4_en|"
+    r"failed to assign|no space for|can't assign"
+)
+_BOOT = re.compile(r"Linux version \d")
+_STAMP = re.compile(r"^(?:(\w{3} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT[\d:.+-]+) \S+ kernel: ?)?(\[\s*\d+\.\d+\])?")
+
+
+class Bar(NamedTuple):
+    number: int
+    start: int
+    end: int
+    flags: int
+
+    @property
+    def assigned(self) -> bool:
+        """A BAR the kernel gave memory to: IORESOURCE_MEM set, a start address, not UNSET."""
+        return bool(self.flags & IORESOURCE_MEM) and self.start != 0 and not self.flags & IORESOURCE_UNSET
+
+    def describe(self) -> str:
+        if self.assigned:
+            return f"[mem {self.start:#x}-{self.end:#x}] ({(self.end - self.start + 1) // 1024} KiB)"
+        if self.flags == 0 and self.start == 0 and self.end == 0:
+            return "not assigned (start, end and flags all zero)"
+        why = "no memory resource flag" if not self.flags & IORESOURCE_MEM else "start 0" if self.start == 0 else "UNSET"
+        return f"not assigned ({why}: {self.start:#x}-{self.end:#x} flags {self.flags:#x})"
+
+
+class LogLine(NamedTuple):
+    stamp: str  # "[    2.365098]" or the syslog time, "" when the line has none
+    text: str  # the message after the prefix
+    kind: str  # missing-uar, missing-dcs, auto-realloc, bar-failure, sriov, mlx4
+    address: str | None
+
+
+class Device(NamedTuple):
+    address: str
+    device_id: str
+    model: str
+    subsystem: str
+    driver: str | None
+    driver_override: str | None
+    interfaces: tuple[str, ...]
+    is_vf: bool
+    sriov_totalvfs: int | None
+    bar0: Bar | None
+    bar2: Bar | None
+    status: str
+    evidence: tuple[str, ...]
+    log: tuple[LogLine, ...]
+
+    @property
+    def bar0_assigned(self) -> bool | None:
+        return self.bar0.assigned if self.bar0 is not None else None
+
+    @property
+    def bar2_assigned(self) -> bool | None:
+        return self.bar2.assigned if self.bar2 is not None else None
+
+
+class Context(NamedTuple):
+    virtual: str | None  # "kvm", "qemu", "vmware", ... or None on bare metal
+    virtual_evidence: str
+    proxmox: str | None
+    uefi: bool
+    board: str
+    bios: str
+
+
+class Diagnosis(NamedTuple):
+    status: str
+    devices: tuple[Device, ...]
+    modules: dict[str, bool]
+    running: str | None  # /proc/cmdline
+    running_realloc: str | None  # "on", "off" or None (not set)
+    configured: str | None  # the command line the boot configuration gives next boot
+    configured_realloc: str | None
+    configured_source: str
+    log_source: str
+    log: tuple[LogLine, ...]  # host-wide lines (auto realloc, BAR failures of bridges)
+    context: Context
+    advice: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+# -- reading the facts ----------------------------------------------------------------------------------
+
+
+def _text(snap: Snapshot, path: str) -> str | None:
+    data = snap.data(path)
+    return data.decode("utf-8", "replace").strip() if data is not None else None
+
+
+def parse_resource(text: str) -> tuple[list[Bar], str | None]:
+    """The BARs of a sysfs ``resource`` file (``start end flags`` in hex, one line per resource), and
+    a problem description when the file is malformed or truncated."""
+    bars: list[Bar] = []
+    for i, line in enumerate(text.splitlines()):
+        fields = line.split()
+        if len(fields) != 3:
+            return bars, f"line {i + 1} has {len(fields)} fields, not 3"
+        try:
+            start, end, flags = (int(f, 16) for f in fields)
+        except ValueError:
+            return bars, f"line {i + 1} is not hexadecimal: {line.strip()[:60]!r}"
+        bars.append(Bar(i, start, end, flags))
+    if len(bars) < 3:
+        return bars, f"only {len(bars)} lines (a PCI device has 13: BAR 0-5, ROM, 6 VF BARs)"
+    return bars, None
+
+
+def scan_log(text: str) -> tuple[list[LogLine], str]:
+    """The lines of this boot's kernel log that matter here; a log that spans several boots (kern.log)
+    is cut at the last kernel banner. Linear in the size of the log."""
+    note = ""
+    last = None
+    for m in _BOOT.finditer(text):
+        last = m
+    if last is not None and last.start() > 0:
+        start = text.rfind("\n", 0, last.start()) + 1
+        if start > 0:
+            note = "older boots in the file skipped"
+        text = text[start:]
+    found: list[LogLine] = []
+    seen: set[int] = set()
+    for m in _INTERESTING.finditer(text):
+        begin = text.rfind("\n", 0, m.start()) + 1
+        if begin in seen:
+            continue
+        seen.add(begin)
+        end = text.find("\n", m.end())
+        line = text[begin : end if end >= 0 else len(text)].rstrip("\r")
+        found.append(_log_line(line))
+    return found, note
+
+
+def _log_line(line: str) -> LogLine:
+    m = _STAMP.match(line)
+    stamp = ""
+    rest = line
+    if m is not None and m.group(0):
+        stamp = (m.group(2) or m.group(1) or "").strip()
+        rest = line[m.end() :].strip()
+    lowered = rest
+    if "Missing UAR" in lowered:
+        kind = "missing-uar"
+    elif "Missing DCS" in lowered:
+        kind = "missing-dcs"
+    elif "Automatically enabled pci realloc" in lowered:
+        kind = "auto-realloc"
+    elif re.search(r"no space for|failed to assign|can't assign", lowered):
+        kind = "bar-failure"
+    elif "SR-IOV" in lowered or "not enough MMIO" in lowered:
+        kind = "sriov"
+    else:
+        kind = "mlx4" if "mlx4" in lowered else "pci"
+    addr = _ADDRESS.search(rest)
+    return LogLine(stamp, rest, kind, addr.group(0) if addr else None)
+
+
+def device_request(snap: Snapshot) -> tuple[list[str], list[str]]:
+    """The files and listings to read for every Mellanox function found in the first pass."""
+    files: list[str] = []
+    listings: list[str] = []
+    for path in snap.globs.get(f"{PCI}/*/vendor", []):
+        if (_text(snap, path) or "").lower() == MELLANOX:
+            base = path.rsplit("/", 1)[0]
+            files += [f"{base}/{name}" for name in DEVICE_FILES]
+            listings += [f"{base}/net", f"{base}/infiniband"]
+    return files, listings
+
+
+def _device(snap: Snapshot, base: str, log: list[LogLine], warnings: list[str]) -> Device | None:
+    address = base.rsplit("/", 1)[1]
+    device_id = (_text(snap, f"{base}/device") or "?").lower()
+    if device_id not in MODELS:
+        return None  # a Mellanox device mlx4 does not drive (ConnectX-4 and later: mlx5)
+    model = MODELS[device_id]
+    sv, sd = (_text(snap, f"{base}/subsystem_vendor") or "").lower(), (_text(snap, f"{base}/subsystem_device") or "").lower()
+    subsystem = SUBSYSTEMS.get((sv, sd), f"{sv[2:]}:{sd[2:]}" if sv and sd else "unknown")
+    link = snap.files.get(f"{base}/driver")
+    driver = link.link_target.rsplit("/", 1)[-1] if link is not None and link.link_target else None
+    override = _text(snap, f"{base}/driver_override")
+    override = None if override in (None, "", "(null)") else override
+    interfaces = tuple((snap.listings.get(f"{base}/net") or []) + (snap.listings.get(f"{base}/infiniband") or []))
+    physfn = snap.files.get(f"{base}/physfn")
+    is_vf = device_id in VF_IDS or (physfn is not None and physfn.link_target is not None)
+    total = _text(snap, f"{base}/sriov_totalvfs")
+    total_vfs = int(total) if total and total.isdigit() else None
+    bar0 = bar2 = None
+    resource = _text(snap, f"{base}/resource")
+    if resource is None:
+        info = snap.files.get(f"{base}/resource")
+        why = info.error if info is not None and info.error else "missing"
+        warnings.append(f"{base}/resource: {why}; the BARs of {address} are unknown")
+    else:
+        bars, problem = parse_resource(resource)
+        if problem:
+            warnings.append(f"{base}/resource: {problem}; using what could be read")
+        bar0 = bars[0] if len(bars) > 0 else None
+        bar2 = bars[2] if len(bars) > 2 else None
+    mine = tuple(ln for ln in log if ln.address == address)
+    status, evidence = _verdict(address, driver, override, interfaces, is_vf, bar0, bar2, mine)
+    return Device(
+        address, device_id, model, subsystem, driver, override, interfaces, is_vf, total_vfs, bar0, bar2, status, evidence, mine
+    )
+
+
+def _verdict(
+    address: str,
+    driver: str | None,
+    override: str | None,
+    interfaces: tuple[str, ...],
+    is_vf: bool,
+    bar0: Bar | None,
+    bar2: Bar | None,
+    log: tuple[LogLine, ...],
+) -> tuple[str, tuple[str, ...]]:
+    """One device's status and the evidence for it (pending-reboot is decided for the host)."""
+    ev: list[str] = []
+    ev.append(f"driver: {driver or 'none (unbound)'}" + (f", driver_override={override}" if override else ""))
+    if bar0 is not None:
+        ev.append(f"BAR 0 (DCS): {bar0.describe()}")
+    if bar2 is not None:
+        ev.append(f"BAR 2 (UAR): {bar2.describe()}")
+    if interfaces:
+        ev.append(f"interfaces: {', '.join(interfaces)}")
+    uar_logged = any(ln.kind == "missing-uar" for ln in log)
+    dcs_logged = any(ln.kind == "missing-dcs" for ln in log)
+    for ln in log:
+        if ln.kind in ("missing-uar", "missing-dcs", "bar-failure"):
+            ev.append(f"log {ln.stamp}: {ln.text}".replace("log : ", "log: "))
+    bar0_missing = (bar0 is not None and not bar0.assigned) or (bar0 is None and dcs_logged)
+    bar2_missing = (bar2 is not None and not bar2.assigned) or (bar2 is None and uar_logged)
+    if not is_vf and bar0_missing and driver != "mlx4_core":  # mlx4 checks DCS on physical functions only
+        return "affected-dcs", tuple(ev)
+    if bar2_missing and driver != "mlx4_core":
+        return "affected", tuple(ev)
+    if driver == "mlx4_core":
+        if interfaces:
+            return "healthy", tuple(ev)
+        ev.append("mlx4_core is bound but the device has no network or InfiniBand interface (is mlx4_en/mlx4_ib loaded?)")
+        return "other-failure", tuple(ev)
+    if driver == "vfio-pci":
+        if bar2 is not None and bar2.assigned:
+            ev.append("bound to vfio-pci for passthrough, with BAR 2 assigned")
+            return "healthy", tuple(ev)
+        ev.append("bound to vfio-pci; the BARs could not be read")
+        return "other-failure", tuple(ev)
+    if driver is None:
+        ev.append(f"{address} is not bound to any driver although its BARs are assigned: not this bug")
+    else:
+        ev.append(f"{address} is bound to {driver}, not mlx4_core: not this bug")
+    return "other-failure", tuple(ev)
+
+
+_VIRTUAL_VENDORS = (
+    ("QEMU", "qemu"),
+    ("KVM", "kvm"),
+    ("VMware", "vmware"),
+    ("VirtualBox", "oracle"),
+    ("Xen", "xen"),
+    ("Microsoft Corporation Virtual", "microsoft"),
+)
+
+
+def _dmi(snap: Snapshot, *names: str) -> str:
+    return " ".join(filter(None, (_text(snap, f"/sys/class/dmi/id/{n}") for n in names)))
+
+
+def _context(snap: Snapshot) -> Context:
+    virt = snap.outputs.get("systemd-detect-virt --vm", "").strip()
+    virtual: str | None = None
+    why = ""
+    if virt and virt != "none":
+        virtual, why = virt, f"systemd-detect-virt --vm: {virt}"
+    elif virt == "none":
+        why = "systemd-detect-virt --vm: none"
+    else:
+        cpuinfo = snap.text("/proc/cpuinfo") or ""
+        if re.search(r"^flags\s*:.*\bhypervisor\b", cpuinfo, re.MULTILINE):
+            virtual, why = "vm", "the CPU has the hypervisor flag (/proc/cpuinfo)"
+        else:
+            vendor = _dmi(snap, "sys_vendor", "product_name")
+            for marker, name in _VIRTUAL_VENDORS:
+                if marker.lower() in vendor.lower():
+                    virtual, why = name, f"DMI says {vendor}"
+                    break
+            else:
+                why = "no hypervisor flag, no virtual DMI vendor"
+    proxmox = None
+    pveversion = snap.outputs.get("pveversion", "").strip()
+    if pveversion:
+        proxmox = pveversion.splitlines()[0]
+    elif snap.listings.get("/etc/pve") is not None:
+        proxmox = "Proxmox VE (/etc/pve)"
+    board = _dmi(snap, "board_vendor", "board_name") or "unknown"
+    bios = _dmi(snap, "bios_version", "bios_date") or "unknown"
+    return Context(virtual, why, proxmox, snap.listings.get("/sys/firmware/efi") is not None, board, bios)
+
+
+def _modules(snap: Snapshot, warnings: list[str]) -> dict[str, bool]:
+    text = _text(snap, "/proc/modules")
+    if text is None:
+        warnings.append("/proc/modules could not be read; module checks are skipped")
+        return dict.fromkeys(MODULES, False)
+    loaded = {line.split(" ", 1)[0] for line in text.splitlines() if line.strip()}
+    return {m: m in loaded for m in MODULES}
+
+
+def analyse(snap: Snapshot, configured: str | None, configured_source: str, log_text: str | None, log_source: str) -> Diagnosis:
+    """The verdict for the host and for each Mellanox function, with the evidence and the advice."""
+    warnings: list[str] = []
+    log, note = scan_log(log_text) if log_text is not None else ([], "")
+    if note:
+        log_source += f" ({note})"
+    if log_text is None:
+        warnings.append(f"no kernel log could be read ({log_source}); the verdict rests on sysfs alone")
+    if snap.listings.get(PCI) is None and not snap.globs.get(f"{PCI}/*/vendor"):
+        warnings.append(f"{PCI} could not be listed: no PCI device information")
+    devices = []
+    for path in snap.globs.get(f"{PCI}/*/vendor", []):
+        if (_text(snap, path) or "").lower() == MELLANOX:
+            dev = _device(snap, path.rsplit("/", 1)[0], log, warnings)
+            if dev is not None:
+                devices.append(dev)
+    modules = _modules(snap, warnings)
+    running = _text(snap, "/proc/cmdline")
+    if running is None:
+        warnings.append("/proc/cmdline could not be read")
+    running_realloc = cmdline.realloc_setting(running)[0] if running is not None else None
+    configured_realloc = cmdline.realloc_setting(configured)[0] if configured is not None else None
+    pending = configured_realloc == "off" and running_realloc != "off"
+    devices = [d._replace(status="pending-reboot") if pending and d.status.startswith("affected") else d for d in devices]
+    status = min((d.status for d in devices), key=STATUS_ORDER.index) if devices else "no-device"
+    addresses = {d.address for d in devices}
+    host_log = tuple(
+        ln for ln in log if ln.kind == "auto-realloc" or (ln.kind in ("bar-failure", "sriov") and ln.address not in addresses)
+    )
+    context = _context(snap)
+    diagnosis = Diagnosis(
+        status, tuple(devices), modules, running, running_realloc, configured, configured_realloc, configured_source,
+        log_source, host_log, context, (), tuple(warnings),
+    )  # fmt: skip
+    return diagnosis._replace(advice=tuple(_advice(diagnosis, log)))
+
+
+def _advice(d: Diagnosis, log: list[LogLine]) -> list[str]:
+    """What to do next; printed, never done automatically."""
+    out: list[str] = []
+    affected = [x for x in d.devices if x.status.startswith("affected")]
+    if d.status == "no-device":
+        out.append("No Mellanox ConnectX-3 (mlx4) device is visible: nothing to fix here.")
+        if d.context.virtual:
+            out.append("In a VM, check that the NIC or its VF is passed through (hostpci in Proxmox).")
+        return out
+    if d.status == "pending-reboot":
+        out.append(f"The fix is configured ({d.configured_source}) but the running kernel does not have it.")
+        out.append("Reboot, then run: mlxfix verify")
+        return out
+    if any(ln.kind == "auto-realloc" for ln in log):
+        out.append("The kernel enabled pci realloc by itself (CONFIG_PCI_REALLOC_ENABLE_AUTO): pci=realloc=off stops that.")
+    if affected and d.context.virtual:
+        out.append(
+            "This is a VM: the fix belongs on the hypervisor host's kernel command line when the host's BAR 2 is missing "
+            "(QEMU hides SR-IOV from guests). Run mlxfix diagnose on the host, and mlxfix apply there."
+        )
+    if affected and d.running_realloc != "off" and not d.context.virtual:
+        out.append("Next: mlxfix apply --dry-run (review the diff), then mlxfix apply, reboot, mlxfix verify.")
+        if "Z87-A" in d.context.board:
+            out.append(f"On this board ({d.context.board}) ASPM also had to be enabled in the BIOS in the reported case.")
+    if affected and d.running_realloc == "off":
+        board = d.context.board
+        out.append("pci=realloc=off is already in effect and BAR 2 is still missing. Try, in this order:")
+        aspm = "enable ASPM in the BIOS (reported necessary on an ASUS Z87-A)"
+        if "Z87-A" in board:
+            aspm += f": this board ({board}) is one of them"
+        out.append(f"  - {aspm};")
+        out.append("  - enable Above 4G Decoding (and, if offered, SR-IOV) in the BIOS;")
+        first = affected[0].address
+        out.append(
+            f"  - disable SR-IOV in the NIC firmware: mstconfig -d {first} set SRIOV_EN=0 (or mlxconfig), then power-cycle;"
+        )
+        out.append("  - update the NIC firmware (mstflint) and the BIOS.")
+    for x in d.devices:
+        if x.status == "other-failure":
+            out.append(f"{x.address}: not the Missing UAR bug; {x.evidence[-1]}.")
+    if d.status == "healthy":
+        out.append("The Mellanox devices work; nothing to do.")
+    return out
+
+
+# -- verify -----------------------------------------------------------------------------------------------
+
+
+class Check(NamedTuple):
+    name: str
+    ok: bool
+    detail: str
+
+
+class Verification(NamedTuple):
+    ok: bool
+    checks: tuple[Check, ...]
+    diagnosis: Diagnosis
+
+
+def verify(d: Diagnosis, param: cmdline.Param) -> Verification:
+    """After the reboot: every check must hold."""
+    checks: list[Check] = []
+    running = d.running or ""
+    holds = d.running is not None and cmdline.contains(running, param)
+    checks.append(
+        Check(
+            "cmdline",
+            holds,
+            f"/proc/cmdline {'has' if holds else 'lacks'} {param.text}" + ("" if d.running is not None else " (unreadable)"),
+        )
+    )
+    if not d.devices:
+        checks.append(Check("devices", False, "no Mellanox ConnectX-3 (mlx4) device found"))
+        return Verification(False, tuple(checks), d)
+    by_design = [x for x in d.devices if x.driver == "vfio-pci" or x.driver_override == "vfio-pci"]
+    for x in d.devices:
+        bound = x.driver == "mlx4_core" or (x.driver == "vfio-pci" and x in by_design)
+        driver = f"bound to {x.driver}" if x.driver else "bound to no driver"
+        checks.append(Check(f"{x.address} driver", bound, driver + (" (passthrough)" if x in by_design else "")))
+        checks.append(
+            Check(f"{x.address} BAR 2", x.bar2_assigned is True, x.bar2.describe() if x.bar2 else "unknown (resource unreadable)")
+        )
+        if x.driver == "mlx4_core":
+            checks.append(Check(f"{x.address} interfaces", bool(x.interfaces), ", ".join(x.interfaces) or "none"))
+    if len(by_design) < len(d.devices):
+        loaded = d.modules.get("mlx4_en") or d.modules.get("mlx4_ib")
+        which = ", ".join(m for m in ("mlx4_en", "mlx4_ib") if d.modules.get(m)) or "neither mlx4_en nor mlx4_ib"
+        checks.append(Check("modules", bool(loaded), f"loaded: {which}"))
+    missing = [x.address for x in d.devices if any(ln.kind == "missing-uar" for ln in x.log)]
+    checks.append(
+        Check(
+            "log",
+            not missing,
+            f"this boot's log says Missing UAR for {', '.join(missing)}" if missing else "no Missing UAR in this boot's log",
+        )
+    )
+    return Verification(all(c.ok for c in checks), tuple(checks), d)
