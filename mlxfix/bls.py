@@ -2,15 +2,16 @@
 
 With ``GRUB_ENABLE_BLSCFG=true`` GRUB reads ``/boot/loader/entries/*.conf`` directly; their
 ``options`` line (or, on RHEL 8, ``$kernelopts`` from ``/boot/grub2/grubenv``) is what the kernel gets.
-Red Hat's tool for them is grubby. Its ``--args`` drops the first existing argument with the same
-name for every argument it adds (so ``--args=pci=realloc=off`` alone would drop a ``pci=noaer``);
-the commands planned here re-add what must stay. The entry files are backed up and restored byte for
-byte on rollback. Pure code.
+Red Hat's tool for them is grubby, whose ``update_args`` edits with sed and differs between versions.
+So mlxfix asks grubby for the plain change (``--update-kernel=ALL --args=pci=realloc=off``, plus
+``--remove-args`` for conflicts), then reads the entries back and requires exactly the planned
+arguments; anything else puts the saved entry files back. Pure code.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections import Counter
 from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import cmdline
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from mlxfix.cmdline import Param
     from mlxfix.host import Snapshot
 
-__all__ = ["GrubbyPlan", "entries", "plan_grubby", "simulate_grubby"]
+__all__ = ["GrubbyPlan", "entries", "mismatched", "plan_grubby", "simulate_grubby"]
 
 ENTRIES = "/boot/loader/entries/*.conf"
 GRUBENV = "/boot/grub2/grubenv"
@@ -28,24 +29,22 @@ GRUBENV = "/boot/grub2/grubenv"
 
 class Entry(NamedTuple):
     path: str
-    kernel: str  # the "linux" line: what grubby --update-kernel takes
+    kernel: str  # /boot/vmlinuz-VERSION: what grubby --update-kernel takes
     args: str  # the effective options
 
 
-@dataclass
-class GrubbyCommand:
+class GrubbyCommand(NamedTuple):
     argv: list[str]
     why: str
 
 
-@dataclass
-class GrubbyPlan:
-    commands: list[GrubbyCommand] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)  # what grubby will change: back them up
-    record: dict[str, str] = field(default_factory=dict)
-    before: str | None = None
-    after: str | None = None
+class GrubbyPlan(NamedTuple):
+    commands: list[GrubbyCommand]
+    notes: list[str]
+    files: list[str]  # what grubby will change: saved in the backup, restored on rollback
+    expected: dict[str, str]  # entry path -> the arguments it must hold afterwards
+    before: str | None
+    after: str | None
 
 
 def _grubenv(snap: Snapshot) -> dict[str, str]:
@@ -60,7 +59,7 @@ def _grubenv(snap: Snapshot) -> dict[str, str]:
 
 
 def entries(snap: Snapshot) -> list[Entry]:
-    """The BLS entries with their effective kernel options."""
+    """The BLS entries with their effective kernel options (``$kernelopts`` resolved from grubenv)."""
     env = _grubenv(snap)
     found = []
     for path in snap.globs.get(ENTRIES, []):
@@ -69,76 +68,93 @@ def entries(snap: Snapshot) -> list[Entry]:
         for line in text.splitlines():
             key, _, value = line.strip().partition(" ")
             if key == "linux":
-                kernel = value.strip()
+                kernel = "/boot/" + value.strip().rsplit("/", 1)[-1]  # entries name it relative to /boot
             elif key == "options":
                 options = value.strip()
-        args = " ".join(env.get(w[1:], w) if w.startswith("$") else w for w in options.split())
+        args = " ".join(" ".join(env.get(w[1:], w) if w.startswith("$") else w for w in options.split()).split())
         found.append(Entry(path, kernel, args))
     return found
 
 
 def simulate_grubby(args: str, remove: list[str], add: list[str]) -> str:
-    """What grubby's ``update_args`` makes of ``args``: each removed argument goes (its first
-    occurrence; a bare name also takes ``name=...``), then for each added argument the first one
-    with the same name goes, and the added ones are appended."""
-    words = args.split()
+    """What grubby-bls's ``update_args`` makes of ``args`` (rhboot/grubby): each removed argument's
+    first occurrence (as a prefix: ``s,ARG[^ ]*,,``) goes; an added ``key=value`` (key: up to the
+    *last* ``=``) replaces the first ``key=...`` or is appended; a flag is appended when absent.
+    (grubby's sed uses "," as its delimiter: arguments with commas are refused before this.)"""
+    text = " ".join(args.split())
     for r in remove:
-        for i, w in enumerate(words):
-            if w == r or ("=" not in r and w.split("=", 1)[0] == r):
-                del words[i]
-                break
+        text = re.sub(re.escape(r) + r"[^ ]*", "", text, count=1)
     for a in add:
-        key = a.split("=", 1)[0]
-        for i, w in enumerate(words):
-            if w.split("=", 1)[0] == key:
-                del words[i]
-                break
-    return " ".join(words + add)
+        if "=" in a:
+            key, value = a.rsplit("=", 1)
+            if f"{key}=" in text:
+                text = re.sub(re.escape(key) + r"=[^ ]*", f"{key}={value}", text, count=1)
+            else:
+                text = f"{text} {a}"
+        elif a not in text:
+            text = f"{text} {a}"
+    return " ".join(text.split())
 
 
-def _grubby_args(args: str, param: Param) -> tuple[list[str], list[str]] | None:
-    """(remove, add) for one entry, or None when it already holds the parameter."""
-    if not cmdline.ensure(args, param):
+def mismatched(snap: Snapshot, expected: dict[str, str]) -> list[str]:
+    """The entries whose arguments are not the planned ones (compared as multisets of words: grubby
+    appends where mlxfix would have edited in place)."""
+    now = {e.path: e.args for e in entries(snap)}
+    return [path for path, args in expected.items() if Counter(now.get(path, "").split()) != Counter(args.split())]
+
+
+def _change(args: str, param: Param) -> tuple[list[str], list[str], str] | None:
+    """(remove, add, target) for one entry, or None when it already holds the parameter."""
+    changes = cmdline.ensure(args, param)
+    if not changes:
         return None
-    target = cmdline.apply(args, cmdline.ensure(args, param))
-    old = args.split()
-    new = target.split()
-    remove = [w for w in old if w not in new]
-    add_keys = {w.split("=", 1)[0] for w in new if w not in old}
-    # Every kept argument that shares a name with an added one must be added again (grubby drops it).
-    kept_same_key = [w for w in new if w in old and w.split("=", 1)[0] in add_keys]
-    add = kept_same_key + [w for w in new if w not in old]
-    return remove, add
+    target = cmdline.apply(args, changes)
+    old, new = Counter(args.split()), Counter(target.split())
+    remove = list((old - new).elements())
+    add = list((new - old).elements())
+    return remove, add, target
 
 
 def plan_grubby(snap: Snapshot, param: Param) -> GrubbyPlan:
-    plan = GrubbyPlan()
     found = entries(snap)
     if not found:
         raise Refused("GRUB_ENABLE_BLSCFG=true but there are no BLS entries in /boot/loader/entries", path="/boot/loader/entries")
-    plan.files = [e.path for e in found]
+    files = [e.path for e in found]
+    notes: list[str] = []
     if any("$kernelopts" in (snap.text(e.path) or "") for e in found) and snap.data(GRUBENV) is not None:
-        plan.files.append(GRUBENV)
-        plan.notes.append(f"the entries take $kernelopts from {GRUBENV} (RHEL 8): grubby updates it there")
-    plan.before = found[0].args
-    todo = [(e, _grubby_args(e.args, param)) for e in found]
-    changes = [(e, c) for e, c in todo if c is not None]
+        files.append(GRUBENV)
+        notes.append(f"the entries take $kernelopts from {GRUBENV} (RHEL 8): grubby updates it there")
+    before = found[0].args
+    changes = [(e, c) for e in found if (c := _change(e.args, param)) is not None]
     if not changes:
-        plan.notes.append(f"every BLS entry already has {param.text}")
-        plan.after = plan.before
-        return plan
-    same = len({e.args for e in found}) == 1
-    groups = [("ALL", changes[0][1], "all kernels")] if same else [(e.kernel, c, e.kernel) for e, c in changes]
-    for e, (remove, add) in changes:
-        if cmdline.ensure(simulate_grubby(e.args, remove, add), param):
-            raise Refused(f"mlxfix cannot express this change with grubby for {e.kernel}; edit the entry by hand", path=e.path)
-    for kernel, (remove, add), what in groups:
-        argv = ["grubby", f"--update-kernel={kernel}"]
-        if remove:
-            argv.append(f"--remove-args={' '.join(remove)}")
+        notes.append(f"every BLS entry already has {param.text}")
+        return GrubbyPlan([], notes, [], {}, before, before)
+    commands: list[GrubbyCommand] = []
+    expected = {e.path: c[2] for e, c in changes}
+    if len({e.args for e in found}) == 1:
+        remove, add, _ = changes[0][1]
+        commands.append(_command("ALL", remove, add, f"set {param.text} in the boot entries of all kernels"))
+    else:
+        for e, (remove, add, _) in changes:
+            commands.append(_command(e.kernel, remove, add, f"set {param.text} in the boot entry of {e.kernel}"))
+    for e, (remove, add, target) in changes:
+        commas = [arg for arg in remove + add if "," in arg]
+        if commas:
+            raise Refused(
+                f"grubby edits arguments with sed expressions that break on a comma ({' '.join(commas)}); "
+                "edit the options line of the BLS entries by hand",
+                path=e.path,
+            )
+        result = simulate_grubby(e.args, remove, add)
+        if Counter(result.split()) != Counter(target.split()):
+            raise Refused(f"grubby would turn the arguments into {result!r}, not {target!r}; edit the entry by hand", path=e.path)
+    return GrubbyPlan(commands, notes, files, expected, before, changes[0][1][2])
+
+
+def _command(kernel: str, remove: list[str], add: list[str], why: str) -> GrubbyCommand:
+    argv = ["grubby", f"--update-kernel={kernel}"]
+    if remove:
+        argv.append(f"--remove-args={' '.join(remove)}")
+    if add:
         argv.append(f"--args={' '.join(add)}")
-        plan.commands.append(GrubbyCommand(argv, f"set {param.text} in the boot entries of {what}"))
-    first = changes[0]
-    plan.after = simulate_grubby(first[0].args, *first[1])
-    plan.record = {"bls_entries": " ".join(e.path for e in found)}
-    return plan
+    return GrubbyCommand(argv, why)

@@ -44,7 +44,7 @@ class BootSetup(NamedTuple):
     name: str
     evidence: tuple[str, ...]
     grub_cfg: str | None = None  # for grub/grub2: the grub.cfg in use
-    kernels: tuple[str, ...] = ()  # for systemd-boot: installed kernel versions
+    kernels: tuple[tuple[str, ...], ...] = ()  # for systemd-boot: (version, image, initrd...) per kernel
 
     @property
     def title(self) -> str:
@@ -74,7 +74,7 @@ class BootSetup(NamedTuple):
         if self.name == "proxmox-systemd-boot":
             return [["proxmox-boot-tool", "refresh"]]
         if self.name == "systemd-boot":
-            return [["kernel-install", "add", k, f"/usr/lib/modules/{k}/vmlinuz"] for k in self.kernels]
+            return [["kernel-install", "add", *k] for k in self.kernels]
         return []
 
 
@@ -103,7 +103,17 @@ def gather_request() -> tuple[list[str], list[str], list[str], list[str]]:
         "/boot/grub2/grubenv",
         "/etc/kernel/install.conf",
     ]
-    listings = [GRUB_D, "/etc/pve", EFI, "/boot/loader/entries", "/boot/efi/EFI", "/usr/lib/modules", "/ostree"]
+    listings = [
+        GRUB_D,
+        "/etc/pve",
+        EFI,
+        "/boot",
+        "/boot/loader/entries",
+        "/boot/efi/EFI",
+        "/usr/lib/modules",
+        "/usr/lib/modules/*",
+        "/ostree",
+    ]
     globs = [f"{GRUB_D}/*.cfg", "/boot/efi/EFI/*/grub.cfg", "/boot/loader/entries/*.conf"]
     return files, listings, globs, list(TOOLS)
 
@@ -149,6 +159,26 @@ def _grub2_cfg(snap: Snapshot, efi: bool) -> tuple[str, str]:
     return "/boot/grub2/grub.cfg", "/boot/grub2/grub.cfg is the configuration in use"
 
 
+def _kernels(snap: Snapshot) -> tuple[tuple[str, ...], ...]:
+    """Installed kernels as kernel-install takes them: (version, image, initrd if any). The image is
+    /usr/lib/modules/VERSION/vmlinuz (Fedora, Arch) or /boot/vmlinuz-VERSION (Debian)."""
+    boot = set(snap.listings.get("/boot") or [])
+    found = []
+    for version in snap.listings.get("/usr/lib/modules") or []:
+        if version.startswith("."):
+            continue
+        modules = snap.listings.get(f"/usr/lib/modules/{version}") or []
+        if "vmlinuz" in modules:
+            image = f"/usr/lib/modules/{version}/vmlinuz"
+        elif f"vmlinuz-{version}" in boot:
+            image = f"/boot/vmlinuz-{version}"
+        else:
+            continue
+        initrds = [f"/boot/{n}" for n in (f"initrd.img-{version}", f"initramfs-{version}.img") if n in boot]
+        found.append((version, image, *initrds[:1]))
+    return tuple(found)
+
+
 def detect(snap: Snapshot, override: str | None = None) -> BootSetup:
     """The boot setup of the host the snapshot was taken from; Refused when none is known."""
     efi = snap.exists(EFI)
@@ -156,7 +186,7 @@ def detect(snap: Snapshot, override: str | None = None) -> BootSetup:
     distro = osr.get("PRETTY_NAME") or osr.get("ID") or "unknown distribution"
     evidence = [f"/etc/os-release: {distro}", f"firmware: {'UEFI (' + EFI + ' exists)' if efi else 'BIOS (no ' + EFI + ')'}"]
     tools = {t for t, where in snap.tools.items() if where}
-    kernels = tuple(k for k in (snap.listings.get("/usr/lib/modules") or []) if not k.startswith("."))
+    kernels = _kernels(snap)
 
     if override is not None:
         if override not in SETUPS:

@@ -101,14 +101,30 @@ def _validate(host: Host, plan: Plan) -> None:
     check = plan.check
     if check is None or not host.runs_commands:
         return
-    script = 'for f in "$@"; do [ -e "$f" ] && . "$f"; done; printf %s "${' + check.variable + '-}"'
+    # A final "|" keeps trailing whitespace and newlines of the value visible.
+    # The files' own commands may complain on stderr ($(sed ...) of a missing file); only stdout counts.
+    script = 'exec 3>&1 2>/dev/null; for f in "$@"; do [ -e "$f" ] && . "$f"; done; printf "%s|" "${' + check.variable + '-}" >&3'
     argv = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "sh", "-c", script, "sh", *[host.resolve(p) for p in check.paths]]
     res = host.run(argv, timeout=60)
-    if not res.ok or res.output != check.expected:
-        got = res.output if res.ok else f"sh failed: {res.tail(3)}"
+    value = res.output[:-1] if res.output.endswith("|") else None
+    if not res.ok or value != check.expected:
+        got = value if res.ok else f"sh failed: {res.tail(3)}"
         raise Refused(
             f"after writing, sh computes {check.variable}={got!r}, not the planned {check.expected!r}", path=check.paths[0]
         )
+
+
+def _check_after_commands(host: Host, plan: Plan) -> None:
+    """grubby changes the BLS entries itself: read them back and make sure each one holds the
+    parameter."""
+    if not plan.expected_entries or not host.runs_commands:
+        return
+    from mlxfix import bls
+
+    snap = host.gather([bls.GRUBENV], globs=[bls.ENTRIES])
+    wrong = bls.mismatched(snap, dict(plan.expected_entries))
+    if wrong:
+        raise CommandFailed(f"after grubby, {len(wrong)} boot entries do not hold the planned arguments", path=wrong[0])
 
 
 def _restore(host: Host, manifest: Manifest, stored: dict[str, bytes], progress: Progress) -> list[str]:
@@ -177,20 +193,26 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
 
         def fail(err: MlxfixError) -> MlxfixError:
             """Restore, regenerate from the restored files, and say how it ended."""
-            failed = _restore(host, manifest, stored, progress)
-            outcome.restored = not failed
-            if not failed and host.runs_commands:
+            unrestored = _restore(host, manifest, stored, progress)
+            outcome.restored = not unrestored
+            unregenerated: list[str] = []
+            if not unrestored and host.runs_commands:
+                ran = {o.argv for o in outcome.commands}
                 for c in plan.commands:
-                    if c.regenerates and c.argv in {o.argv for o in outcome.commands}:
+                    if c.regenerates and c.argv in ran:
                         again = _run(host, c.argv, progress)
                         outcome.commands.append(
                             CommandOutcome(c.argv, again.exit_code, again.tail(), "run again after restoring")
                         )
                         if not again.ok:
-                            failed.append(str(c))
-            if failed:
-                steps = _manual_steps(host, manifest, failed, plan)
-                return NotRestored(f"{err}; putting the original files back failed too ({', '.join(failed)})", steps)
+                            unregenerated.append(str(c))
+            if unrestored:
+                steps = _manual_steps(host, manifest, unrestored, plan)
+                return NotRestored(f"{err}; putting the original files back failed too ({', '.join(unrestored)})", steps)
+            if unregenerated:
+                steps = [*_manual_steps(host, manifest, [], plan)]
+                why = f"the original files were restored, but regenerating from them failed too ({', '.join(unregenerated)})"
+                return NotRestored(f"{err}; {why}: the boot configuration may not match the files", steps)
             backup.clear_intent(host)
             err.message += f"; the original files were restored from backup {manifest.id}"
             return err
@@ -216,6 +238,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
                     detail = result.tail(3) or "no output"
                     raise CommandFailed(f"{c} failed with exit code {result.exit_code}: {detail}")
                 checkpoint(f"after-command-{c.argv[0]}")
+            _check_after_commands(host, plan)
         except MlxfixError as exc:
             raise fail(exc) from None
         except KeyboardInterrupt:

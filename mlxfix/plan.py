@@ -84,6 +84,7 @@ class Plan(NamedTuple):
     reason: str = ""
     target: str = ""  # the file (and line) whose setting is edited
     backup_only: tuple[FileInfo, ...] = ()  # files a command changes (grubby): saved, not written
+    expected_entries: tuple[tuple[str, str], ...] = ()  # BLS entry -> its arguments after grubby
 
     @property
     def changed(self) -> bool:
@@ -148,6 +149,7 @@ def make_apply_plan(snap: Snapshot, setup: BootSetup, param: Param, *, finishing
     commands: list[Command] = []
     check = None
     backup_only: list[FileInfo] = []
+    expected_entries: tuple[tuple[str, str], ...] = ()
     target = ""
     before = after = None
     changed = False
@@ -175,6 +177,7 @@ def make_apply_plan(snap: Snapshot, setup: BootSetup, param: Param, *, finishing
             commands += [Command(tuple(c.argv), c.why, regenerates=False) for c in grubby.commands]
             if grubby.commands:
                 backup_only += [_info(snap, p) for p in grubby.files]
+            expected_entries = tuple(sorted(grubby.expected.items()))
             before, after = grubby.before or before, grubby.after or after
     else:
         info = _info(snap, KERNEL_CMDLINE)
@@ -212,6 +215,7 @@ def make_apply_plan(snap: Snapshot, setup: BootSetup, param: Param, *, finishing
         reason=reason,
         target=target,
         backup_only=tuple(backup_only),
+        expected_entries=expected_entries,
     )
 
 
@@ -259,8 +263,12 @@ def make_rollback_plan(
             continue
         if current is None and info is not None and info.exists:
             raise FileError(f"cannot read it: {info.error or 'unknown error'}", path=entry.path)
+        command_managed = entry.written_sha256 is None  # grubby wrote it, not mlxfix: no drift check
+        if command_managed and current is None:
+            notes.append(f"{entry.path} is gone (its kernel was removed since): not recreated")
+            continue
         current_sha = sha256(current) if current is not None else None
-        if current_sha != entry.written_sha256:
+        if not command_managed and current_sha != entry.written_sha256:
             drift.append(unified_diff(entry.path, current or b"", original))
             if not force:
                 raise Refused(

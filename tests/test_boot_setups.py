@@ -1,0 +1,396 @@
+"""Every boot setup: detected, planned, applied and rolled back.
+
+Under --root on the example trees (nothing runs), and for real inside a mount namespace: Debian's
+update-grub and grub-mkconfig, systemd's kernel-install; proxmox-boot-tool and grubby (not packaged for
+Debian) are stand-ins in tests/fakes that record their arguments, while the files they read are real.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mlxfix.models import ChangeResult
+from tests import namespace
+from tests.conftest import EXAMPLES, corpus_hosts
+from tests.oracle import sh_values
+from tests.trees import PVE_GRUB, json_of, run, snapshot
+
+FAKES = str(Path(__file__).parent / "fakes")
+P = "pci=realloc=off"
+
+
+def copy_example(tmp_path: Path, name: str) -> Path:
+    root = tmp_path / name
+    shutil.copytree(EXAMPLES / name, root, symlinks=True)
+    return root
+
+
+# -- detection and planning on the example trees ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tree", "setup", "edited", "command"),
+    [
+        ("pve-missing-uar", "grub-debian", "/etc/default/grub", ["update-grub"]),
+        ("ubuntu-cloud", "grub-debian", "/etc/default/grub.d/50-cloudimg-settings.cfg", ["update-grub"]),
+        ("pve-systemd-boot", "proxmox-systemd-boot", "/etc/kernel/cmdline", ["proxmox-boot-tool", "refresh"]),
+        ("fedora-bls", "grub2-bls", "/etc/default/grub", ["grubby", "--update-kernel=ALL", f"--args={P}"]),
+        ("rhel8-kernelopts", "grub2-bls", "/etc/default/grub", ["grubby", "--update-kernel=ALL", f"--args={P}"]),
+        ("centos7-grub2", "grub2", "/etc/default/grub", ["grub2-mkconfig", "-o", "/boot/grub2/grub.cfg"]),
+        ("arch-grub", "grub", "/etc/default/grub", ["grub-mkconfig", "-o", "/boot/grub/grub.cfg"]),
+        (
+            "systemd-boot",
+            "systemd-boot",
+            "/etc/kernel/cmdline",
+            ["kernel-install", "add", "6.11.5-arch1-1", "/usr/lib/modules/6.11.5-arch1-1/vmlinuz"],
+        ),
+    ],
+)
+def test_each_setup_is_detected_and_planned(tree: str, setup: str, edited: str, command: list[str]) -> None:
+    proc = run("apply", "--dry-run", "--json", "--root", str(EXAMPLES / tree))
+    assert proc.returncode == 0, proc.stderr
+    doc = ChangeResult.model_validate_json(proc.stdout)
+    assert doc.boot_setup is not None
+    assert doc.boot_setup.name == setup
+    assert doc.boot_setup.evidence  # the plan says what it found
+    assert [f.path for f in doc.files] == [edited]
+    assert P in doc.files[0].diff.split("\n+", 1)[1]
+    assert command in [c.argv for c in doc.commands]
+    assert doc.cmdline.after is not None
+    assert P in doc.cmdline.after
+
+
+def test_the_cloud_image_dropin_is_named_with_the_reason() -> None:
+    proc = run("apply", "--dry-run", "--root", str(EXAMPLES / "ubuntu-cloud"))
+    assert "50-cloudimg-settings.cfg overrides GRUB_CMDLINE_LINUX_DEFAULT set in /etc/default/grub" in proc.stdout
+
+
+def test_bls_puts_the_parameter_in_grub_cmdline_linux_for_new_kernels() -> None:
+    doc = json_of(run("apply", "--dry-run", "--json", "--root", str(EXAMPLES / "fedora-bls")).stdout)
+    diff = doc["files"][0]["diff"]  # type: ignore[index]
+    assert f'+GRUB_CMDLINE_LINUX="rd.lvm.lv=fedora/root rhgb quiet {P}"' in diff
+
+
+@pytest.mark.parametrize(
+    ("tree", "message", "hint"),
+    [
+        ("fedora-silverblue", "OSTree image", "rpm-ostree kargs --append-if-missing=pci=realloc=off"),
+        ("loader-entries-only", "only in the boot loader entries", "/etc/kernel/cmdline"),
+    ],
+)
+def test_unknown_setups_are_refused_with_what_to_do(tree: str, message: str, hint: str) -> None:
+    before = snapshot(EXAMPLES / tree)
+    proc = run("apply", "--yes", "--root", str(EXAMPLES / tree))
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert hint in proc.stderr
+    assert snapshot(EXAMPLES / tree) == before
+
+
+def test_an_empty_tree_is_refused(tmp_path: Path) -> None:
+    proc = run("apply", "--dry-run", "--root", str(tmp_path))
+    assert proc.returncode == 1
+    assert "no boot setup mlxfix knows was found" in proc.stderr
+
+
+def test_boot_setup_override(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "pve-systemd-boot")
+    doc = json_of(run("apply", "--dry-run", "--json", "--boot-setup", "grub-debian", "--root", str(root)).stdout)
+    assert doc["boot_setup"]["name"] == "grub-debian"  # type: ignore[index]
+    assert "--boot-setup grub-debian given" in " ".join(doc["boot_setup"]["evidence"])  # type: ignore[index]
+    assert [f["path"] for f in doc["files"]] == ["/etc/default/grub"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "tree", ["ubuntu-cloud", "pve-systemd-boot", "fedora-bls", "rhel8-kernelopts", "centos7-grub2", "arch-grub", "systemd-boot"]
+)
+def test_apply_and_rollback_on_each_tree(tmp_path: Path, tree: str) -> None:
+    root = copy_example(tmp_path, tree)
+    before = snapshot(root)
+    proc = run("apply", "--yes", "--json", "--root", str(root))
+    assert proc.returncode == 0, proc.stderr
+    doc = ChangeResult.model_validate_json(proc.stdout)
+    assert doc.changed
+    edited = root / doc.files[0].path.lstrip("/")
+    assert P in edited.read_text()
+    proc = run("rollback", "--yes", "--root", str(root))
+    assert proc.returncode == 0, proc.stderr
+    after = {k: v for k, v in snapshot(root).items() if not k.startswith("var/lib/mlxfix")}
+    assert after == before
+
+
+def test_diagnose_reports_where_the_configured_line_comes_from(tmp_path: Path) -> None:
+    for tree, source in (("pve-systemd-boot", "/etc/kernel/cmdline"), ("fedora-bls", "BLS entry")):
+        root = copy_example(tmp_path, tree)
+        (root / "sys/bus/pci/devices").mkdir(parents=True)
+        doc = json_of(run("diagnose", "--json", "--root", str(root)).stdout)
+        assert source in doc["cmdline"]["configured_source"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("main", "dropins"), corpus_hosts(), ids=lambda v: v.name if isinstance(v, Path) else "")
+def test_corpus_dropins_through_the_cli(tmp_path: Path, main: Path, dropins: list[Path]) -> None:
+    """The real drop-in cases: after apply under --root, sh sourcing the main file and the drop-ins
+    sees the parameter (or mlxfix refused and changed nothing)."""
+    root = tmp_path / "root"
+    (root / "etc/default/grub.d").mkdir(parents=True)
+    shutil.copy(main, root / "etc/default/grub")
+    names = [f"{i:02d}-{d.stem}.cfg" for i, d in enumerate(dropins)]
+    for name, d in zip(names, dropins, strict=True):
+        shutil.copy(d, root / "etc/default/grub.d" / name)
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "usr/sbin/update-grub").write_text("#!/bin/sh\n")
+    (root / "usr/sbin/update-grub").chmod(0o755)
+    before = snapshot(root)
+    proc = run("apply", "--yes", "--root", str(root))
+    if proc.returncode != 0:
+        assert proc.returncode == 1
+        assert "Traceback" not in proc.stderr
+        assert snapshot(root) == before
+        return
+    files = [root / "etc/default/grub", *(root / "etc/default/grub.d" / n for n in names)]
+    value = sh_values(files, ["GRUB_CMDLINE_LINUX_DEFAULT"])["GRUB_CMDLINE_LINUX_DEFAULT"]
+    assert value is not None
+    assert P in value.split()
+
+
+# -- the real tools, in a mount namespace -----------------------------------------------------------------
+
+pytestmark_ns = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Path:
+    namespace.require_root()
+    for d in ("default/grub.d", "kernel", "boot/grub", "modules", "bin"):
+        (tmp_path / d).mkdir(parents=True)
+    namespace.state_dir(tmp_path)
+    return tmp_path
+
+
+def kernels(sandbox: Path, *versions: str) -> None:
+    for v in versions:
+        (sandbox / "boot" / f"vmlinuz-{v}").write_bytes(b"\x00" * 64)
+        (sandbox / "boot" / f"initrd.img-{v}").write_bytes(b"\x00" * 64)
+        (sandbox / "modules" / v).mkdir()
+        (sandbox / "modules" / v / "vmlinuz").write_bytes(b"\x00" * 64)
+
+
+def binds(sandbox: Path, *names: str) -> dict[str, Path]:
+    table = {
+        "default": "/etc/default",
+        "kernel": "/etc/kernel",
+        "boot": "/boot",
+        "modules": "/usr/lib/modules",
+        "state": namespace.STATE,
+    }
+    return {table[n]: sandbox / n for n in names}
+
+
+def linux_options(cfg: Path) -> list[str]:
+    return [ln.strip() for ln in cfg.read_text().splitlines() if ln.strip().startswith(("linux\t", "linux ", "linux16"))]
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_systemd_boot_with_the_real_kernel_install(sandbox: Path) -> None:
+    kernels(sandbox, "6.11.5-arch1-1")
+    (sandbox / "kernel" / "cmdline").write_text("root=UUID=5e2c1d9a rw quiet\n")
+    (sandbox / "kernel" / "install.conf").write_text("layout=bls\n")
+    (sandbox / "kernel" / "install.d").mkdir()
+    for plugin in ("50-depmod.install", "85-initrd.install", "50-dracut.install", "55-initrd.install"):
+        (sandbox / "kernel" / "install.d" / plugin).symlink_to("/dev/null")  # masked: no depmod, no initrd builds
+    env = {"BOOT_ROOT": "/boot", "MACHINE_ID": "0123456789abcdef0123456789abcdef"}
+    b = binds(sandbox, "default", "kernel", "boot", "modules", "state")
+    proc = namespace.run(b, "apply", "--yes", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    doc = json_of(proc.stdout)
+    assert doc["boot_setup"]["name"] == "systemd-boot"  # type: ignore[index]
+    [cmd] = doc["commands"]  # type: ignore[misc]
+    assert cmd["argv"][:3] == ["kernel-install", "add", "6.11.5-arch1-1"]
+    assert cmd["exit_code"] == 0
+    entry = sandbox / "boot/loader/entries/0123456789abcdef0123456789abcdef-6.11.5-arch1-1.conf"
+    options = next(ln for ln in entry.read_text().splitlines() if ln.startswith("options"))
+    assert "root=UUID=5e2c1d9a rw quiet pci=realloc=off" in options
+    proc = namespace.run(b, "rollback", "--yes", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (sandbox / "kernel" / "cmdline").read_text() == "root=UUID=5e2c1d9a rw quiet\n"
+    options = next(ln for ln in entry.read_text().splitlines() if ln.startswith("options"))
+    assert "pci=realloc=off" not in options
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_proxmox_systemd_boot_runs_proxmox_boot_tool_refresh(sandbox: Path) -> None:
+    (sandbox / "default" / "grub").write_bytes(PVE_GRUB)
+    (sandbox / "kernel" / "cmdline").write_text("root=ZFS=rpool/ROOT/pve-1 boot=zfs\n")
+    (sandbox / "kernel" / "proxmox-boot-uuids").write_text("4A1B-2C3D\n")
+    record = sandbox / "pbt.log"
+    env = {"PBT_RECORD": str(record)}
+    b = binds(sandbox, "default", "kernel", "state")
+    proc = namespace.run(b, "apply", "--yes", "--json", env=env, path_prefix=FAKES)
+    assert proc.returncode == 0, proc.stderr
+    doc = json_of(proc.stdout)
+    assert doc["boot_setup"]["name"] == "proxmox-systemd-boot"  # type: ignore[index]
+    assert any("configured with: uefi" in e for e in doc["boot_setup"]["evidence"])  # type: ignore[index]
+    assert record.read_text() == "refresh\nroot=ZFS=rpool/ROOT/pve-1 boot=zfs pci=realloc=off\n"
+    assert (sandbox / "default" / "grub").read_bytes() == PVE_GRUB  # not what this host boots with
+    proc = namespace.run(b, "rollback", "--yes", env=env, path_prefix=FAKES)
+    assert proc.returncode == 0, proc.stderr
+    assert record.read_text().endswith("refresh\nroot=ZFS=rpool/ROOT/pve-1 boot=zfs\n")
+    assert (sandbox / "kernel" / "cmdline").read_text() == "root=ZFS=rpool/ROOT/pve-1 boot=zfs\n"
+
+
+FEDORA_GRUB = (EXAMPLES / "fedora-bls/etc/default/grub").read_text()
+
+
+def bls_entry(sandbox: Path, version: str, options: str) -> Path:
+    entries = sandbox / "boot/loader/entries"
+    entries.mkdir(parents=True, exist_ok=True)
+    path = entries / f"0123abcd-{version}.conf"
+    path.write_text(
+        f"title Fedora Linux ({version})\nversion {version}\nlinux /vmlinuz-{version}\ninitrd /initramfs-{version}.img\noptions {options}\ngrub_class fedora\n"
+    )
+    return path
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("options", "expected_args", "expected_options"),
+    [
+        (
+            "root=/dev/mapper/fedora-root ro rhgb quiet",
+            f"--update-kernel=ALL --args={P}",
+            f"root=/dev/mapper/fedora-root ro rhgb quiet {P}",
+        ),
+        (
+            "root=/dev/vda3 ro pci=realloc=on quiet",
+            f"--update-kernel=ALL --remove-args=pci=realloc=on --args={P}",
+            f"root=/dev/vda3 ro quiet {P}",
+        ),
+    ],
+)
+def test_fedora_bls_with_grubby(sandbox: Path, options: str, expected_args: str, expected_options: str) -> None:
+    (sandbox / "default" / "grub").write_text(FEDORA_GRUB)
+    entries = [bls_entry(sandbox, v, options) for v in ("6.11.4-301.fc41.x86_64", "6.11.6-300.fc41.x86_64")]
+    originals = [e.read_bytes() for e in entries]
+    record = sandbox / "grubby.log"
+    b = binds(sandbox, "default", "boot", "state")
+    mask = ("/usr/sbin/update-grub",)
+    proc = namespace.run(b, "apply", "--yes", "--json", env={"GRUBBY_RECORD": str(record)}, path_prefix=FAKES, mask=mask)
+    assert proc.returncode == 0, proc.stderr
+    assert json_of(proc.stdout)["boot_setup"]["name"] == "grub2-bls"  # type: ignore[index]
+    assert record.read_text() == expected_args + "\n"
+    for e in entries:
+        assert f"options {expected_options}\n" in e.read_text()
+    assert f'GRUB_CMDLINE_LINUX="rd.lvm.lv=fedora/root rhgb quiet {P}"' in (sandbox / "default" / "grub").read_text()
+    proc = namespace.run(b, "rollback", "--yes", env={"GRUBBY_RECORD": str(record)}, path_prefix=FAKES, mask=mask)
+    assert proc.returncode == 0, proc.stderr
+    assert [e.read_bytes() for e in entries] == originals  # the entries' exact previous arguments
+    assert (sandbox / "default" / "grub").read_text() == FEDORA_GRUB
+
+
+def test_grubby_cannot_remove_an_argument_with_a_comma(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "fedora-bls")
+    for entry in (root / "boot/loader/entries").iterdir():
+        entry.write_text(entry.read_text().replace("rhgb quiet", "rhgb quiet pci=noaer,realloc=on"))
+    before = snapshot(root)
+    proc = run("apply", "--yes", "--root", str(root))
+    assert proc.returncode == 1
+    assert "break on a comma (pci=noaer,realloc=on)" in proc.stderr
+    assert snapshot(root) == before
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_a_grubby_that_does_something_else_is_undone(sandbox: Path) -> None:
+    (sandbox / "default" / "grub").write_text(FEDORA_GRUB)
+    entry = bls_entry(sandbox, "6.11.4-301.fc41.x86_64", "root=/dev/vda3 ro quiet")
+    original = entry.read_bytes()
+    namespace.tool(sandbox / "bin", "grubby", f'sed -i -e "s/^options.*/options broken/" {entry.parent}/*.conf\n')
+    proc = namespace.run(
+        binds(sandbox, "default", "boot", "state"),
+        "apply",
+        "--yes",
+        path_prefix=str(sandbox / "bin"),
+        mask=("/usr/sbin/update-grub",),
+    )
+    assert proc.returncode == 1
+    assert "do not hold the planned arguments" in proc.stderr
+    assert entry.read_bytes() == original
+    assert (sandbox / "default" / "grub").read_text() == FEDORA_GRUB
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_rhel8_kernelopts_in_grubenv(sandbox: Path) -> None:
+    (sandbox / "default" / "grub").write_text(FEDORA_GRUB)
+    for src in (EXAMPLES / "rhel8-kernelopts/boot").rglob("*"):
+        if src.is_file():
+            dst = sandbox / "boot" / src.relative_to(EXAMPLES / "rhel8-kernelopts/boot")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    grubenv = sandbox / "boot/grub2/grubenv"
+    original = grubenv.read_bytes()
+    b = binds(sandbox, "default", "boot", "state")
+    proc = namespace.run(b, "apply", "--yes", path_prefix=FAKES, mask=("/usr/sbin/update-grub",))
+    assert proc.returncode == 0, proc.stderr
+    assert P in grubenv.read_text()
+    assert namespace.run(b, "rollback", "--yes", path_prefix=FAKES, mask=("/usr/sbin/update-grub",)).returncode == 0
+    assert grubenv.read_bytes() == original
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_grub2_without_bls_runs_grub2_mkconfig_on_the_cfg_in_use(sandbox: Path) -> None:
+    """grub2-mkconfig is a wrapper around Debian's real grub-mkconfig (the RHEL name for it)."""
+    kernels(sandbox, "3.10.0-1160.el7.x86_64")
+    centos = (Path(__file__).parent / "corpus/grub/001-chemti-centos7-vm02.grub").read_text()
+    # Its GRUB_DISTRIBUTOR reads /etc/system-release, which a Debian machine lacks (grub-mkconfig runs
+    # with set -e and would stop there): name the distributor instead.
+    centos = re.sub(r"GRUB_DISTRIBUTOR=.*", 'GRUB_DISTRIBUTOR="CentOS Linux"', centos)
+    (sandbox / "default" / "grub").write_text(centos)
+    namespace.tool(sandbox / "bin", "grub2-mkconfig", 'exec grub-mkconfig "$@"\n')
+    (sandbox / "boot" / "grub2").mkdir()
+    b = binds(sandbox, "default", "boot", "state")
+    proc = namespace.run(b, "apply", "--yes", "--json", path_prefix=str(sandbox / "bin"), mask=("/usr/sbin/update-grub",))
+    assert proc.returncode == 0, proc.stderr
+    doc = json_of(proc.stdout)
+    assert doc["boot_setup"]["name"] == "grub2"  # type: ignore[index]
+    lines = [ln for ln in linux_options(sandbox / "boot/grub2/grub.cfg") if "single" not in ln]
+    assert lines
+    assert all(P in ln for ln in lines)
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_arch_style_grub_mkconfig(sandbox: Path) -> None:
+    kernels(sandbox, "6.11.5-arch1-1")
+    (sandbox / "default" / "grub").write_bytes((EXAMPLES / "arch-grub/etc/default/grub").read_bytes())
+    b = binds(sandbox, "default", "boot", "state")
+    proc = namespace.run(b, "apply", "--yes", "--boot-setup", "grub")
+    assert proc.returncode == 0, proc.stderr
+    assert all(P in ln for ln in linux_options(sandbox / "boot/grub/grub.cfg") if "recovery" not in ln)
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_ubuntu_cloud_dropin_with_the_real_update_grub(sandbox: Path) -> None:
+    kernels(sandbox, "5.15.0-126-generic")
+    for src in (EXAMPLES / "ubuntu-cloud/etc/default").rglob("*"):
+        if src.is_file():
+            dst = sandbox / "default" / src.relative_to(EXAMPLES / "ubuntu-cloud/etc/default")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    main = (sandbox / "default" / "grub").read_bytes()
+    b = binds(sandbox, "default", "boot", "state")
+    proc = namespace.run(b, "apply", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert (sandbox / "default" / "grub").read_bytes() == main  # the drop-in is what counts, and what changed
+    normal = [ln for ln in linux_options(sandbox / "boot/grub/grub.cfg") if "recovery" not in ln and "single" not in ln]
+    assert normal
+    assert all("console=ttyS0" in ln and P in ln for ln in normal)
