@@ -72,6 +72,19 @@ RebootOpt = Annotated[
         show_default=False,
     ),
 ]
+HostOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--host",
+        metavar="[USER@]HOST[:PORT]",
+        help="Act on this host over SSH (ssh's config, keys, agent and known_hosts apply; root or passwordless sudo).",
+    ),
+]
+SshOpt = Annotated[
+    list[str] | None,
+    typer.Option("--ssh-option", metavar="OPTION", help="An ssh -o option, repeatable: --ssh-option ConnectTimeout=5."),
+]
+ParamOpt = Annotated[str, typer.Option("--param", metavar="PARAM", help="The kernel parameter (default pci=realloc=off).")]
 SetupOpt = Annotated[
     str | None,
     typer.Option(
@@ -101,6 +114,8 @@ def _main(
 
 # -- helpers -------------------------------------------------------------------------------------------
 
+_OPEN: list[Any] = []  # SSH hosts to close when the command ends
+
 
 def _handled(func: Callable[..., None]) -> Callable[..., None]:
     """The one place where mlxfix's errors become a line on stderr and an exit code."""
@@ -109,7 +124,11 @@ def _handled(func: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
-            func(*args, **kwargs)
+            try:
+                func(*args, **kwargs)
+            finally:
+                while _OPEN:  # end SSH connections before the exit code is decided
+                    _OPEN.pop().close()
         except MlxfixError as exc:
             sys.stderr.write(f"mlxfix: {exc}\n")
             if exc.hint:
@@ -142,9 +161,18 @@ def _ask(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _host(root: str) -> Host:
+def _host(root: str, target: str | None = None, ssh_options: list[str] | None = None) -> Host:
+    """This machine, or the one --host names (connected when first used)."""
+    if target is not None:
+        from mlxfix.sshhost import SshHost
+
+        remote = SshHost(target, root, ssh_options or [])
+        _OPEN.append(remote)
+        return remote
     from mlxfix.host import LocalHost
 
+    if ssh_options:
+        raise UsageError("--ssh-option needs --host")
     if root != "/" and not os.path.isdir(root):
         raise UsageError(f"--root {root}: no such directory")
     return LocalHost(root)
@@ -275,15 +303,15 @@ def _maybe_reboot(report: ChangeReport, host: Host, *, reboot: bool | None, yes:
 @_handled
 def apply(
     dry_run: DryRunOpt = False,
-    param: Annotated[
-        str, typer.Option("--param", metavar="PARAM", help="The kernel parameter to put in place.")
-    ] = "pci=realloc=off",
+    param: ParamOpt = "pci=realloc=off",
     yes: YesOpt = False,
     no_update: NoUpdateOpt = False,
     reboot: RebootOpt = None,
     root: RootOpt = "/",
     as_json: JsonOpt = False,
     boot_setup: SetupOpt = None,
+    target: HostOpt = None,
+    ssh_option: SshOpt = None,
 ) -> None:
     """Add the kernel parameter (default pci=realloc=off) where this host's command line comes from.
 
@@ -296,7 +324,7 @@ def apply(
 
     out = _human(as_json)
     style = Style(out)
-    host = _host(root)
+    host = _host(root, target, ssh_option)
     shown: list[bool] = []
     progress = _Progress(out, style)
     confirm = _confirmer(yes, out, style, shown, "apply", host.runs_commands)
@@ -326,6 +354,8 @@ def rollback(
     root: RootOpt = "/",
     as_json: JsonOpt = False,
     boot_setup: SetupOpt = None,
+    target: HostOpt = None,
+    ssh_option: SshOpt = None,
 ) -> None:
     """Put back the byte-for-byte original files of a backup and regenerate the boot configuration.
 
@@ -336,7 +366,7 @@ def rollback(
 
     out = _human(as_json)
     style = Style(out)
-    host = _host(root)
+    host = _host(root, target, ssh_option)
     shown: list[bool] = []
     report = commands.rollback(
         host,
@@ -353,12 +383,12 @@ def rollback(
 
 @app.command()
 @_handled
-def backups(root: RootOpt = "/", as_json: JsonOpt = False) -> None:
+def backups(root: RootOpt = "/", as_json: JsonOpt = False, target: HostOpt = None, ssh_option: SshOpt = None) -> None:
     """List the backups mlxfix keeps under /var/lib/mlxfix/backups, newest first."""
     from mlxfix import commands
     from mlxfix.render import Style, render_backups
 
-    host = _host(root)
+    host = _host(root, target, ssh_option)
     manifests, problems = commands.backups(host)
     if as_json:
         from mlxfix.models import backups_result, dump
@@ -380,7 +410,7 @@ _DIAGNOSE_EXIT = {
 
 @app.command()
 @_handled
-def diagnose(root: RootOpt = "/", as_json: JsonOpt = False) -> None:
+def diagnose(root: RootOpt = "/", as_json: JsonOpt = False, target: HostOpt = None, ssh_option: SshOpt = None) -> None:
     """Is this host hit by the Missing UAR failure? Devices, BARs, driver, modules, kernel log,
     command line (running and configured), context; a verdict and advice.
 
@@ -389,7 +419,7 @@ def diagnose(root: RootOpt = "/", as_json: JsonOpt = False) -> None:
     from mlxfix import commands
     from mlxfix.render import Style, render_diagnosis
 
-    host = _host(root)
+    host = _host(root, target, ssh_option)
     d = commands.diagnose(host)
     code = _DIAGNOSE_EXIT[d.status]
     out = _human(as_json)
@@ -404,11 +434,11 @@ def diagnose(root: RootOpt = "/", as_json: JsonOpt = False) -> None:
 @app.command()
 @_handled
 def verify(
-    param: Annotated[
-        str, typer.Option("--param", metavar="PARAM", help="The parameter that must be in effect.")
-    ] = "pci=realloc=off",
+    param: ParamOpt = "pci=realloc=off",
     root: RootOpt = "/",
     as_json: JsonOpt = False,
+    target: HostOpt = None,
+    ssh_option: SshOpt = None,
 ) -> None:
     """After the reboot: is the parameter in /proc/cmdline, are the devices bound with BAR 2 assigned,
     mlx4_en or mlx4_ib loaded, the interfaces there, no Missing UAR in this boot's log?
@@ -418,7 +448,7 @@ def verify(
     from mlxfix import commands
     from mlxfix.render import Style, render_verification
 
-    host = _host(root)
+    host = _host(root, target, ssh_option)
     v = commands.verify(host, param)
     code = ExitCode.OK if v.ok else ExitCode.NOT_VERIFIED
     out = _human(as_json)

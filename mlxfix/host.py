@@ -140,6 +140,8 @@ class Host(Protocol):
 
     def privileged(self) -> bool: ...
 
+    def close(self) -> None: ...
+
 
 # -- test hooks --------------------------------------------------------------------------------------
 
@@ -167,14 +169,26 @@ class _Faults:
 
 _FAULTS = _Faults(os.environ.get("MLXFIX_TEST_FAULTS", ""))
 _CRASH_AT = os.environ.get("MLXFIX_TEST_CRASH_AT", "")
+_PAUSE_AT = os.environ.get("MLXFIX_TEST_PAUSE_AT", "")
 
 
 def checkpoint(step: str) -> None:
-    """A named step of apply/rollback; under MLXFIX_TEST_CRASH_AT=step the process dies here."""
+    """A named step of apply/rollback. Under MLXFIX_TEST_CRASH_AT=step the process dies here with
+    SIGKILL; under MLXFIX_TEST_PAUSE_AT=step:FILE it creates FILE.reached and waits (60 s at most) for
+    FILE.go, so that a test can break something (kill the SSH connection) at exactly this point."""
     if _CRASH_AT and step == _CRASH_AT:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+    if _PAUSE_AT and _PAUSE_AT.split(":", 1)[0] == step:
+        import time
+
+        marker = _PAUSE_AT.split(":", 1)[1]
+        with open(marker + ".reached", "w"):
+            pass
+        deadline = time.monotonic() + 60
+        while not os.path.exists(marker + ".go") and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 # -- the local machine -----------------------------------------------------------------------------
@@ -508,6 +522,9 @@ class LocalHost:
             yield
         finally:
             os.close(fd)
+
+    def close(self) -> None:
+        """Nothing to close on this machine (SshHost ends its connection here)."""
 
     def privileged(self) -> bool:
         """Whether mlxfix may change this host: root, or a --root tree this user can write."""

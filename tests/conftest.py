@@ -47,3 +47,13 @@ from hypothesis import settings  # noqa: E402
 
 settings.register_profile("thorough", max_examples=3000, deadline=None)
 settings.load_profile(__import__("os").environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    """A private sshd on 127.0.0.1, for the whole test session."""
+    from tests.sshd import Sshd
+
+    server = Sshd()
+    yield server
+    server.stop()

@@ -1,0 +1,460 @@
+"""A host reached over SSH: every read, write and command through one plumbum SSH connection.
+
+The target needs nothing but ``sh``, coreutils (``base64``, ``sha256sum``, ``mktemp``, ``sync``), util-linux's
+``flock`` and its boot tools. mlxfix talks to one root shell on it (a plumbum ShellSession, through
+``sudo -n`` when the login is not root): a batched read is one shell script and one round trip, a write
+is a script that does what LocalHost does (temp file with O_EXCL beside the target, fsync, rename,
+fsync of the directory), the lock is an ``flock`` held by that shell, so it drops with the connection.
+``ssh`` itself does the networking: ``~/.ssh/config``, keys, the agent and known_hosts are honoured,
+host keys are never accepted silently (``BatchMode=yes``).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shlex
+import sys
+import threading
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+from mlxfix.errors import Busy, HostError, UsageError
+from mlxfix.host import MAX_READ, CommandResult, FileInfo, Snapshot, checkpoint
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+__all__ = ["SshHost", "import_plumbum", "parse_target"]
+
+_TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+))(?::(?P<port>\d{1,5}))?$")
+
+# The login shell becomes a root shell: directly when the login is root, else through sudo -n.
+_ROOT_SHELL = 'if [ "$(id -u)" = 0 ]; then exec /bin/sh; fi; exec sudo -n /bin/sh'
+
+
+def parse_target(spec: str) -> tuple[str | None, str, int | None]:
+    """``[USER@]HOST[:PORT]`` (an IPv6 address in brackets) -> (user, host, port)."""
+    m = _TARGET.match(spec)
+    if m is None:
+        raise UsageError(f"--host {spec!r}: expected [USER@]HOST[:PORT] (an IPv6 address as [ADDR]:PORT)")
+    port = int(m.group("port")) if m.group("port") else None
+    if port is not None and not 0 < port < 65536:
+        raise UsageError(f"--host {spec!r}: port {port} is out of range")
+    return m.group("user"), m.group("v6") or m.group("host"), port
+
+
+def import_plumbum() -> Any:
+    """Import plumbum without the 35 ms it spends on ``urllib.request`` (http.client, ssl, email),
+    which it needs only to build file:// URIs that mlxfix never asks for: the module is loaded on first
+    use instead."""
+    if "plumbum" not in sys.modules and "urllib.request" not in sys.modules:
+        sys.modules["urllib.request"] = _Deferred("urllib.request")
+    import plumbum
+
+    return plumbum
+
+
+class _Deferred(type(sys)):  # type: ignore[misc]
+    """A module that imports the real one on first attribute access."""
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        real = importlib.import_module(name)
+        return getattr(real, attr)
+
+
+def _b64(text: str | bytes) -> str:
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+def _unb64(field: str) -> bytes:
+    return base64.b64decode(field) if field and field != "-" else b""
+
+
+# -- the read script ----------------------------------------------------------------------------------
+
+_PRELUDE = r"""
+b() { printf %s "$1" | base64 -w0; }
+emit() {  # one file: F path exists mode uid gid islink linktarget isdir error data
+    f="$r$1"; link=-; islink=0; err=-; data=-; isdir=0
+    if [ -L "$f" ]; then islink=1; link=$(b "$(readlink "$f")"); fi
+    if [ ! -e "$f" ]; then
+        [ "$islink" = 1 ] && err=$(b 'dangling symlink')
+        printf 'F %s 0 0 0 0 %s %s 0 %s -\n' "$(b "$1")" "$islink" "$link" "$err"; return
+    fi
+    set -- "$1" $(stat -L -c '%f %u %g %s' "$f" 2>/dev/null || echo '0 0 0 0')
+    if [ -d "$f" ]; then isdir=1
+    elif [ ! -f "$f" ]; then err=$(b 'not a regular file')
+    elif [ ! -r "$f" ]; then err=$(b 'permission denied')
+    else
+        if [ "$5" -gt "$limit" ] 2>/dev/null; then
+            if [ "$tail" = 1 ]; then data=$(tail -c "$limit" "$f" | base64 -w0); else err=$(b "larger than $limit bytes"); fi
+        else data=$(head -c $((limit + 1)) "$f" 2>/dev/null | base64 -w0) || err=$(b 'cannot read it')
+        fi
+        [ -n "$data" ] || data==
+    fi
+    printf 'F %s 1 %s %s %s %s %s %s %s %s\n' "$(b "$1")" "$2" "$3" "$4" "$islink" "$link" "$isdir" "$err" "$data"
+}
+listing() {  # L path present entries...
+    d="$r$1"
+    if [ ! -d "$d" ]; then printf 'L %s 0\n' "$(b "$1")"; return; fi
+    printf 'L %s 1' "$(b "$1")"
+    for e in "$d"/* "$d"/.[!.]* "$d"/..?*; do
+        [ -e "$e" ] || [ -L "$e" ] || continue
+        printf ' %s' "$(b "${e##*/}")"
+    done
+    printf '\n'
+}
+tool() {  # T name path
+    p=
+    if [ -z "$r" ]; then p=$(command -v "$1" 2>/dev/null) || p=
+    else for dir in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
+        if [ -x "$r$dir/$1" ] && [ ! -d "$r$dir/$1" ]; then p="$dir/$1"; break; fi; done
+    fi
+    printf 'T %s %s\n' "$(b "$1")" "$([ -n "$p" ] && b "$p" || echo -)"
+}
+"""
+
+
+class SshHost:
+    """A remote machine rooted at ``root`` on its side."""
+
+    def __init__(self, target: str, root: str = "/", ssh_options: Sequence[str] = (), connect_timeout: float = 15) -> None:
+        self.user, self.host, self.port = parse_target(target)
+        self.label = target
+        self.root = root if root == "/" else root.rstrip("/")
+        if not self.root.startswith("/"):
+            raise UsageError(f"--root {root!r}: with --host, give an absolute path on the target")
+        self.runs_commands = self.root == "/"
+        self.ssh_options = list(ssh_options)
+        self.connect_timeout = connect_timeout
+        self.round_trips = 0
+        self._proc: Any = None
+        self._session: Any = None
+        self._uid: int | None = None
+
+    # -- the connection --------------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        """One ssh process, one connection: a plumbum ShellSession over ``ssh HOST sh``."""
+        if self._session is not None:
+            return self._session
+        import_plumbum()
+        from plumbum import local
+        from plumbum.machines.session import ShellSession
+
+        argv = ["-T", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(self.connect_timeout)}"]
+        argv += ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
+        if self.port is not None:
+            argv += ["-p", str(self.port)]
+        for option in self.ssh_options:
+            argv += ["-o", option]
+        argv += ["--", f"{self.user}@{self.host}" if self.user else self.host, f"sh -c {shlex.quote(_ROOT_SHELL)}"]
+        try:
+            proc = local["ssh"][argv].popen()
+            self._proc = proc
+            self._session = ShellSession(proc, "utf8", False, self.connect_timeout, host=self.host)
+        except Exception as exc:  # plumbum raises its own hierarchy with ssh's stderr inside
+            self.close()
+            raise self._connection_error(exc) from None
+        self.round_trips += 1  # the connection itself, and the session's first (empty) command
+        return self._session
+
+    def _connection_error(self, exc: BaseException) -> HostError:
+        text = " ".join(str(getattr(exc, a, "") or "") for a in ("stderr", "stdout")) + " " + str(exc)
+        where = self.label
+        if "Host key verification failed" in text or "authenticity of host" in text:
+            return HostError(
+                f"{where}: the host key is not known; check it and add it to known_hosts (mlxfix never accepts it silently)"
+            )
+        if "Permission denied" in text or "Too many authentication failures" in text:
+            return HostError(f"{where}: authentication refused (key, agent or user wrong?)")
+        if "password is required" in text or "sudo:" in text:
+            return HostError(f"{where}: not root, and sudo needs a password (log in as root, or allow passwordless sudo)")
+        if "Could not resolve" in text or "Name or service not known" in text:
+            return HostError(f"{where}: the host name does not resolve")
+        if "Connection refused" in text or "No route to host" in text or "timed out" in text or "Connection closed" in text:
+            return HostError(f"{where}: unreachable ({_first_line(text)})")
+        return HostError(f"{where}: the SSH connection failed ({_first_line(text)})")
+
+    def close(self) -> None:
+        """End the shell and the connection (without ShellSession.close's fixed 50 ms sleep)."""
+        proc, self._proc, self._session = self._proc, None, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.write(b"exit\n")
+            proc.stdin.close()
+            proc.wait(timeout=5)
+        except Exception:  # already gone, or stuck: make sure it ends
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _sh(self, script: str, *, check: bool = True, what: str = "run a command") -> tuple[int, str, str]:
+        """Run a script in the root shell (one round trip): (exit code, stdout, stderr)."""
+        session = self._connect()
+        self.round_trips += 1
+        wrapped = f"( {script}\n) </dev/null"
+        try:
+            code, out, err = session.run(wrapped, retcode=None)
+        except Exception as exc:  # the connection dropped, or the shell died
+            self.close()
+            raise HostError(f"{self.label}: the connection was lost while trying to {what} ({_first_line(str(exc))})") from None
+        if check and code != 0:
+            raise HostError(f"{self.label}: cannot {what}: {_first_line(err or out) or f'exit code {code}'}")
+        return int(code) if isinstance(code, int) else 1, out, err
+
+    # -- paths -----------------------------------------------------------------------------------------
+
+    def real(self, path: str) -> str:
+        return path if self.root == "/" else self.root + "/" + path.lstrip("/")
+
+    def _r(self) -> str:
+        return "" if self.root == "/" else self.root
+
+    def resolve(self, path: str) -> str:
+        script = (
+            f"r={shlex.quote(self._r())}; p={shlex.quote(path)}; n=0\n"
+            'while [ -L "$r$p" ] && [ $n -lt 40 ]; do t=$(readlink "$r$p")\n'
+            '  case "$t" in /*) p="$t" ;; *) p="$(dirname "$p")/$t" ;; esac; n=$((n + 1)); done\n'
+            'printf %s "$r$p"'
+        )
+        return self._sh(script, what=f"resolve {path}")[1]
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def gather(
+        self,
+        files: Sequence[str],
+        listings: Sequence[str] = (),
+        globs: Sequence[str] = (),
+        tools: Sequence[str] = (),
+        commands: Sequence[Sequence[str]] = (),
+        *,
+        limit: int = MAX_READ,
+        tail: bool = False,
+    ) -> Snapshot:
+        """Everything a plan needs, in one script and one round trip."""
+        q = shlex.quote
+        lines = [f"r={q(self._r())}; limit={limit}; tail={1 if tail else 0}", _PRELUDE]
+        for d in listings:
+            if any(c in d for c in "*?["):
+                lines.append(f'for d in "$r"{_glob(d)}; do [ -d "$d" ] && listing "${{d#"$r"}}"; done')
+            else:
+                lines.append(f"listing {q(d)}")
+        for pattern in globs:
+            each = f'for f in "$r"{_glob(pattern)}; do [ -e "$f" ] || [ -L "$f" ] || continue;'
+            lines.append(f"printf 'G %s' {q(_b64(pattern))}")
+            lines.append(f'{each} printf " %s" "$(b "${{f#"$r"}}")"; done; echo')
+            lines.append(f'{each} emit "${{f#"$r"}}"; done')
+        lines.extend(f"emit {q(p)}" for p in files)
+        lines.extend(f"tool {q(t)}" for t in tools)
+        if self.runs_commands:
+            for argv in commands:
+                key = " ".join(argv)
+                lines.append(
+                    f"if command -v {q(argv[0])} >/dev/null 2>&1; then "
+                    f"printf 'C %s %s\\n' {q(_b64(key))} \"$({shlex.join(argv)} 2>&1 | base64 -w0)\"; fi"
+                )
+        _, out, _ = self._sh("\n".join(lines), what="read the boot configuration")
+        return _parse_snapshot(out, self.round_trips)
+
+    def read(self, path: str, limit: int = MAX_READ, *, tail: bool = False) -> FileInfo:
+        snap = self.gather([path], limit=limit, tail=tail)
+        return snap.files[path]
+
+    def expand(self, pattern: str) -> list[str]:
+        return self.gather([], globs=[pattern]).globs.get(pattern, [])
+
+    def listdir(self, path: str) -> list[str] | None:
+        return self.gather([], [path]).listings.get(path)
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def write_atomic(self, path: str, data: bytes, *, mode: int, uid: int, gid: int, expect_sha256: str | None) -> None:
+        """The same steps as LocalHost.write_atomic, as one script on the target."""
+        target = self.resolve(path)
+        q = shlex.quote
+        check = ""
+        if expect_sha256 is not None:
+            check = (
+                f'[ "$(sha256sum < {q(target)} | cut -d" " -f1)" = {q(expect_sha256)} ] || {{\n'
+                "  echo 'the file changed since mlxfix read it (another admin or a package?); nothing was written' >&2\n"
+                "  exit 3; }\n"
+            )
+        script = (
+            f'set -e\nt={q(target)}; d=$(dirname "$t")\n'
+            'case "$(stat -c %a "$d")" in *[2367])  # writable by others: only with the sticky bit\n'
+            '  [ -k "$d" ] || { echo "refusing to write into $d: any user can write to it" >&2; exit 3; } ;; esac\n'
+            f'{check}tmp=$(mktemp "$d/.${{t##*/}}.mlxfix-XXXXXX")\n'
+            "trap 'rm -f \"$tmp\"' EXIT\n"
+            f'printf %s {q(_b64(data))} | base64 -d > "$tmp"\n'
+            f'chown {uid}:{gid} "$tmp" 2>/dev/null || [ "$(id -u)" != 0 ]\n'
+            f'chmod {mode & 0o7777:o} "$tmp"\nsync "$tmp"\n'
+            f'{check}mv -f "$tmp" "$t"\ntrap - EXIT\nsync "$d"'
+        )
+        checkpoint("write-before-rename")
+        code, out, err = self._sh(script, check=False, what=f"write {path}")
+        if code != 0:
+            raise HostError(_first_line(err or out) or f"cannot write the file (exit {code})", path=path)
+        checkpoint("write-after-rename")
+
+    def make_private_dir(self, path: str) -> None:
+        q = shlex.quote(self.real(path))
+        script = (
+            f'd={q}; mkdir -p "$(dirname "$d")"; mkdir -m 700 "$d" 2>/dev/null || true\n'
+            '[ -L "$d" ] && { echo "it is a symlink" >&2; exit 3; }\n'
+            '[ -d "$d" ] || { echo "it is not a directory" >&2; exit 3; }\n'
+            'set -- $(stat -c "%u %a" "$d")\n[ "$1" = "$(id -u)" ] || { echo "it belongs to uid $1" >&2; exit 3; }\n'
+            'case "$2" in *00) ;; *) echo "its mode is $2, not private (700)" >&2; exit 3 ;; esac'
+        )
+        code, _, err = self._sh(script, check=False, what=f"create {path}")
+        if code != 0:
+            raise HostError(f"refusing to use it: {_first_line(err)}", path=path)
+
+    def create_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        q = shlex.quote(self.real(path))
+        script = f"set -eC; umask 077; printf %s {shlex.quote(_b64(data))} | base64 -d > {q}; chmod {mode:o} {q}; sync {q}"
+        self._sh(script, what=f"create {path}")
+
+    def rename(self, src: str, dst: str) -> None:
+        s, d = shlex.quote(self.real(src)), shlex.quote(self.real(dst))
+        self._sh(f'set -e; mv -T {s} {d}; sync "$(dirname {d})"', what=f"rename into {dst}")
+
+    def remove(self, path: str) -> None:
+        q = shlex.quote(self.real(path))
+        self._sh(f'set -e; rm -f {q}; sync "$(dirname {q})"', what=f"remove {path}")
+
+    def remove_tree(self, path: str) -> None:
+        self._sh(f"rm -rf {shlex.quote(self.real(path))}", check=False)
+
+    def held_locks(self, paths: Sequence[str]) -> list[str]:
+        """Lock files another process holds, from /proc/locks (dpkg and rpm use fcntl locks)."""
+        script = "\n".join(
+            f'f={shlex.quote(self.real(p))}; [ -e "$f" ] && i=$(stat -c %i "$f") &&\n'
+            f'  grep -q ":$i " /proc/locks && echo {shlex.quote(p)}'
+            for p in paths
+        )
+        return [ln for ln in self._sh(script + "\ntrue", what="look at the package locks")[1].splitlines() if ln]
+
+    # -- commands --------------------------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], *, on_output: Callable[[str], None] | None = None, timeout: float = 900) -> CommandResult:
+        """Run a command in the root shell on the target, streaming its output lines."""
+        session = self._connect()
+        self.round_trips += 1
+        command = f"LC_ALL=C.UTF-8 {shlex.join(argv)} </dev/null 2>&1"
+        lines: list[str] = []
+        timer = threading.Timer(timeout, self.close)
+        timer.start()
+        try:
+            proc = session.popen(command)
+            for raw in iter(proc.stdout.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                lines.append(line)
+                if on_output is not None and line:
+                    on_output(line)
+            proc.communicate()  # the stderr marker; the exit code is the last stdout line
+        except Exception as exc:  # the connection dropped (or the timeout closed it)
+            self.close()
+            if not timer.is_alive():
+                return CommandResult(tuple(argv), 124, "\n".join([*lines, f"(killed after {timeout:.0f} s)"]))
+            raise HostError(f"{self.label}: the connection was lost while running {argv[0]} ({_first_line(str(exc))})") from None
+        finally:
+            timer.cancel()
+        while lines and not lines[-1]:
+            lines.pop()
+        code = int(lines.pop()) if lines and lines[-1].strip().lstrip("-").isdigit() else 1
+        while lines and not lines[-1]:
+            lines.pop()
+        return CommandResult(tuple(argv), code, "\n".join(lines))
+
+    @contextmanager
+    def lock(self, path: str) -> Iterator[None]:
+        """flock held by the session's shell: released when the connection ends, however it ends."""
+        q = shlex.quote(self.real(path))
+        session = self._connect()
+        self.round_trips += 1
+        # In the session's own shell, not a subshell: fd 9 stays open, and so the lock stays held, for as
+        # long as the connection lives. "command exec" keeps a failed redirection from ending the shell.
+        code, _, err = session.run(f'command exec 9>>{q} || exit_code=2; [ -n "$exit_code" ] || flock -n 9', retcode=None)
+        if code == 1:
+            raise Busy(f"another mlxfix is running on {self.label} (it holds the lock); try again when it is done", path=path)
+        if code != 0:
+            raise HostError(f"cannot take the lock: {_first_line(err) or f'exit code {code}'}", path=path)
+        try:
+            yield
+        finally:
+            if self._session is not None:
+                with suppress(Exception):  # the connection is gone: so is the lock
+                    self._session.run("exec 9>&-", retcode=None)
+
+    def privileged(self) -> bool:
+        if self._uid is None:
+            self._uid = int(self._sh("id -u", what="ask who we are")[1].strip() or "-1")
+        if self.root == "/":
+            return self._uid == 0
+        return self._sh(f"[ -w {shlex.quote(self.root)} ]", check=False)[0] == 0
+
+
+def _glob(pattern: str) -> str:
+    """A host path pattern for the script: literal parts quoted, wildcards left to the shell."""
+    out = []
+    for part in re.split(r"([*?]|\[[^]]*\])", pattern):
+        if not part:
+            continue
+        out.append(part if part in ("*", "?") or part.startswith("[") else shlex.quote(part))
+    return "".join(out)
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip() and "Warning: Permanently added" not in line:
+            return line.strip()[:200]
+    return ""
+
+
+def _parse_snapshot(out: str, round_trips: int) -> Snapshot:
+    snap = Snapshot(round_trips=round_trips)
+    for line in out.splitlines():
+        kind, _, rest = line.partition(" ")
+        fields = rest.split(" ")
+        if kind == "F" and len(fields) == 10:
+            path = _unb64(fields[0]).decode("utf-8", "surrogateescape")
+            exists, mode, uid, gid, islink, link, isdir, err, data = fields[1:]
+            snap.files[path] = FileInfo(
+                path,
+                exists == "1",
+                None if data == "-" else b"" if data == "=" else _unb64(data),
+                int(mode, 16) if exists == "1" else 0,
+                int(uid),
+                int(gid),
+                islink == "1",
+                _unb64(link).decode("utf-8", "surrogateescape") if link != "-" else None,
+                isdir == "1",
+                _unb64(err).decode() if err != "-" else None,
+            )
+        elif kind == "L" and fields:
+            path = _unb64(fields[0]).decode("utf-8", "surrogateescape")
+            snap.listings[path] = (
+                sorted(_unb64(f).decode("utf-8", "surrogateescape") for f in fields[2:]) if fields[1] == "1" else None
+            )
+        elif kind == "G" and fields:
+            pattern = _unb64(fields[0]).decode()
+            snap.globs[pattern] = sorted(_unb64(f).decode("utf-8", "surrogateescape") for f in fields[1:] if f)
+        elif kind == "T" and len(fields) == 2:
+            snap.tools[_unb64(fields[0]).decode()] = _unb64(fields[1]).decode() if fields[1] != "-" else None
+        elif kind == "C" and len(fields) == 2:
+            snap.outputs[_unb64(fields[0]).decode()] = _unb64(fields[1]).decode("utf-8", "replace")
+    return snap
