@@ -30,7 +30,11 @@ __all__ = ["SshHost", "import_plumbum", "parse_target"]
 _TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+))(?::(?P<port>\d{1,5}))?$")
 
 # The login shell becomes a root shell: directly when the login is root, else through sudo -n.
-_ROOT_SHELL = 'if [ "$(id -u)" = 0 ]; then exec /bin/sh; fi; exec sudo -n /bin/sh'
+_ROOT_SHELL = (
+    'if [ "$(id -u)" = 0 ]; then exec /bin/sh; fi\n'
+    "if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then exec sudo -n /bin/sh; fi\n"
+    "echo MLXFIX-NOT-ROOT >&2; exit 97"
+)
 
 
 def parse_target(spec: str) -> tuple[str | None, str, int | None]:
@@ -174,8 +178,9 @@ class SshHost:
             )
         if "Permission denied" in text or "Too many authentication failures" in text:
             return HostError(f"{where}: authentication refused (key, agent or user wrong?)")
-        if "password is required" in text or "sudo:" in text:
-            return HostError(f"{where}: not root, and sudo needs a password (log in as root, or allow passwordless sudo)")
+        if "MLXFIX-NOT-ROOT" in text or getattr(exc, "retcode", None) == 97:
+            why = "logged in as a user who is not root, and passwordless sudo is not available"
+            return HostError(f"{where}: {why} (log in as root, or allow sudo -n)")
         if "Could not resolve" in text or "Name or service not known" in text:
             return HostError(f"{where}: the host name does not resolve")
         if "Connection refused" in text or "No route to host" in text or "timed out" in text or "Connection closed" in text:

@@ -1,0 +1,208 @@
+"""--host against a real sshd on 127.0.0.1: the same plan, bytes and JSON as on the local host, and
+failures that name the host. The target side uses --root (a fixture tree on this machine)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.conftest import EXAMPLES
+from tests.trees import json_of, run, snapshot
+
+if TYPE_CHECKING:
+    from tests.sshd import Sshd
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+VOLATILE = {"host", "root", "backup", "mlxfix_version"}
+
+
+def tree(tmp_path: Path, name: str = "pve-missing-uar", example: str = "pve-missing-uar") -> Path:
+    root = tmp_path / name
+    shutil.copytree(EXAMPLES / example, root, symlinks=True)
+    return root
+
+
+def remote(
+    sshd: Sshd, *args: str, env: dict[str, str] | None = None, target: str | None = None, options: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run(*args, "--host", target or sshd.target, *(sshd.options() if options is None else options), env=env)
+
+
+def same(a: dict[str, object], b: dict[str, object]) -> None:
+    """Two JSON documents agree on everything but where they ran."""
+    assert {k: v for k, v in a.items() if k not in VOLATILE} == {k: v for k, v in b.items() if k not in VOLATILE}
+
+
+def test_diagnose_over_ssh_is_the_local_diagnosis(sshd: Sshd) -> None:
+    for example in ("pve-missing-uar", "pve-fixed", "vm-passthrough-vf"):
+        local = run("diagnose", "--json", "--root", str(EXAMPLES / example))
+        over = remote(sshd, "diagnose", "--json", "--root", str(EXAMPLES / example))
+        assert over.returncode == local.returncode, over.stderr
+        same(json_of(local.stdout), json_of(over.stdout))
+
+
+def test_dry_run_apply_rollback_backups_over_ssh_match_local(sshd: Sshd, tmp_path: Path) -> None:
+    here, there = tree(tmp_path, "here"), tree(tmp_path, "there")
+    local = run("apply", "--dry-run", "--json", "--root", str(here))
+    over = remote(sshd, "apply", "--dry-run", "--json", "--root", str(there))
+    assert over.returncode == 0, over.stderr
+    same(json_of(local.stdout), json_of(over.stdout))
+    assert snapshot(there) == snapshot(here)
+
+    local = run("apply", "--yes", "--json", "--root", str(here))
+    over = remote(sshd, "apply", "--yes", "--json", "--root", str(there))
+    assert over.returncode == 0, over.stderr
+    same(json_of(local.stdout), json_of(over.stdout))
+    assert (there / "etc/default/grub").read_bytes() == (here / "etc/default/grub").read_bytes()
+    assert b"pci=realloc=off" in (there / "etc/default/grub").read_bytes()
+    backups = list((there / "var/lib/mlxfix/backups").iterdir())  # kept on the target
+    assert len(backups) == 1
+    assert (backups[0] / "0.orig").read_bytes() == (EXAMPLES / "pve-missing-uar/etc/default/grub").read_bytes()
+
+    listed = json_of(remote(sshd, "backups", "--json", "--root", str(there)).stdout)
+    assert [b["id"] for b in listed["backups"]] == [backups[0].name]  # type: ignore[index]
+
+    again = remote(sshd, "apply", "--yes", "--json", "--root", str(there))
+    assert json_of(again.stdout)["changed"] is False
+
+    over = remote(sshd, "rollback", "--yes", "--json", "--root", str(there))
+    assert over.returncode == 0, over.stderr
+    assert (there / "etc/default/grub").read_bytes() == (EXAMPLES / "pve-missing-uar/etc/default/grub").read_bytes()
+    assert (there / "etc/default/grub").stat().st_mode == (EXAMPLES / "pve-missing-uar/etc/default/grub").stat().st_mode
+
+
+def test_refusals_over_ssh_change_nothing(sshd: Sshd, tmp_path: Path) -> None:
+    there = tree(tmp_path)
+    (there / "etc/default/grub").write_text('if true; then\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\nfi\n')
+    before = snapshot(there)
+    proc = remote(sshd, "apply", "--yes", "--root", str(there))
+    assert proc.returncode == 1
+    assert "/etc/default/grub:2" in proc.stderr
+    assert snapshot(there) == before
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("unknown-host-key", "the host key is not known"),
+        ("wrong-key", "authentication refused"),
+        ("closed-port", "unreachable"),
+    ],
+)
+def test_connection_failures_name_the_host(sshd: Sshd, case: str, message: str) -> None:
+    target, options = sshd.target, sshd.options()
+    if case == "unknown-host-key":
+        options = sshd.options(known_hosts="empty_known_hosts")
+    elif case == "wrong-key":
+        options = sshd.options(key="stranger_key")
+    else:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            target = f"root@127.0.0.1:{s.getsockname()[1]}"
+    proc = remote(sshd, "diagnose", "--root", str(EXAMPLES / "pve-missing-uar"), target=target, options=options)
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert "127.0.0.1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    if case == "unknown-host-key":
+        assert (sshd.dir / "empty_known_hosts").read_text() == ""  # nothing was accepted silently
+
+
+def test_not_root_and_no_sudo(sshd: Sshd, tmp_path: Path) -> None:
+    user = "mlxfixtest"
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        subprocess.run(["useradd", "-M", "-s", "/bin/sh", "-d", "/nonexistent", user], check=True)
+    subprocess.run(["usermod", "-p", "*", user], check=True)  # no password, but not locked: sshd lets the key in
+    proc = remote(sshd, "apply", "--dry-run", "--root", str(tree(tmp_path)), target=f"{user}@127.0.0.1:{sshd.port}")
+    assert proc.returncode == 1
+    assert "not root" in proc.stderr
+    assert "sudo" in proc.stderr
+
+
+@pytest.mark.parametrize("step", ["after-backup", "write-before-rename", "write-after-rename", "after-write"])
+def test_a_connection_killed_mid_apply_leaves_old_or_new_and_a_usable_rollback(sshd: Sshd, tmp_path: Path, step: str) -> None:
+    there = tree(tmp_path)
+    original = (there / "etc/default/grub").read_bytes()
+    expected = original.replace(b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"', b'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"')
+    marker = tmp_path / "pause"
+    env = {"MLXFIX_TEST_PAUSE_AT": f"{step}:{marker}"}
+    before = set(sshd.connection_pids())
+    proc = subprocess.Popen(
+        [*_mlxfix(), "apply", "--yes", "--root", str(there), "--host", sshd.target, *sshd.options()],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not Path(f"{marker}.reached").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for pid in set(sshd.connection_pids()) - before:  # this apply's connection: kill its sshd
+        os.kill(pid, signal.SIGKILL)
+    Path(f"{marker}.go").touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode in (1, 3), err
+    assert "connection was lost" in err
+    assert "Traceback" not in err
+    assert (there / "etc/default/grub").read_bytes() in (original, expected)  # old or new, never a mix
+    leftovers = [p.name for p in (there / "etc/default").iterdir() if ".mlxfix-" in p.name]
+    # A temp file may remain only if the connection died between writing it and the rename.
+    assert not leftovers or step == "write-before-rename"
+    rollback = remote(sshd, "rollback", "--yes", "--root", str(there))
+    assert rollback.returncode == 0, rollback.stderr
+    assert (there / "etc/default/grub").read_bytes() == original
+    assert not (there / "var/lib/mlxfix/intent.json").exists()
+    del out
+
+
+def _mlxfix() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "mlxfix"]
+
+
+def test_a_second_apply_over_ssh_waits_for_nobody(sshd: Sshd, tmp_path: Path) -> None:
+    there = tree(tmp_path)
+    (there / "var/lib/mlxfix").mkdir(parents=True, mode=0o700)
+    holder = subprocess.Popen(
+        ["flock", "-n", str(there / "var/lib/mlxfix/lock"), "sleep", "30"],
+    )
+    try:
+        time.sleep(0.3)
+        before = snapshot(there)
+        proc = remote(sshd, "apply", "--yes", "--root", str(there))
+        assert proc.returncode == 75
+        assert "another mlxfix is running on root@127.0.0.1" in proc.stderr
+        assert snapshot(there) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["diagnose", "--host", "bad host!"], "expected [USER@]HOST[:PORT]"),
+        (["diagnose", "--host", "h:99999"], "port 99999 is out of range"),
+        (["diagnose", "--ssh-option", "ConnectTimeout=1"], "--ssh-option needs --host"),
+    ],
+)
+def test_bad_host_arguments_are_usage_errors(args: list[str], message: str) -> None:
+    proc = run(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
