@@ -84,6 +84,13 @@ SshOpt = Annotated[
     list[str] | None,
     typer.Option("--ssh-option", metavar="OPTION", help="An ssh -o option, repeatable: --ssh-option ConnectTimeout=5."),
 ]
+WaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wait", help="With --host: after the reboot, wait for the host to come back and run verify (exit 13 if it fails)."
+    ),
+]
+WaitTimeoutOpt = Annotated[float, typer.Option("--wait-timeout", metavar="SECONDS", help="How long --wait waits.")]
 ParamOpt = Annotated[str, typer.Option("--param", metavar="PARAM", help="The kernel parameter (default pci=realloc=off).")]
 SetupOpt = Annotated[
     str | None,
@@ -249,17 +256,60 @@ def _confirmer(yes: bool, out: Any, style: Style, shown: list[bool], action: str
     return confirm
 
 
+class _WaitLine:
+    """The progress line while a rebooting host is away."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.last = -1.0
+
+    def __call__(self, label: str, elapsed: float) -> None:
+        text = f"waiting for {label} to come back: {int(elapsed) // 60}:{int(elapsed) % 60:02d}"
+        if self.tty:
+            self.out.write(f"\r\033[K{text}")
+        elif elapsed - self.last >= 30 or self.last < 0:
+            self.out.write(text + "\n")
+            self.last = elapsed
+        self.out.flush()
+
+
+def _wait(wait: bool, timeout: float, target: str | None) -> float | None:
+    if not wait:
+        return None
+    if target is None:
+        raise UsageError("--wait needs --host: mlxfix cannot wait for its own host to reboot")
+    return timeout
+
+
 def _finish_change(
-    report: ChangeReport, host: Host, *, as_json: bool, reboot: bool | None, yes: bool, shown: bool, style: Style
+    report: ChangeReport,
+    host: Host,
+    *,
+    as_json: bool,
+    reboot: bool | None,
+    yes: bool,
+    shown: bool,
+    style: Style,
+    wait: float | None = None,
 ) -> None:
     """Reboot step, then the report (human or JSON), then the exit code."""
     from mlxfix.render import render_change
 
     out = _human(as_json)
     render_change(report, out, style, show_plan=not shown)
+    boot_id = None
     if report.error is None and report.changed and report.outcome is not None:
-        _maybe_reboot(report, host, reboot=reboot, yes=yes, out=out)
+        boot_id = _maybe_reboot(report, host, reboot=reboot, yes=yes, out=out)
     code = report.error.exit_code if report.error is not None else ExitCode.OK
+    if wait is not None and report.rebooting:
+        from mlxfix import commands
+        from mlxfix.render import render_verification
+
+        commands.wait_for_reboot(host, boot_id, wait, _WaitLine(out))
+        report.verification = commands.verify(host, report.param)
+        render_verification(report.verification, out, style)
+        code = ExitCode.OK if report.verification.ok else ExitCode.NOT_VERIFIED
     if as_json:
         from mlxfix.models import change_result, dump
 
@@ -267,33 +317,42 @@ def _finish_change(
     raise typer.Exit(int(code))
 
 
-def _maybe_reboot(report: ChangeReport, host: Host, *, reboot: bool | None, yes: bool, out: Any) -> None:
-    from mlxfix.commands import reboot_command
+def _maybe_reboot(report: ChangeReport, host: Host, *, reboot: bool | None, yes: bool, out: Any) -> str | None:
+    """The reboot step; returns the boot id from before a scheduled reboot (to wait for a new one)."""
+    from mlxfix.commands import BOOT_ID, reboot_command
 
+    remote = host.label != "localhost"
     if not host.runs_commands:
         if reboot:
             report.warnings.append("--root: not rebooting a tree; reboot the host that uses it")
-        return
+        return None
     if reboot is False:
-        return
+        return None
     if reboot is None:
         if yes or not _interactive():
             out.write("Reboot when it suits you (or pass --reboot next time).\n")
-            return
-        if os.environ.get("SSH_CONNECTION"):
+            return None
+        if os.environ.get("SSH_CONNECTION") and not remote:
             out.write("You are connected over SSH: the session will drop; reconnect in a minute or two and run: mlxfix verify\n")
-        if not _ask("Reboot now?"):
-            return
+        if not _ask(f"Reboot {host.label if remote else 'now'}?"):
+            return None
+    boot_id = (host.read(BOOT_ID).data or b"").decode().strip() or None
     argv = reboot_command(host)
     result = host.run(argv, timeout=60)
-    if result.ok:
-        report.rebooting = True
+    if not result.ok:
+        report.warnings.append(f"could not schedule the reboot ({' '.join(argv)}: exit {result.exit_code}); reboot by hand")
+        return None
+    report.rebooting = True
+    if remote:
+        out.write(
+            f"{host.label} reboots in a few seconds; run mlxfix verify --host {host.label} once it is back (or use --wait).\n"
+        )
+    else:
         out.write("Rebooting in a few seconds.")
         if os.environ.get("SSH_CONNECTION"):
             out.write(" The SSH session will drop: reconnect in a minute or two and run: mlxfix verify")
         out.write("\n")
-    else:
-        report.warnings.append(f"could not schedule the reboot ({' '.join(argv)}: exit {result.exit_code}); reboot by hand")
+    return boot_id
 
 
 # -- commands ------------------------------------------------------------------------------------------
@@ -307,6 +366,8 @@ def apply(
     yes: YesOpt = False,
     no_update: NoUpdateOpt = False,
     reboot: RebootOpt = None,
+    wait: WaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = 900,
     root: RootOpt = "/",
     as_json: JsonOpt = False,
     boot_setup: SetupOpt = None,
@@ -337,7 +398,16 @@ def apply(
         progress=progress,
         no_update=no_update,
     )
-    _finish_change(report, host, as_json=as_json, reboot=reboot, yes=yes, shown=bool(shown), style=style)
+    _finish_change(
+        report,
+        host,
+        as_json=as_json,
+        reboot=reboot,
+        yes=yes,
+        shown=bool(shown),
+        style=style,
+        wait=_wait(wait, wait_timeout, target),
+    )
 
 
 @app.command()
@@ -351,6 +421,8 @@ def rollback(
     force: Annotated[bool, typer.Option("--force", help="Restore even over changes made after mlxfix wrote the file.")] = False,
     no_update: NoUpdateOpt = False,
     reboot: RebootOpt = None,
+    wait: WaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = 900,
     root: RootOpt = "/",
     as_json: JsonOpt = False,
     boot_setup: SetupOpt = None,
@@ -378,7 +450,16 @@ def rollback(
         progress=_Progress(out, style),
         no_update=no_update,
     )
-    _finish_change(report, host, as_json=as_json, reboot=reboot, yes=yes, shown=bool(shown), style=style)
+    _finish_change(
+        report,
+        host,
+        as_json=as_json,
+        reboot=reboot,
+        yes=yes,
+        shown=bool(shown),
+        style=style,
+        wait=_wait(wait, wait_timeout, target),
+    )
 
 
 @app.command()

@@ -45,6 +45,7 @@ class ChangeReport:
     error: MlxfixError | None = None
     rebooting: bool = False
     confirmed: bool = False
+    verification: Verification | None = None  # --wait: verify after the host came back
 
     @property
     def changed(self) -> bool:
@@ -204,6 +205,36 @@ def _hostname(host: Host) -> str:
     import socket
 
     return socket.gethostname() if host.label == "localhost" else host.label
+
+
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def wait_for_reboot(host: Host, boot_id: str | None, timeout: float, tick: Callable[[str, float], None]) -> None:
+    """Wait until the host answers again with another boot id (it really rebooted), polling every few
+    seconds; HostError after ``timeout`` seconds."""
+    import time
+
+    from mlxfix.errors import HostError
+
+    start = time.monotonic()
+    host.close()
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed > timeout:
+            raise HostError(
+                f"{host.label} did not come back within {timeout:.0f} s; check it, then run mlxfix verify --host {host.label}"
+            )
+        tick(host.label, elapsed)
+        time.sleep(min(5.0, max(0.5, timeout / 100)))
+        try:
+            now = (host.read(BOOT_ID).data or b"").decode().strip()
+        except MlxfixError:
+            host.close()
+            continue
+        if now and now != boot_id:
+            return
+        host.close()
 
 
 def reboot_command(host: Host) -> list[str]:

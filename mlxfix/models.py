@@ -79,6 +79,15 @@ class ChangeResult(_Model):
     warnings: list[str]
     errors: list[str]
     exit_code: int
+    verification: WaitedVerification | None = None
+
+
+class WaitedVerification(_Model):
+    """apply/rollback --wait: verify, run once the host came back."""
+
+    ok: bool
+    failed: list[str]
+    checks: list[CheckInfo]
 
 
 def change_result(report: ChangeReport, exit_code: int) -> ChangeResult:
@@ -131,6 +140,13 @@ def change_result(report: ChangeReport, exit_code: int) -> ChangeResult:
         warnings=report.warnings,
         errors=report.errors + list(getattr(report.error, "steps", []) or []),
         exit_code=exit_code,
+        verification=WaitedVerification(
+            ok=report.verification.ok,
+            failed=[c.name for c in report.verification.checks if not c.ok],
+            checks=[CheckInfo(name=c.name, ok=c.ok, detail=c.detail) for c in report.verification.checks],
+        )
+        if report.verification is not None
+        else None,
     )
 
 

@@ -15,7 +15,8 @@ import pytest
 
 
 class Sshd:
-    def __init__(self) -> None:
+    def __init__(self, wrapper: list[str] | None = None) -> None:
+        """``wrapper``: a command prefix that execs sshd (a mount namespace, for a sandboxed target)."""
         if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
             pytest.fail("needs root and Debian's openssh-server (.ci/run installs it)")
         self.dir = Path(tempfile.mkdtemp(prefix="mlxfix-sshd-"))
@@ -38,7 +39,8 @@ class Sshd:
             f"PidFile {self.dir / 'sshd.pid'}\nLogLevel ERROR\nMaxStartups 100\nMaxSessions 100\n"
         )
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(self.dir / "sshd_config")], stderr=subprocess.PIPE)
+        argv = ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.dir / "sshd_config")]
+        self.proc = subprocess.Popen([*(wrapper or []), *argv], stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as s:
