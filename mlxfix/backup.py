@@ -72,10 +72,11 @@ class Intent(BaseModel):
 
     format: Literal[1] = 1
     action: str
-    backup: str
+    backup: str  # this run's own backup: what undoes it
     started: str
     param: str
     files: list[str]
+    restores: str | None = None  # a rollback: the backup it was putting back
 
 
 def new_id(now: datetime | None = None) -> str:
@@ -91,13 +92,32 @@ def check_id(backup_id: str) -> str:
     return backup_id
 
 
+def discard_leftovers(host: Host) -> list[str]:
+    """Remove incomplete backups an interrupted run left (call it under the lock)."""
+    gone = []
+    for name in host.listdir(BACKUPS) or []:
+        if name.startswith(".partial-"):
+            host.remove_tree(f"{BACKUPS}/{name}")
+            gone.append(f"{BACKUPS}/{name}")
+    return gone
+
+
 def create(host: Host, plan: Plan, hostname: str) -> Manifest:
-    """Save the exact bytes, mode and owner of every file the plan changes; return the manifest."""
+    """Save the exact bytes, mode and owner of every file the plan changes; return the manifest. A
+    failure leaves no partial backup behind."""
     backup_id = new_id()
     host.make_private_dir(STATE_DIR)
     host.make_private_dir(BACKUPS)
     partial = f"{BACKUPS}/.partial-{backup_id}"
     host.make_private_dir(partial)
+    try:
+        return _fill(host, plan, hostname, backup_id, partial)
+    except BaseException:
+        host.remove_tree(partial)
+        raise
+
+
+def _fill(host: Host, plan: Plan, hostname: str, backup_id: str, partial: str) -> Manifest:
     files: list[ManifestFile] = []
     saved: dict[str, bytes] = {}
     sources: list[tuple[str, bytes, int, int, int, bool, str | None]] = [
@@ -186,12 +206,13 @@ def list_backups(host: Host) -> tuple[list[Manifest], list[str]]:
 
 def load(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]:
     """A backup and its files, every file checked against its sha256 (``None``: the newest)."""
-    if backup_id is None:
+    if backup_id is None:  # the newest apply: what "put the original back" means
         manifests, problems = list_backups(host)
-        if not manifests:
+        applied = [m for m in manifests if m.action == "apply"]
+        if not applied:
             detail = f" ({problems[0]})" if problems else ""
-            raise Refused(f"there is no backup to restore under {BACKUPS}{detail}")
-        backup_id = manifests[0].id
+            raise Refused(f"there is no backup of an apply to restore under {BACKUPS}{detail}")
+        backup_id = applied[0].id
     check_id(backup_id)
     if host.listdir(f"{BACKUPS}/{backup_id}") is None:
         raise UsageError(f"there is no backup {backup_id} (see: mlxfix backups)")
@@ -232,6 +253,7 @@ def write_intent(host: Host, plan: Plan, manifest: Manifest) -> None:
         started=datetime.now(UTC).isoformat(timespec="seconds"),
         param=plan.param,
         files=[w.path for w in plan.writes],
+        restores=plan.backup_id,
     )
     host.remove(INTENT)
     host.create_file(INTENT, intent.model_dump_json().encode() + b"\n")

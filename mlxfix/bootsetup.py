@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import grubfile
-from mlxfix.errors import Refused, UsageError
+from mlxfix.errors import FileError, Refused, UsageError
 from mlxfix.evaluate import evaluate
 
 if TYPE_CHECKING:
@@ -181,6 +181,10 @@ def _kernels(snap: Snapshot) -> tuple[tuple[str, ...], ...]:
 
 def detect(snap: Snapshot, override: str | None = None) -> BootSetup:
     """The boot setup of the host the snapshot was taken from; Refused when none is known."""
+    for path in (GRUB, KERNEL_CMDLINE):
+        info = snap.files.get(path)
+        if info is not None and not info.exists and info.error and "ermission" in info.error:
+            raise FileError(f"cannot read it: {info.error} (run as root)", path=path)
     efi = snap.exists(EFI)
     osr = _os_release(snap)
     distro = osr.get("PRETTY_NAME") or osr.get("ID") or "unknown distribution"

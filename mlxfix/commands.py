@@ -127,6 +127,8 @@ def apply(
     except MlxfixError as exc:
         report.error = exc
         report.errors.append(str(exc))
+    if report.outcome is not None:
+        report.warnings += report.outcome.warnings
     return report
 
 
@@ -149,7 +151,9 @@ def rollback(
     try:
         snap = snapshot(host)
         intent = backup.read_intent(host) if snap.exists(INTENT) else None
-        chosen = backup_id or (intent.backup if intent is not None and intent.backup else None)
+        chosen = backup_id
+        if chosen is None and intent is not None:  # finish what was interrupted
+            chosen = (intent.restores if intent.action == "rollback" else intent.backup) or None
         manifest, stored = backup.load(host, chosen)
         report.param = manifest.param
         paths = [f.path for f in manifest.files]
@@ -176,6 +180,8 @@ def rollback(
     except MlxfixError as exc:
         report.error = exc
         report.errors.append(str(exc))
+    if report.outcome is not None:
+        report.warnings += report.outcome.warnings
     return report
 
 

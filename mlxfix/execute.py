@@ -42,6 +42,7 @@ class Outcome:
     commands: list[CommandOutcome] = field(default_factory=list)
     restored: bool = False
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class Progress(Protocol):
@@ -114,6 +115,17 @@ def _validate(host: Host, plan: Plan) -> None:
         )
 
 
+def _discard_temp_files(host: Host, plan: Plan) -> list[str]:
+    """Temp files a killed run left beside the files it writes (``.NAME.mlxfix-XXXXXX``)."""
+    gone = []
+    for directory in sorted({w.path.rsplit("/", 1)[0] or "/" for w in plan.writes}):
+        for name in host.listdir(directory) or []:
+            if name.startswith(".") and ".mlxfix-" in name:
+                host.remove(f"{directory}/{name}")
+                gone.append(f"{directory}/{name}")
+    return gone
+
+
 def _check_after_commands(host: Host, plan: Plan) -> None:
     """grubby changes the BLS entries itself: read them back and make sure each one holds the
     parameter."""
@@ -174,6 +186,9 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
     if not plan.writes and not plan.commands:
         return outcome
     if not host.privileged():
+        if host.label != "localhost":
+            why = "the login is not root, and passwordless sudo is not available (log in as root, or allow sudo -n)"
+            raise Refused(f"{plan.action} changes the boot configuration of {host.label}, but {why}")
         raise Refused(f"{plan.action} changes the boot configuration: run it as root (or with --root on a tree you can write)")
     host.make_private_dir(STATE_DIR)
     with host.lock(backup.LOCK):
@@ -185,6 +200,8 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
                 raise Refused(
                     "the file changed since mlxfix read it (another admin or a package?); run mlxfix again", path=w.path
                 )
+        for leftover in backup.discard_leftovers(host) + _discard_temp_files(host, plan):
+            progress.step(f"removed {leftover}, left by an interrupted run")
         manifest = backup.create(host, plan, hostname)
         outcome.backup = manifest
         progress.step(f"backup {manifest.id} saved under {backup.BACKUPS}/{manifest.id}")
@@ -243,6 +260,9 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
             raise fail(exc) from None
         except KeyboardInterrupt:
             raise fail(Interrupted("interrupted (Ctrl-C)")) from None
-        backup.clear_intent(host)
+        try:
+            backup.clear_intent(host)
+        except MlxfixError as exc:  # everything is done; a stale intent only makes the next run regenerate again
+            outcome.warnings.append(f"could not remove the intent record ({exc}); the next run will regenerate once more")
         checkpoint("done")
     return outcome

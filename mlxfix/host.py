@@ -146,30 +146,68 @@ class Host(Protocol):
 # -- test hooks --------------------------------------------------------------------------------------
 
 
-class _Faults:
-    """Planned failures of OS calls, from MLXFIX_TEST_FAULTS (``op:N=ERRNO`` or ``op:*=ERRNO``)."""
+class _OsHooks:
+    """Test hooks on every OS call that changes something (create, write, fsync, rename, mkdir,
+    unlink), inert unless their variable is set:
 
-    def __init__(self, spec: str) -> None:
+    - ``MLXFIX_TEST_FAULTS=op:N=ERRNO[,...]``: the N-th call of that kind (or every one, ``op:*``)
+      fails with that errno;
+    - ``MLXFIX_TEST_CRASH_AT=op:N``: the process dies (SIGKILL) at the N-th such call of any kind,
+      halfway through it for a write; ``MLXFIX_TEST_CRASH_AT=STEP`` at a named ``checkpoint``;
+    - ``MLXFIX_TEST_OPS_LOG=FILE``: each call is logged, numbered, to FILE.
+    """
+
+    def __init__(self, faults: str, crash: str) -> None:
         self.rules: dict[str, tuple[str, int]] = {}
         self.counts: dict[str, int] = {}
-        for item in filter(None, (s.strip() for s in spec.split(","))):
+        self.total = 0
+        self.crash_at = int(crash[3:]) if crash.startswith("op:") and crash[3:].isdigit() else 0
+        self.log = os.environ.get("MLXFIX_TEST_OPS_LOG", "")  # one line per call: the crash points to explore
+        for item in filter(None, (x.strip() for x in faults.split(","))):
             target, _, err = item.partition("=")
             op, _, nth = target.partition(":")
             self.rules[op] = (nth or "*", getattr(errno, err, errno.EIO))
 
-    def check(self, op: str, path: str) -> None:
-        rule = self.rules.get(op)
-        if rule is None:
-            return
+    def check(self, op: str, path: str) -> bool:
+        """Count one OS call; raise an injected fault. True when the process must die now (the
+        caller does half of its write first)."""
+        self.total += 1
+        if self.log:
+            with open(self.log, "a") as fh:
+                fh.write(f"{self.total} {op} {path}\n")
         self.counts[op] = self.counts.get(op, 0) + 1
-        nth, code = rule
-        if nth == "*" or int(nth) == self.counts[op]:
-            raise OSError(code, os.strerror(code) + " (injected by MLXFIX_TEST_FAULTS)", path)
+        rule = self.rules.get(op)
+        if rule is not None:
+            nth, code = rule
+            if nth == "*" or int(nth) == self.counts[op]:
+                raise OSError(code, os.strerror(code) + " (injected by MLXFIX_TEST_FAULTS)", path)
+        if self.total == self.crash_at:
+            if op != "write":
+                _die()
+            return True
+        return False
 
 
-_FAULTS = _Faults(os.environ.get("MLXFIX_TEST_FAULTS", ""))
+def _die() -> None:
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+_HOOKS = _OsHooks(os.environ.get("MLXFIX_TEST_FAULTS", ""), os.environ.get("MLXFIX_TEST_CRASH_AT", ""))
 _CRASH_AT = os.environ.get("MLXFIX_TEST_CRASH_AT", "")
 _PAUSE_AT = os.environ.get("MLXFIX_TEST_PAUSE_AT", "")
+
+
+def _write_all(fd: int, data: bytes, path: str) -> None:
+    """os.write until everything is written (a crash hook may stop it halfway)."""
+    view = memoryview(data)
+    while view:
+        if _HOOKS.check("write", path):
+            os.write(fd, view[: len(view) // 2])
+            _die()
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 def checkpoint(step: str) -> None:
@@ -177,9 +215,7 @@ def checkpoint(step: str) -> None:
     SIGKILL; under MLXFIX_TEST_PAUSE_AT=step:FILE it creates FILE.reached and waits (60 s at most) for
     FILE.go, so that a test can break something (kill the SSH connection) at exactly this point."""
     if _CRASH_AT and step == _CRASH_AT:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
+        _die()
     if _PAUSE_AT and _PAUSE_AT.split(":", 1)[0] == step:
         import time
 
@@ -197,7 +233,7 @@ def checkpoint(step: str) -> None:
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        _FAULTS.check("fsync", path)
+        _HOOKS.check("fsync", path)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -363,25 +399,21 @@ class LocalHost:
                 )
         tmp = None
         try:
-            _FAULTS.check("create", path)
+            _HOOKS.check("create", path)
             import tempfile
 
             fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.mlxfix-", dir=directory)
             try:
-                view = memoryview(data)
-                while view:
-                    _FAULTS.check("write", path)
-                    n = os.write(fd, view)
-                    view = view[n:]
+                _write_all(fd, data, path)
                 if os.geteuid() == 0:
                     os.fchown(fd, uid, gid)
                 os.fchmod(fd, stat.S_IMODE(mode))
-                _FAULTS.check("fsync", path)
+                _HOOKS.check("fsync", path)
                 os.fsync(fd)
             finally:
                 os.close(fd)
             checkpoint("write-before-rename")
-            _FAULTS.check("rename", path)
+            _HOOKS.check("rename", path)
             os.rename(tmp, real)
             tmp = None
             checkpoint("write-after-rename")
@@ -394,13 +426,19 @@ class LocalHost:
                     os.unlink(tmp)
 
     def _refuse_unsafe_dir(self, directory: str, path: str) -> None:
-        """No write may follow a symlink planted in a directory another user can write."""
+        """No write may land in a directory another user controls (a symlink planted there, or a
+        file swapped under us): it must belong to root or to mlxfix's user, writable by no one else."""
         try:
             st = os.stat(directory)
         except OSError as exc:
             raise _explain(exc, "use the directory", path) from None
-        if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
-            raise HostError(f"refusing to write into {directory}: any user can write to it", path=path)
+        if st.st_uid not in (0, os.geteuid()):
+            raise HostError(f"refusing to write into {directory}: it belongs to uid {st.st_uid}", path=path)
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise HostError(
+                f"refusing to write into {directory}: other users can write to it (mode {stat.S_IMODE(st.st_mode):04o})",
+                path=path,
+            )
 
     def make_private_dir(self, path: str) -> None:
         """Create ``path`` (and parents) mode 0700; refuse it if it is a symlink, belongs to another
@@ -409,7 +447,7 @@ class LocalHost:
         try:
             os.makedirs(os.path.dirname(real), exist_ok=True)
             try:
-                _FAULTS.check("mkdir", path)
+                _HOOKS.check("mkdir", path)
                 os.mkdir(real, 0o700)
             except FileExistsError:
                 pass
@@ -427,15 +465,11 @@ class LocalHost:
         """Create a new file with O_EXCL|O_NOFOLLOW and fsync it (backups, manifests, state)."""
         real = self.real(path)
         try:
-            _FAULTS.check("create", path)
+            _HOOKS.check("create", path)
             fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
             try:
-                view = memoryview(data)
-                while view:
-                    _FAULTS.check("write", path)
-                    n = os.write(fd, view)
-                    view = view[n:]
-                _FAULTS.check("fsync", path)
+                _write_all(fd, data, path)
+                _HOOKS.check("fsync", path)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -445,7 +479,7 @@ class LocalHost:
     def rename(self, src: str, dst: str) -> None:
         """Rename within one directory tree and fsync the destination's directory."""
         try:
-            _FAULTS.check("rename", dst)
+            _HOOKS.check("rename", dst)
             os.rename(self.real(src), self.real(dst))
             _fsync_dir(os.path.dirname(self.real(dst)))
         except OSError as exc:
@@ -455,6 +489,7 @@ class LocalHost:
         """Remove a file (absent is fine) and make the removal durable."""
         real = self.real(path)
         try:
+            _HOOKS.check("unlink", path)
             os.unlink(real)
         except FileNotFoundError:
             return

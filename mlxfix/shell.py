@@ -208,6 +208,7 @@ _RESERVED = frozenset(
     {"if", "then", "else", "elif", "fi", "do", "done", "case", "esac", "while", "until", "for", "{", "}", "!", "in"}
 )
 _STARTERS = frozenset({"if", "while", "until", "for", "case", "{"})
+MAX_DEPTH = 64
 _PARAM_OPS = (":-", ":=", ":?", ":+", "%%", "##", "-", "=", "?", "+", "%", "#")
 
 
@@ -254,10 +255,11 @@ def literal_atoms(quote: QuoteKind, raw: str) -> list[tuple[int, int, str]]:
 class _Parser:
     """Recursive descent over the text; raises ShellSyntaxError with the offending offset."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, depth: int = 0) -> None:
         self.text = text
         self.n = len(text)
         self.pos = 0
+        self.depth = depth  # nesting of lists, words and quotes: bounded, so hostile input cannot recurse away
         self.heredocs: list[tuple[str, bool, bool]] = []  # (delimiter, strip tabs, body expands)
 
     # -- small helpers -------------------------------------------------------------------------------
@@ -362,8 +364,20 @@ class _Parser:
 
     # -- words ---------------------------------------------------------------------------------------
 
+    def nest(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"nested more than {MAX_DEPTH} levels deep; mlxfix does not follow it")
+
     def word(self) -> Word:
         """Parse a word at the current position (which must be a word start)."""
+        self.nest()
+        try:
+            return self._word()
+        finally:
+            self.depth -= 1
+
+    def _word(self) -> Word:
         start = self.pos
         parts: list[Part] = []
         bare_start = -1
@@ -416,10 +430,12 @@ class _Parser:
     def double_quoted(self) -> DoubleQuoted:
         saved = self._inside_double_quotes
         self._inside_double_quotes = True
+        self.nest()
         try:
             return self._double_quoted()
         finally:
             self._inside_double_quotes = saved
+            self.depth -= 1
 
     def _double_quoted(self) -> DoubleQuoted:
         start = self.pos
@@ -476,7 +492,7 @@ class _Parser:
         inner = self.text[start + 1 : self.pos - 1]
         escapable = '\\`$"' if self._inside_double_quotes else "\\`$"
         inner = re.sub(r"\\([" + re.escape(escapable) + "])", r"\1", inner) if "\\" in inner else inner
-        sub = _Parser(inner)
+        sub = _Parser(inner, self.depth + 1)
         try:
             sub.command_list(frozenset(), lenient=True)  # dash ignores what follows the commands
         except ShellSyntaxError as exc:
@@ -572,6 +588,13 @@ class _Parser:
 
     def brace_word(self, in_dq: bool) -> Word:
         """The word after a ${NAME op ...} operator, up to the closing brace (blanks are literal)."""
+        self.nest()
+        try:
+            return self._brace_word(in_dq)
+        finally:
+            self.depth -= 1
+
+    def _brace_word(self, in_dq: bool) -> Word:
         start = self.pos
         parts: list[Part] = []
         text = self.text
@@ -630,6 +653,13 @@ class _Parser:
     ) -> list[AndOr]:
         """Commands separated by ';', '&' or newlines, up to a stop word, ')' or ';;' (not consumed).
         ``lenient`` stops quietly at anything unexpected, as dash does inside `...`."""
+        self.nest()
+        try:
+            return self._command_list(stop_words, stop_paren, stop_dsemi, lenient)
+        finally:
+            self.depth -= 1
+
+    def _command_list(self, stop_words: frozenset[str], stop_paren: bool, stop_dsemi: bool, lenient: bool) -> list[AndOr]:
         commands: list[AndOr] = []
         while True:
             self.linebreak()

@@ -30,10 +30,11 @@ __all__ = ["SshHost", "import_plumbum", "parse_target"]
 _TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+))(?::(?P<port>\d{1,5}))?$")
 
 # The login shell becomes a root shell: directly when the login is root, else through sudo -n.
+# (Without either it stays an ordinary shell: reads and dry runs work, changes are refused.)
 _ROOT_SHELL = (
     'if [ "$(id -u)" = 0 ]; then exec /bin/sh; fi\n'
     "if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then exec sudo -n /bin/sh; fi\n"
-    "echo MLXFIX-NOT-ROOT >&2; exit 97"
+    "exec /bin/sh"
 )
 
 
@@ -89,6 +90,7 @@ emit() {  # one file: F path exists mode uid gid islink linktarget isdir error d
     if [ -L "$f" ]; then islink=1; link=$(b "$(readlink "$f")"); fi
     if [ ! -e "$f" ]; then
         [ "$islink" = 1 ] && err=$(b 'dangling symlink')
+        case "$(stat -c %f "$f" 2>&1)" in *"ermission denied"*) err=$(b 'Permission denied') ;; esac
         printf 'F %s 0 0 0 0 %s %s 0 %s -\n' "$(b "$1")" "$islink" "$link" "$err"; return
     fi
     set -- "$1" $(stat -L -c '%f %u %g %s' "$f" 2>/dev/null || echo '0 0 0 0')
@@ -178,9 +180,6 @@ class SshHost:
             )
         if "Permission denied" in text or "Too many authentication failures" in text:
             return HostError(f"{where}: authentication refused (key, agent or user wrong?)")
-        if "MLXFIX-NOT-ROOT" in text or getattr(exc, "retcode", None) == 97:
-            why = "logged in as a user who is not root, and passwordless sudo is not available"
-            return HostError(f"{where}: {why} (log in as root, or allow sudo -n)")
         if "Could not resolve" in text or "Name or service not known" in text:
             return HostError(f"{where}: the host name does not resolve")
         if "Connection refused" in text or "No route to host" in text or "timed out" in text or "Connection closed" in text:
@@ -300,8 +299,9 @@ class SshHost:
             )
         script = (
             f'set -e\nt={q(target)}; d=$(dirname "$t")\n'
-            'case "$(stat -c %a "$d")" in *[2367])  # writable by others: only with the sticky bit\n'
-            '  [ -k "$d" ] || { echo "refusing to write into $d: any user can write to it" >&2; exit 3; } ;; esac\n'
+            'set -- $(stat -c "%u %a" "$d")  # the directory: ours or root\'s, writable by no one else\n'
+            '[ "$1" = 0 ] || [ "$1" = "$(id -u)" ] || { echo "refusing to write into $d: it belongs to uid $1" >&2; exit 3; }\n'
+            'case "$2" in *[2367]? | *[2367]) echo "refusing to write into $d: other users can write to it" >&2; exit 3 ;; esac\n'
             f'{check}tmp=$(mktemp "$d/.${{t##*/}}.mlxfix-XXXXXX")\n'
             "trap 'rm -f \"$tmp\"' EXIT\n"
             f'printf %s {q(_b64(data))} | base64 -d > "$tmp"\n'

@@ -126,10 +126,18 @@ def test_not_root_and_no_sudo(sshd: Sshd, tmp_path: Path) -> None:
     except KeyError:
         subprocess.run(["useradd", "-M", "-s", "/bin/sh", "-d", "/nonexistent", user], check=True)
     subprocess.run(["usermod", "-p", "*", user], check=True)  # no password, but not locked: sshd lets the key in
-    proc = remote(sshd, "apply", "--dry-run", "--root", str(tree(tmp_path)), target=f"{user}@127.0.0.1:{sshd.port}")
+    there = tree(tmp_path)
+    for p in (tmp_path, *tmp_path.parents):  # let the user reach the tree (pytest makes its dirs 0700)
+        if p.stat().st_mode & 0o001 == 0:
+            p.chmod(p.stat().st_mode | 0o005)
+    target = f"{user}@127.0.0.1:{sshd.port}"
+    dry = remote(sshd, "apply", "--dry-run", "--root", str(there), target=target)
+    assert dry.returncode == 0, dry.stderr  # reading needs no privilege
+    before = snapshot(there)
+    proc = remote(sshd, "apply", "--yes", "--root", str(there), target=target)
     assert proc.returncode == 1
-    assert "not root" in proc.stderr
-    assert "sudo" in proc.stderr
+    assert f"{target}, but the login is not root, and passwordless sudo is not available" in proc.stderr
+    assert snapshot(there) == before
 
 
 @pytest.mark.parametrize("step", ["after-backup", "write-before-rename", "write-after-rename", "after-write"])
