@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["ChangeReport", "apply", "backups", "diagnose", "reboot_command", "rollback", "verify"]
 
 INTENT = "/var/lib/mlxfix/intent.json"
+BACKUPS = "/var/lib/mlxfix/backups"
 
 
 @dataclass
@@ -70,7 +71,15 @@ def snapshot(host: Host, *, with_status: bool = True) -> Snapshot:
     """One batched read of everything detection and planning need."""
     files, listings, globs, tools = gather_request()
     status = [["proxmox-boot-tool", "status"]] if with_status else []
-    return host.gather([*files, INTENT], listings, globs, tools, status)
+    return host.gather([*files, INTENT], [*listings, BACKUPS], globs, tools, status)
+
+
+def _tidy_if_needed(host: Host, snap: Snapshot, progress: Progress | None) -> None:
+    """A run with nothing to change still clears what an interrupted one left (partial backups)."""
+    if any(n.startswith(".partial-") for n in snap.listings.get(BACKUPS) or []) and host.privileged():
+        from mlxfix.execute import tidy
+
+        tidy(host, progress)
 
 
 def _interrupted(snap: Snapshot) -> str | None:
@@ -111,11 +120,14 @@ def apply(
     """``mlxfix apply``: plan; print it (dry run) or execute it after confirmation."""
     report = ChangeReport("apply", host.label, host.root, dry_run, param)
     try:
-        plan, _ = plan_apply(host, param, boot_setup)
+        plan, snap = plan_apply(host, param, boot_setup)
         plan = _without_commands(plan, report) if no_update else plan
         report.plan = plan
         report.warnings += plan.warnings
-        if dry_run or not (plan.writes or plan.commands):
+        if dry_run:
+            return report
+        if not (plan.writes or plan.commands):
+            _tidy_if_needed(host, snap, progress)
             return report
         if not confirm(plan):
             raise Refused("not confirmed; nothing was changed")
@@ -164,9 +176,12 @@ def rollback(
         plan = _without_commands(plan, report) if no_update else plan
         report.plan = plan
         report.warnings += plan.warnings
-        if dry_run or not (plan.writes or plan.commands):
-            if not dry_run and intent is not None:
+        if dry_run:
+            return report
+        if not (plan.writes or plan.commands):
+            if intent is not None:
                 backup.clear_intent(host)
+            _tidy_if_needed(host, snap, progress)
             return report
         if not confirm(plan):
             raise Refused("not confirmed; nothing was changed")
@@ -274,7 +289,8 @@ _JOURNAL = ["journalctl", "-k", "-b", "0", "--no-pager", "-o", "short-monotonic"
 def diagnose(host: Host) -> Diagnosis:
     """``mlxfix diagnose``: read the facts (two batched reads), then judge them."""
     from mlxfix import diagnose as diag
-    from mlxfix.bootsetup import TOOLS, gather_request
+    from mlxfix.bootsetup import KERNEL_CMDLINE, TOOLS, gather_request
+    from mlxfix.plan import world_writable
 
     files, listings, globs, _ = gather_request()
     commands = [["systemd-detect-virt", "--vm"], ["pveversion"], ["proxmox-boot-tool", "status"], _JOURNAL]
@@ -294,7 +310,9 @@ def diagnose(host: Host) -> Diagnosis:
         snap.listings.update(extra.listings)
     configured, source = _configured_cmdline(snap)
     log_text, log_source = _kernel_log(host, snap)
-    return diag.analyse(snap, configured, source, log_text, log_source)
+    diagnosis = diag.analyse(snap, configured, source, log_text, log_source)
+    boot_files = ["/etc/default/grub", *snap.globs.get("/etc/default/grub.d/*.cfg", []), KERNEL_CMDLINE]
+    return diagnosis._replace(warnings=(*diagnosis.warnings, *world_writable(snap, boot_files)))
 
 
 def _configured_cmdline(snap: Snapshot) -> tuple[str | None, str]:

@@ -115,14 +115,20 @@ def _validate(host: Host, plan: Plan) -> None:
         )
 
 
+# Where mlxfix ever writes: an interrupted run's temp files can only be there.
+_WRITTEN_DIRS = ("/etc/default", "/etc/default/grub.d", "/etc/kernel", "/boot/loader/entries", "/boot/grub2")
+
+
 def _discard_temp_files(host: Host, plan: Plan) -> list[str]:
     """Temp files a killed run left beside the files it writes (``.NAME.mlxfix-XXXXXX``)."""
+    dirs = sorted({*_WRITTEN_DIRS, *(w.path.rsplit("/", 1)[0] or "/" for w in plan.writes)})
+    patterns = [f"{d}/.*.mlxfix-*" for d in dirs]
+    found = host.gather([], globs=patterns).globs
     gone = []
-    for directory in sorted({w.path.rsplit("/", 1)[0] or "/" for w in plan.writes}):
-        for name in host.listdir(directory) or []:
-            if name.startswith(".") and ".mlxfix-" in name:
-                host.remove(f"{directory}/{name}")
-                gone.append(f"{directory}/{name}")
+    for pattern in patterns:
+        for path in found.get(pattern, []):
+            host.remove(path)
+            gone.append(path)
     return gone
 
 
@@ -139,19 +145,29 @@ def _check_after_commands(host: Host, plan: Plan) -> None:
         raise CommandFailed(f"after grubby, {len(wrong)} boot entries do not hold the planned arguments", path=wrong[0])
 
 
-def _restore(host: Host, manifest: Manifest, stored: dict[str, bytes], progress: Progress) -> list[str]:
-    """Put every file of the backup back; return the paths that could not be restored."""
+def _restore(
+    host: Host, manifest: Manifest, stored: dict[str, bytes], progress: Progress, touched: set[str], outcome: Outcome
+) -> list[str]:
+    """Put back the files this run changed (``touched``); return the paths that could not be
+    restored. A file that holds neither its original bytes nor what this run wrote was changed by
+    someone else in the meantime: it is left alone, and said so."""
     failed = []
     for entry in manifest.files:
+        if entry.path not in touched:
+            continue
         data = stored[entry.path]
         try:
             current = host.read(entry.path)
-            if current.data is not None and sha256(current.data) == entry.sha256:
+            now = sha256(current.data) if current.data is not None else None
+            if now == entry.sha256:
+                continue
+            if entry.written_sha256 is not None and now not in (entry.written_sha256, None):
+                outcome.warnings.append(f"{entry.path} was changed by someone else meanwhile: left as it is, not restored")
                 continue
             if not entry.existed:
                 host.remove(entry.path)
             else:
-                host.write_atomic(entry.path, data, mode=entry.mode, uid=entry.uid, gid=entry.gid, expect_sha256=None)
+                host.write_atomic(entry.path, data, mode=entry.mode, uid=entry.uid, gid=entry.gid, expect_sha256=now)
                 _verify_written(host, entry.path, data)
             progress.step(f"restored {entry.path} from backup {manifest.id}")
         except MlxfixError:
@@ -176,6 +192,14 @@ def _run(host: Host, argv: tuple[str, ...], progress: Progress) -> CommandResult
     result = host.run(argv, on_output=progress.output)
     progress.command_end(result)
     return result
+
+
+def tidy(host: Host, progress: Progress | None = None) -> None:
+    """Remove what an interrupted run left (partial backups), under the lock."""
+    progress = progress or Quiet()
+    with host.lock(backup.LOCK):
+        for leftover in backup.discard_leftovers(host):
+            progress.step(f"removed {leftover}, left by an interrupted run")
 
 
 def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = None, outcome: Outcome | None = None) -> Outcome:
@@ -206,11 +230,13 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
         outcome.backup = manifest
         progress.step(f"backup {manifest.id} saved under {backup.BACKUPS}/{manifest.id}")
         stored = {w.path: w.before for w in plan.writes} | {i.path: i.data or b"" for i in plan.backup_only}
-        backup.write_intent(host, plan, manifest)
+
+        attempted: set[str] = set()
 
         def fail(err: MlxfixError) -> MlxfixError:
             """Restore, regenerate from the restored files, and say how it ended."""
-            unrestored = _restore(host, manifest, stored, progress)
+            touched = attempted | ({i.path for i in plan.backup_only} if outcome.commands else set())
+            unrestored = _restore(host, manifest, stored, progress, touched, outcome)
             outcome.restored = not unrestored
             unregenerated: list[str] = []
             if not unrestored and host.runs_commands:
@@ -235,8 +261,10 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
             return err
 
         try:
+            backup.write_intent(host, plan, manifest)
             for w in plan.writes:
                 expect = w.before_sha256 if w.existed else None
+                attempted.add(w.path)  # even a write that fails after its rename must be undone
                 host.write_atomic(w.path, w.after, mode=w.mode, uid=w.uid, gid=w.gid, expect_sha256=expect)
                 _verify_written(host, w.path, w.after)
                 outcome.written.append(w.path)

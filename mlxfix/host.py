@@ -319,7 +319,8 @@ class LocalHost:
         return FileInfo(path, True, data, st.st_mode, st.st_uid, st.st_gid, is_link, link)
 
     def expand(self, pattern: str) -> list[str]:
-        """The host paths that match a shell pattern, sorted; ``*`` does not match dot files."""
+        """The host paths that match a shell pattern, sorted; as in sh, only a pattern that starts
+        with a dot matches dot files."""
         import fnmatch
 
         current = [""]
@@ -329,7 +330,7 @@ class LocalHost:
                     f"{base}/{entry}"
                     for base in current
                     for entry in (self.listdir(base or "/") or [])
-                    if fnmatch.fnmatchcase(entry, part) and not entry.startswith(".")
+                    if fnmatch.fnmatchcase(entry, part) and (part.startswith(".") or not entry.startswith("."))
                 ]
             else:
                 current = [f"{base}/{part}" for base in current]

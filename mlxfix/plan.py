@@ -117,7 +117,8 @@ def _write(info: FileInfo, after: bytes, why: str) -> FileWrite:
     return FileWrite(info.path, info.data, after, info.mode, info.uid, info.gid, why)
 
 
-def _world_writable(snap: Snapshot, paths: list[str]) -> list[str]:
+def world_writable(snap: Snapshot, paths: list[str]) -> list[str]:
+    """A finding, not a refusal: any local user can already change how this host boots."""
     found = []
     for p in paths:
         info = snap.files.get(p)
@@ -156,7 +157,7 @@ def make_apply_plan(snap: Snapshot, setup: BootSetup, param: Param, *, finishing
     if setup.edits_grub:
         main = _info(snap, GRUB)
         sources = grub_sources(snap)
-        warnings += _world_writable(snap, [s.path for s in sources])
+        warnings += world_writable(snap, [s.path for s in sources])
         anchor = "GRUB_CMDLINE_LINUX_DEFAULT" if setup.variable == "GRUB_CMDLINE_LINUX" else "GRUB_CMDLINE_LINUX"
         edit = plan_grub_edit(sources, param, setup.variable, anchor)
         target = f"{edit.path}:{edit.line}" if edit.line else edit.path
@@ -182,7 +183,7 @@ def make_apply_plan(snap: Snapshot, setup: BootSetup, param: Param, *, finishing
     else:
         info = _info(snap, KERNEL_CMDLINE)
         assert info.data is not None
-        warnings += _world_writable(snap, [KERNEL_CMDLINE])
+        warnings += world_writable(snap, [KERNEL_CMDLINE])
         fedit = kernelcmdline.plan_cmdline_file_edit(info.data, param)
         target = KERNEL_CMDLINE
         before, after = fedit.before, fedit.after

@@ -168,3 +168,33 @@ def test_reboot_runs_only_when_asked(sandbox: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json_of(proc.stdout)["rebooting"] is True
     assert record.read_text() == "--in 5s\n"
+
+
+def test_a_killed_regeneration_restores_the_files(sandbox: Path) -> None:
+    original = (sandbox / "default" / "grub").read_bytes()
+    killer = sandbox / "bin" / "update-grub"
+    killer.write_text("#!/bin/sh\necho 'Generating grub configuration file ...'\nkill -9 $$\n")
+    killer.chmod(0o755)
+    proc = mlxfix(sandbox, "apply", "--yes", path_prefix=str(sandbox / "bin"))
+    assert proc.returncode == 3, proc.stderr  # killed again when re-run on the restored files
+    assert "exit code -9" in proc.stderr
+    assert (sandbox / "default" / "grub").read_bytes() == original
+
+
+def test_mlxfix_killed_during_the_regeneration_is_finished_by_the_next_run(sandbox: Path) -> None:
+    """The crash point "during the regeneration": update-grub kills mlxfix (its parent) and carries on."""
+    wrapper = sandbox / "bin" / "update-grub"
+    wrapper.write_text('#!/bin/sh\nkill -9 $PPID\nexec /usr/sbin/update-grub "$@"\n')
+    wrapper.chmod(0o755)
+    proc = mlxfix(sandbox, "apply", "--yes", path_prefix=str(sandbox / "bin"))
+    assert proc.returncode == -9
+    assert (sandbox / "state" / "intent.json").exists()  # the next run will know
+    wrapper.unlink()
+    proc = mlxfix(sandbox, "apply", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json_of(proc.stdout)
+    assert [c["argv"] for c in doc["commands"]] == [["update-grub"]]  # type: ignore[index]  # regenerated again
+    assert not (sandbox / "state" / "intent.json").exists()
+    normal, _ = linux_lines(sandbox)
+    assert normal
+    assert all("pci=realloc=off" in ln for ln in normal)
