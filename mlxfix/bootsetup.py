@@ -14,6 +14,7 @@ from mlxfix.errors import FileError, Refused, UsageError
 from mlxfix.evaluate import evaluate
 
 if TYPE_CHECKING:
+    from mlxfix.evaluate import Evaluation
     from mlxfix.host import Snapshot
 
 __all__ = ["SETUPS", "BootSetup", "detect", "gather_request"]
@@ -119,16 +120,27 @@ def gather_request() -> tuple[list[str], list[str], list[str], list[str]]:
 
 
 def grub_sources(snap: Snapshot) -> list[grubfile.GrubFile]:
-    """/etc/default/grub, then grub.d/*.cfg in the order grub-mkconfig sources them."""
-    sources = []
-    data = snap.data(GRUB)
-    if data is not None:
-        sources.append(grubfile.parse(data, GRUB))
-    for path in snap.globs.get(f"{GRUB_D}/*.cfg", []):
-        d = snap.data(path)
-        if d is not None:
-            sources.append(grubfile.parse(d, path))
-    return sources
+    """/etc/default/grub, then grub.d/*.cfg in the order grub-mkconfig sources them; parsed once per
+    snapshot (detection, the plan and the configured command line all ask)."""
+    inputs = [(path, d) for path in (GRUB, *snap.globs.get(f"{GRUB_D}/*.cfg", [])) if (d := snap.data(path)) is not None]
+    memo = snap.derived.get("grub_sources")
+    if memo is not None and len(memo[0]) == len(inputs) and all(a[1] is b[1] for a, b in zip(memo[0], inputs, strict=True)):
+        return list(memo[1])
+    sources = [grubfile.parse(d, path) for path, d in inputs]
+    snap.derived["grub_sources"] = (inputs, sources)
+    snap.derived.pop("grub_evaluation", None)
+    return list(sources)
+
+
+def grub_evaluation(snap: Snapshot) -> Evaluation | None:
+    """What sh computes from the grub files (None without files, or when one does not parse); once."""
+    sources = grub_sources(snap)
+    if not sources or any(s.error for s in sources):
+        return None
+    if "grub_evaluation" not in snap.derived:
+        snap.derived["grub_evaluation"] = evaluate(sources)
+    ev: Evaluation = snap.derived["grub_evaluation"]
+    return ev
 
 
 def _os_release(snap: Snapshot) -> dict[str, str]:
@@ -141,11 +153,8 @@ def _os_release(snap: Snapshot) -> dict[str, str]:
 
 
 def _bls_enabled(snap: Snapshot) -> bool:
-    sources = grub_sources(snap)
-    if not sources or any(s.error for s in sources):
-        return False
-    value = evaluate(sources).value("GRUB_ENABLE_BLSCFG")
-    return value == "true"
+    ev = grub_evaluation(snap)
+    return ev is not None and ev.value("GRUB_ENABLE_BLSCFG") == "true"
 
 
 def _grub2_cfg(snap: Snapshot, efi: bool) -> tuple[str, str]:

@@ -19,6 +19,7 @@ from mlxfix.shell import Assign, DoubleQuoted, Expansion, Literal, Word
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+    from collections.abc import Set as AbstractSet
 
     from mlxfix.grubfile import GrubFile
 
@@ -61,6 +62,87 @@ def text_of(value: Value) -> str:
     return "".join(r.text for r in value)
 
 
+class Deps:
+    """The assignments (ids of their Assign nodes) a value was computed from, as a DAG of shared parts.
+
+    Values pass their dependencies on to the values computed from them, and ``eval`` or ``source``
+    makes every variable depend on every other: as flat sets these copies grow with the file and a long
+    file costs quadratic time. Parts are shared instead, so each merge costs the number of parts.
+    """
+
+    __slots__ = ("ids", "parts")
+    ids: frozenset[int]
+    parts: tuple[Deps, ...]
+
+    def __init__(self, ids: Iterable[int] = (), parts: Iterable[Deps] = ()) -> None:
+        self.ids = frozenset(ids)
+        self.parts = tuple({id(p): p for p in parts if p.ids or p.parts}.values()) if parts else ()
+
+    def meets(self, ids: AbstractSet[int], memo: dict[int, bool] | None = None) -> bool:
+        """Whether any of ``ids`` is among these dependencies (``memo``: shared across calls)."""
+        memo = {} if memo is None else memo  # id(node) -> True (meets) or False (nothing beneath does)
+        visited: list[int] = []
+        stack: list[Deps] = [self]
+        while stack:
+            node = stack.pop()
+            known = memo.get(id(node))
+            if known is None:
+                visited.append(id(node))
+                memo[id(node)] = False  # parts are built before the node holding them: no cycles
+                if node.ids.isdisjoint(ids):
+                    stack.extend(node.parts)
+                    continue
+                known = True
+            if known:
+                for key in visited:  # only a search that found nothing has explored all it saw
+                    del memo[key]
+                memo[id(self)] = True
+                return True
+        return False
+
+    def all_ids(self) -> frozenset[int]:
+        """Every id, flattened (for tests and debugging: O(size))."""
+        out: set[int] = set()
+        seen: set[int] = set()
+        stack: list[Deps] = [self]
+        while stack:
+            node = stack.pop()
+            if id(node) not in seen:
+                seen.add(id(node))
+                out |= node.ids
+                stack.extend(node.parts)
+        return frozenset(out)
+
+
+_NO_DEPS = Deps()
+
+
+class _DepsBuilder:
+    """``Deps`` being collected for one word or statement: ids of its own, parts from what it reads."""
+
+    __slots__ = ("ids", "parts")
+    ids: set[int]
+    parts: dict[int, Deps]
+
+    def __init__(self, ids: Iterable[int] = (), parts: Iterable[Deps] = ()) -> None:
+        self.ids = set(ids)
+        self.parts = {id(p): p for p in parts}
+
+    def add(self, deps: Deps) -> None:
+        if deps.ids or deps.parts:
+            self.parts[id(deps)] = deps
+
+    def freeze(self) -> Deps:
+        if not self.ids and len(self.parts) == 1:
+            return next(iter(self.parts.values()))  # nothing new: share the one part
+        if not self.parts:
+            return Deps(self.ids)
+        return Deps(self.ids, self.parts.values())
+
+    def copy(self) -> _DepsBuilder:
+        return _DepsBuilder(self.ids, self.parts.values())
+
+
 class Binding(NamedTuple):
     """A variable's value after some statement. ``assign`` is the top-level assignment that set it
     (None when a nested or dynamic statement did)."""
@@ -71,7 +153,7 @@ class Binding(NamedTuple):
     statement: int
     assign: Assign | None = None
     leaves: tuple[Leaf, ...] = ()  # which part of ``assign.value`` produced which characters
-    via: frozenset[int] = frozenset()  # ids of the Assign nodes this value was computed from
+    via: Deps = _NO_DEPS  # the Assign nodes this value was computed from
 
     @property
     def known(self) -> bool:
@@ -131,7 +213,7 @@ class _Evaluator:
         self.skippable: Unknown | None = None  # a possible exit/return earlier (return: in this file)
         self.exits = False
         self.current = 0
-        self.via: set[int] = set()  # assignments read by the word or statement being evaluated
+        self.via = _DepsBuilder()  # assignments read by the word or statement being evaluated
 
     # -- bookkeeping ---------------------------------------------------------------------------------
 
@@ -142,9 +224,16 @@ class _Evaluator:
         return f"line {line}" if file == self.current else f"{f.path}:{line}"
 
     def bind(
-        self, name: str, value: Value | Unknown, file: int, statement: int, assign: Assign | None, leaves: tuple[Leaf, ...] = ()
+        self,
+        name: str,
+        value: Value | Unknown,
+        file: int,
+        statement: int,
+        assign: Assign | None,
+        leaves: tuple[Leaf, ...] = (),
+        via: Deps | None = None,
     ) -> None:
-        b = Binding(name, value, file, statement, assign, leaves, frozenset(self.via))
+        b = Binding(name, value, file, statement, assign, leaves, self.via.freeze() if via is None else via)
         self.env[name] = b
         self.result.history.setdefault(name, []).append(b)
 
@@ -154,7 +243,7 @@ class _Evaluator:
             for m in _READ.finditer(text):
                 b = self.env.get(m.group(1))
                 if b is not None:
-                    self.via.update(b.via)
+                    self.via.add(b.via)
 
     def lookup(self, name: str) -> Value | Unknown | None:
         b = self.env.get(name)
@@ -169,6 +258,14 @@ class _Evaluator:
     def word(self, word: Word, file: int, editable: bool = True, leaves: list[Leaf] | None = None) -> Value | Unknown:
         """The value of a word in assignment context. Every part is evaluated even after an unknown
         one, so that ``self.via`` learns every variable the word reads."""
+        if len(word.parts) == 1:  # the common value, one literal or one "..." with one: no bookkeeping
+            only = word.parts[0]
+            container = only if isinstance(only, DoubleQuoted) else None
+            q = (only.parts[0] if len(only.parts) == 1 else None) if isinstance(only, DoubleQuoted) else only
+            if isinstance(q, Literal) and (q.quote != "" or "~" not in q.text):
+                if leaves is not None:
+                    leaves.append(Leaf(q, container, 0, len(q.text)))
+                return (Run(q.text, file, q if editable else None),)
         runs: list[Run] = []
         size = 0
         unknown: Unknown | None = None
@@ -220,7 +317,7 @@ class _Evaluator:
             for m in _NAME.finditer(text):
                 b = self.env.get(m.group(0))
                 if b is not None:
-                    self.via.update(b.via)
+                    self.via.add(b.via)
             return Unknown(f"arithmetic ({_short(text)})", file, e.start)
         if not (e.name[0].isalpha() or e.name[0] == "_"):
             return Unknown(f"the special parameter ${e.name}", file, e.start)
@@ -269,7 +366,7 @@ class _Evaluator:
                     self.assignment(st.assignments, index, s_index)
                 else:
                     assert st.unit.command is not None
-                    self.via = set()
+                    self.via = _DepsBuilder()
                     self.note_reads(f.text[st.start : st.end])
                     effects = _Effects()
                     if st.unit.separator != "&":  # a background job runs in a subshell
@@ -280,32 +377,36 @@ class _Evaluator:
     def assignment(self, items: Iterable[Assign], file: int, statement: int) -> None:
         for a in items:
             leaves: list[Leaf] = []
-            self.via = {id(a)}
+            self.via = _DepsBuilder((id(a),))
             if self.skippable is not None:
                 value: Value | Unknown = self.skippable
             else:
                 value = self.word(a.value, file, leaves=leaves)
                 text = self.files[file].text
-                for name, pos in _assigned_in_word(a.value, text):
+                has_expansion = text.find("$", a.value.start, a.value.end) >= 0  # the common case has none
+                for name, pos in _assigned_in_word(a.value, text) if has_expansion else ():
                     why = Unknown(f"{name} is assigned by an expansion on {self.where(file, pos)}", file, pos)
                     self.bind(name, why, file, statement, None)
             self.bind(a.name, value, file, statement, a if self.skippable is None else None, tuple(leaves))
 
     def poison(self, why: Unknown) -> None:
         for b in self.env.values():  # eval/source may read any variable
-            self.via.update(b.via)
+            self.via.add(b.via)
         self.result.poisoned = why
+        shared = self.via.freeze()
         for name in list(self.env):
-            self.bind(name, why, why.file, -1, None)
+            self.bind(name, why, why.file, -1, None, via=shared)
 
     def apply(self, fx: _Effects, file: int, statement: int) -> None:
         self.functions.update(fx.defines)
         for name, body in fx.defines.items():
             self.function_text[name] = self.files[file].text[body.start : body.end]
-        reads = set(self.via)
+        reads = self.via
         for name, (pos, context) in fx.assigned.items():
             prior = self.env.get(name)  # the assignment may not run: the old value may survive
-            self.via = reads | (prior.via if prior is not None else set())
+            self.via = reads.copy()
+            if prior is not None:
+                self.via.add(prior.via)
             where = self.where(file, pos)
             why = f"{name} is changed by the command on {where}" if context == "top" else f"{name} is assigned inside {context}"
             self.bind(name, Unknown(why, file, pos), file, statement, None)

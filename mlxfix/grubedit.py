@@ -52,6 +52,7 @@ class GrubEdit(NamedTuple):
     line: int
     action: str  # "present", "edited" or "added"
     notes: tuple[str, ...] = ()
+    checked: Evaluation | None = None  # what sh computes from the edited files: the check's own evaluation
 
     @property
     def changed(self) -> bool:
@@ -99,15 +100,17 @@ def plan_grub_edit(
     param: Param,
     variable: str = "GRUB_CMDLINE_LINUX_DEFAULT",
     anchor: str = "GRUB_CMDLINE_LINUX",
+    evaluation: Evaluation | None = None,
 ) -> GrubEdit:
     """Plan the edit that makes ``param`` hold exactly once in ``variable`` as sh computes it after
     sourcing ``sources`` in order (``/etc/default/grub`` first, then ``grub.d/*.cfg`` sorted).
 
     Raises ``Refused`` with file, line and reason when the result cannot be known statically.
+    ``evaluation``: ``evaluate(sources)``, when the caller already has it.
     """
     for f in sources:
         check_editable(f)
-    ev = evaluate(sources)
+    ev = evaluation if evaluation is not None else evaluate(sources)
     b = ev.binding(variable)
     if b is None:
         return _add_assignment(sources, ev, param, variable, anchor)
@@ -132,8 +135,8 @@ def plan_grub_edit(
         splices.extend(_map_change(sources, b, value, change, variable))
     expected = cmdline.apply(text, changes)
     files = _splice_files(sources, splices)
-    _verify(sources, ev, files, variable, expected, param)
-    return GrubEdit(variable, param, text, expected, files, sources[b.file].path, line, "edited", notes)
+    checked = _verify(sources, ev, files, variable, expected, param)
+    return GrubEdit(variable, param, text, expected, files, sources[b.file].path, line, "edited", notes, checked)
 
 
 # -- mapping changes of the value onto source bytes --------------------------------------------------
@@ -349,10 +352,10 @@ def _add_assignment(sources: Sequence[GrubFile], ev: Evaluation, param: Param, v
     after = (f.text[:at] + line + f.text[at:]).encode("latin-1")
     files = (FileEdit(index, f.path, f.data, after, ((at, at + len(line)),)),)
     expected = param.text + ("\r" if nl == "\r\n" else "")
-    _verify(sources, ev, files, variable, expected, param)
+    checked = _verify(sources, ev, files, variable, expected, param)
     new_line = grubfile.parse(after, f.path).position(at + len(prefix))[0]
     note = f"{variable} was not set anywhere; added it {where}"
-    return GrubEdit(variable, param, None, expected, files, f.path, new_line, "added", (note,))
+    return GrubEdit(variable, param, None, expected, files, f.path, new_line, "added", (note,), checked)
 
 
 # -- checking the result --------------------------------------------------------------------------------
@@ -360,11 +363,11 @@ def _add_assignment(sources: Sequence[GrubFile], ev: Evaluation, param: Param, v
 
 def _verify(
     sources: Sequence[GrubFile], ev: Evaluation, files: Sequence[FileEdit], variable: str, expected: str, param: Param
-) -> None:
+) -> Evaluation:
     """Parse and evaluate the edited set; refuse unless exactly the intended change happened."""
     new_sources = list(sources)
     for fe in files:
-        new_sources[fe.source] = grubfile.parse(fe.after, fe.path)
+        new_sources[fe.source] = grubfile.reparse(sources[fe.source], fe.after)
         err = new_sources[fe.source].error
         if err is not None:
             raise Refused(f"the edited file would not parse ({err.message})", path=fe.path)
@@ -385,13 +388,14 @@ def _verify(
                     and any(lo <= h.assign.end and h.assign.start <= hi for lo, hi in fe.regions)
                 ):
                     touched.add(id(h.assign))
-    for name in set(ev.final) | set(ev2.final):
+    memo: dict[int, bool] = {}
+    for name in sorted(set(ev.final) | set(ev2.final)):  # sorted: the same refusal on every run
         if name == variable:
             continue
         old, new = ev.value(name), ev2.value(name)
         b2 = ev2.binding(name)
         if isinstance(old, Unknown) and isinstance(new, Unknown):
-            if b2 is not None and b2.via & touched:
+            if b2 is not None and b2.via.meets(touched, memo):
                 u = new
                 line = new_sources[u.file].position(u.pos)[0] if u.file >= 0 and u.pos >= 0 else None
                 path = new_sources[u.file].path if u.file >= 0 else files[0].path
@@ -400,6 +404,7 @@ def _verify(
             continue
         if old != new:
             raise Refused(f"the edit would also change {name} (it reuses {variable})", path=files[0].path)
+    return ev2
 
 
 def _notes(sources: Sequence[GrubFile], ev: Evaluation, b: Binding, variable: str, anchor: str, param: Param) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from mlxfix.shell import Assign, DoubleQuoted, Expansion, Literal, Word
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["AssignmentInfo", "GrubFile", "Statement", "ValuePart", "parse"]
+__all__ = ["AssignmentInfo", "GrubFile", "Statement", "ValuePart", "parse", "reparse"]
 
 StatementKind = Lit["blank", "comment", "assignment", "shell", "invalid"]
 _PLACEHOLDER = re.compile(r"@[A-Z][A-Z0-9_]*@")
@@ -129,7 +129,9 @@ class GrubFile:
 
     def placeholders(self) -> list[tuple[int, str, str]]:
         """``@NAME@`` template placeholders in assigned values: (line, variable, placeholder)."""
-        found = []
+        found: list[tuple[int, str, str]] = []
+        if _PLACEHOLDER.search(self.text) is None:  # the common case, without walking every assignment
+            return found
         for info in self.assignments():
             for part in info.parts:
                 if part.kind == "literal":
@@ -215,7 +217,7 @@ def _classify(text: str, unit: shell.Unit) -> StatementKind:
         return "invalid"
     cmd = unit.command
     if cmd is None:
-        return "comment" if "#" in text[unit.start : unit.end] else "blank"
+        return "comment" if text.find("#", unit.start, unit.end) >= 0 else "blank"
     if unit.separator == "&" or len(cmd.pipelines) != 1:
         return "shell"
     pipeline = cmd.pipelines[0]
@@ -244,3 +246,35 @@ def parse(data: bytes, path: str = "/etc/default/grub") -> GrubFile:
     units = shell.parse_units(text)
     statements = tuple(Statement(u.start, u.end, _classify(text, u), u) for u in units)
     return GrubFile(data, statements, path, text)
+
+
+def reparse(old: GrubFile, data: bytes) -> GrubFile:
+    """``parse(data)`` for a new version of ``old``, without parsing again what did not change.
+
+    The statements that end before the first changed byte are ``old``'s own: a statement's parse
+    depends on its own text only (the parser never looks past the newline that ends it, and a
+    statement begins in the same state as the file). The statement holding the byte before the change
+    and everything after it are parsed again. A test holds the result equal to ``parse(data)``.
+    """
+    text = data.decode("latin-1")
+    same = _common_prefix(old.text, text)
+    if same == len(old.text) == len(text):
+        return GrubFile(data, old.statements, old.path, text)
+    starts = [st.start for st in old.statements]
+    keep = max(bisect.bisect_right(starts, max(same - 1, 0)) - 1, 0)
+    restart = old.statements[keep].start if old.statements else 0
+    units = shell.parse_units(text, restart)
+    statements = old.statements[:keep] + tuple(Statement(u.start, u.end, _classify(text, u), u) for u in units)
+    return GrubFile(data, statements, old.path, text)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """The length of the longest common prefix: a binary search of slice comparisons, done in C."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -76,6 +76,9 @@ class Snapshot:
     tools: dict[str, str | None] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # "cmd args" -> output, for status commands
     round_trips: int = 1
+    # What pure code derives from these files (parsed grub files, what sh makes of them), computed once
+    # per run however many steps ask; each entry remembers the bytes it came from.
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def data(self, path: str) -> bytes | None:
         info = self.files.get(path)

@@ -59,6 +59,53 @@ def test_generated_and_truncated_files_round_trip(data: bytes, draw: st.DataObje
         assert f.render() == variant
 
 
+def _same_parse(a: grubfile.GrubFile, b: grubfile.GrubFile) -> None:
+    assert a.data == b.data
+    assert [(s.start, s.end, s.kind, s.unit.command, s.unit.separator) for s in a.statements] == [
+        (s.start, s.end, s.kind, s.unit.command, s.unit.separator) for s in b.statements
+    ]
+    assert (a.error.pos, a.error.message) == (b.error.pos, b.error.message) if a.error and b.error else a.error is b.error is None
+
+
+_CORPUS_DATA = sorted(p.read_bytes() for p in CORPUS.iterdir() if p.suffix in (".grub", ".cfg"))
+_SNIPPETS = [
+    b'"',
+    b"'",
+    b"\\",
+    b"\n",
+    b" pci=realloc=off",
+    b"if x; then\n",
+    b"fi\n",
+    b"<<E\n",
+    b"E\n",
+    b"#",
+    b"$(",
+    b")",
+    b"&&\n",
+]
+
+
+@given(st.sampled_from(_CORPUS_DATA), st.data())
+@settings(deadline=None, max_examples=300)
+def test_reparse_equals_a_full_parse(data: bytes, draw: st.DataObject) -> None:
+    """Edits of every kind at every place: the incremental parse is the full parse."""
+    new = bytearray(data)
+    for _ in range(draw.draw(st.integers(1, 3))):
+        pos = draw.draw(st.integers(0, len(new)))
+        if draw.draw(st.booleans()):
+            new[pos:pos] = draw.draw(st.sampled_from(_SNIPPETS) | st.binary(max_size=4))
+        else:
+            del new[pos : pos + draw.draw(st.integers(1, 30))]
+    _same_parse(grubfile.reparse(grubfile.parse(data), bytes(new)), grubfile.parse(bytes(new)))
+
+
+@given(grub_files(), grub_files())
+@settings(deadline=None)
+def test_reparse_of_any_two_files(a: bytes, b: bytes) -> None:
+    _same_parse(grubfile.reparse(grubfile.parse(a), b), grubfile.parse(b))
+    _same_parse(grubfile.reparse(grubfile.parse(a), a + b), grubfile.parse(a + b))
+
+
 def test_non_utf8_bytes_survive() -> None:
     data = b'# caf\xe9 \xff\xfe\nGRUB_CMDLINE_LINUX_DEFAULT="quiet \xe9t\xe9"\n'
     f = grubfile.parse(data)
