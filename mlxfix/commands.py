@@ -287,7 +287,8 @@ _JOURNAL = ["journalctl", "-k", "-b", "0", "--no-pager", "-o", "short-monotonic"
 
 
 def diagnose(host: Host) -> Diagnosis:
-    """``mlxfix diagnose``: read the facts (two batched reads), then judge them."""
+    """``mlxfix diagnose``: read the facts in two batched reads (the second one for what the first one
+    found: the Mellanox devices, and the kernel log when the journal had none), then judge them."""
     from mlxfix import diagnose as diag
     from mlxfix.bootsetup import KERNEL_CMDLINE, TOOLS, gather_request
     from mlxfix.plan import world_writable
@@ -304,15 +305,28 @@ def diagnose(host: Host) -> Diagnosis:
     if snap.listings.get(diag.PCI) is None:
         raise FileError("cannot list the PCI devices (is this a Linux host, or a --root tree without sys/?)", path=diag.PCI)
     more_files, more_listings = diag.device_request(snap)
-    if more_files:
-        extra = host.gather(more_files, more_listings)
-        snap.files.update(extra.files)
-        snap.listings.update(extra.listings)
+    log_commands: list[list[str]] = []
+    log_files: list[str] = []
+    if _journal(snap) is None:
+        if host.runs_commands and snap.tools.get("dmesg"):
+            log_commands.append(["dmesg"])
+        else:
+            log_files.extend(_LOG_FILES)
+    if more_files or log_commands or log_files:
+        extra = host.gather(more_files, more_listings, commands=log_commands, logs=log_files)
+        _merge(snap, extra)
+    if log_commands and snap.exit_codes.get("dmesg") != 0:  # dmesg refused (dmesg_restrict?): the files, then
+        _merge(snap, host.gather([], logs=_LOG_FILES))
     configured, source = _configured_cmdline(snap)
-    log_text, log_source = _kernel_log(host, snap)
+    log_text, log_source = _kernel_log(snap)
     diagnosis = diag.analyse(snap, configured, source, log_text, log_source)
     boot_files = ["/etc/default/grub", *snap.globs.get("/etc/default/grub.d/*.cfg", []), KERNEL_CMDLINE]
     return diagnosis._replace(warnings=(*diagnosis.warnings, *world_writable(snap, boot_files)))
+
+
+def _merge(snap: Snapshot, extra: Snapshot) -> None:
+    for part in ("files", "listings", "outputs", "exit_codes"):
+        getattr(snap, part).update(getattr(extra, part))
 
 
 def _configured_cmdline(snap: Snapshot) -> tuple[str | None, str]:
@@ -335,20 +349,27 @@ def _configured_cmdline(snap: Snapshot) -> tuple[str | None, str]:
     return (text.strip() if text is not None else None), KERNEL_CMDLINE
 
 
-def _kernel_log(host: Host, snap: Snapshot) -> tuple[str | None, str]:
+_LOG_FILES = ("/var/log/kern.log", "/var/log/dmesg")
+
+
+def _journal(snap: Snapshot) -> str | None:
+    journal = snap.outputs.get(" ".join(_JOURNAL), "")
+    return journal if journal.strip() and "No entries" not in journal[:200] else None
+
+
+def _kernel_log(snap: Snapshot) -> tuple[str | None, str]:
     """This boot's kernel log: journalctl -k -b 0, else dmesg, else (under --root) var/log/kern.log or
     var/log/dmesg in the tree."""
-    journal = snap.outputs.get(" ".join(_JOURNAL), "")
-    if journal.strip() and "No entries" not in journal[:200]:
+    journal = _journal(snap)
+    if journal is not None:
         return journal, "journalctl -k -b 0"
-    if host.runs_commands and snap.tools.get("dmesg"):
-        result = host.run(["dmesg"], timeout=60)
-        if result.ok and result.output.strip():
-            return result.output, "dmesg"
-    for path in ("/var/log/kern.log", "/var/log/dmesg"):
-        info = host.read(path, tail=True)
-        if info.data is not None:
-            return info.data.decode("utf-8", "replace"), path
+    dmesg = snap.outputs.get("dmesg", "")
+    if snap.exit_codes.get("dmesg") == 0 and dmesg.strip():
+        return dmesg, "dmesg"
+    for path in _LOG_FILES:
+        data = snap.data(path)
+        if data is not None:
+            return data.decode("utf-8", "replace"), path
     return None, "no journalctl output, no dmesg, no /var/log/kern.log"
 
 

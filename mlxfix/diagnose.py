@@ -98,6 +98,11 @@ class LogLine(NamedTuple):
     text: str  # the message after the prefix
     kind: str  # missing-uar, missing-dcs, auto-realloc, bar-failure, sriov, mlx4
     address: str | None
+    repeats: int = 1  # the same message, logged again in this boot (a driver retrying): shown once
+
+    @property
+    def shown(self) -> str:
+        return self.text + (f" (logged {self.repeats} times)" if self.repeats > 1 else "")
 
 
 class Device(NamedTuple):
@@ -189,15 +194,21 @@ def scan_log(text: str) -> tuple[list[LogLine], str]:
             note = "older boots in the file skipped"
         text = text[start:]
     found: list[LogLine] = []
-    seen: set[int] = set()
+    index: dict[tuple[str, str], int] = {}  # (kind, message) -> its place in found
+    done = -1  # the start of the last line taken: a line with several matches is taken once
     for m in _INTERESTING.finditer(text):
         begin = text.rfind("\n", 0, m.start()) + 1
-        if begin in seen:
+        if begin == done:
             continue
-        seen.add(begin)
+        done = begin
         end = text.find("\n", m.end())
-        line = text[begin : end if end >= 0 else len(text)].rstrip("\r")
-        found.append(_log_line(line))
+        line = _log_line(text[begin : end if end >= 0 else len(text)].rstrip("\r"))
+        at = index.get((line.kind, line.text))
+        if at is None:
+            index[line.kind, line.text] = len(found)
+            found.append(line)
+        else:
+            found[at] = found[at]._replace(repeats=found[at].repeats + 1)
     return found, note
 
 
@@ -296,7 +307,7 @@ def _verdict(
     dcs_logged = any(ln.kind == "missing-dcs" for ln in log)
     for ln in log:
         if ln.kind in ("missing-uar", "missing-dcs", "bar-failure"):
-            ev.append(f"log {ln.stamp}: {ln.text}".replace("log : ", "log: "))
+            ev.append(f"log {ln.stamp}: {ln.shown}".replace("log : ", "log: "))
     bar0_missing = (bar0 is not None and not bar0.assigned) or (bar0 is None and dcs_logged)
     bar2_missing = (bar2 is not None and not bar2.assigned) or (bar2 is None and uar_logged)
     if not is_vf and bar0_missing and driver != "mlx4_core":  # mlx4 checks DCS on physical functions only

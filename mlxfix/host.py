@@ -75,6 +75,7 @@ class Snapshot:
     globs: dict[str, list[str]] = field(default_factory=dict)  # pattern -> matching paths, sorted
     tools: dict[str, str | None] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # "cmd args" -> output, for status commands
+    exit_codes: dict[str, int] = field(default_factory=dict)  # "cmd args" -> its exit code
     round_trips: int = 1
     # What pure code derives from these files (parsed grub files, what sh makes of them), computed once
     # per run however many steps ask; each entry remembers the bytes it came from.
@@ -109,6 +110,7 @@ class Host(Protocol):
         globs: Sequence[str] = (),
         tools: Sequence[str] = (),
         commands: Sequence[Sequence[str]] = (),
+        logs: Sequence[str] = (),
     ) -> Snapshot: ...
 
     def real(self, path: str) -> str: ...
@@ -354,10 +356,11 @@ class LocalHost:
         globs: Sequence[str] = (),
         tools: Sequence[str] = (),
         commands: Sequence[Sequence[str]] = (),
+        logs: Sequence[str] = (),
     ) -> Snapshot:
         """Read everything a plan needs at once. Listings and globs may hold wildcards in any
         component. ``commands`` (status queries) run only when this host runs commands and the
-        program is installed."""
+        program is installed. ``logs``: files that may be huge, read from their end."""
         snap = Snapshot()
         for d in listings:
             if any(c in d for c in "*?["):
@@ -371,11 +374,15 @@ class LocalHost:
                 snap.files[m] = self.read(m)
         for p in files:
             snap.files[p] = self.read(p)
+        for p in logs:
+            snap.files[p] = self.read(p, tail=True)
         for t in tools:
             snap.tools[t] = self.which(t)
         for argv in commands:
             if self.runs_commands and snap.tools.get(argv[0], self.which(argv[0])):
-                snap.outputs[" ".join(argv)] = self.run(argv, timeout=60).output
+                result = self.run(argv, timeout=60)
+                snap.outputs[" ".join(argv)] = result.output
+                snap.exit_codes[" ".join(argv)] = result.exit_code
         return snap
 
     def which(self, name: str) -> str | None:

@@ -28,6 +28,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SshInfo(_Model):
+    """How chatty a ``--host`` run was: SSH connections opened and commands sent over them."""
+
+    connections: int
+    round_trips: int
+
+
 class FileChange(_Model):
     path: str
     diff: str
@@ -79,6 +86,7 @@ class ChangeResult(_Model):
     warnings: list[str]
     errors: list[str]
     exit_code: int
+    ssh: SshInfo | None = None  # null on the local host
     verification: WaitedVerification | None = None
 
 
@@ -179,6 +187,7 @@ class BackupsResult(_Model):
     backups: list[BackupInfo]
     problems: list[str]
     exit_code: int = 0
+    ssh: SshInfo | None = None  # null on the local host
 
 
 def backups_result(host: str, root: str, manifests: list[Manifest], problems: list[str]) -> BackupsResult:
@@ -204,8 +213,27 @@ def backups_result(host: str, root: str, manifests: list[Manifest], problems: li
     )
 
 
-def dump(model: BaseModel) -> str:
-    return model.model_dump_json(indent=2)
+def dump(model: BaseModel, ssh: tuple[int, int] | None = None) -> str:
+    """The document, with the SSH figures of a ``--host`` run: (connections, round trips)."""
+    if ssh is not None:
+        model = model.model_copy(update={"ssh": SshInfo(connections=ssh[0], round_trips=ssh[1])})
+    try:
+        return model.model_dump_json(indent=2)
+    except ValueError:  # a file name that is not UTF-8 (its odd bytes are kept as lone surrogates)
+        import json
+
+        return json.dumps(_printable(model.model_dump(mode="json")), indent=2, ensure_ascii=False)
+
+
+def _printable(value: Any) -> Any:
+    """Strings made valid UTF-8 for the JSON document: a byte that is not UTF-8 shows as ``\\xNN``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    return value
 
 
 def error_document(command: str, message: str, exit_code: int) -> dict[str, Any]:
@@ -217,10 +245,11 @@ def error_document(command: str, message: str, exit_code: int) -> dict[str, Any]
 
 
 class LogLineInfo(_Model):
-    time: str
+    time: str  # of the first time it was logged in this boot
     text: str
     kind: str
     address: str | None
+    count: int = 1  # how many times this boot logged it
 
 
 class DeviceInfo(_Model):
@@ -282,6 +311,7 @@ class DiagnoseResult(_Model):
     warnings: list[str]
     errors: list[str]
     exit_code: int
+    ssh: SshInfo | None = None  # null on the local host
 
 
 class CheckInfo(_Model):
@@ -307,10 +337,11 @@ class VerifyResult(_Model):
     warnings: list[str]
     errors: list[str]
     exit_code: int
+    ssh: SshInfo | None = None  # null on the local host
 
 
 def _log(lines: Iterable[LogLine]) -> list[LogLineInfo]:
-    return [LogLineInfo(time=ln.stamp, text=ln.text, kind=ln.kind, address=ln.address) for ln in lines]
+    return [LogLineInfo(time=ln.stamp, text=ln.text, kind=ln.kind, address=ln.address, count=ln.repeats) for ln in lines]
 
 
 def _devices(d: Diagnosis) -> list[DeviceInfo]:

@@ -175,7 +175,7 @@ def render_diagnosis(d: Diagnosis, out: TextIO, style: Style) -> None:
     p("Modules: " + ", ".join(f"{m} {'loaded' if on else 'not loaded'}" for m, on in d.modules.items()) + "\n")
     p(f"Kernel log: {d.log_source}\n")
     for ln in d.log:
-        p(f"  {ln.stamp} {ln.text}\n")
+        p(f"  {ln.stamp} {ln.shown}\n")
     for x in d.devices:
         status = style.green(x.status) if x.status == "healthy" else style.red(x.status)
         vf = ", virtual function" if x.is_vf else ""

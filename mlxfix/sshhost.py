@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import re
 import shlex
+import subprocess
 import sys
 import threading
 from contextlib import contextmanager, suppress
@@ -78,51 +79,66 @@ def _b64(text: str | bytes) -> str:
 
 
 def _unb64(field: str) -> bytes:
+    """A field of the read script: ":text" as it is, else base64 ("-" and "" for nothing)."""
+    if field.startswith(":"):
+        return field[1:].encode()
     return base64.b64decode(field) if field and field != "-" else b""
 
 
 # -- the read script ----------------------------------------------------------------------------------
 
+# Forks are what a shell script costs (a millisecond or more each on a busy host): a plain name or path is
+# sent as ":text" with no fork at all, only anything else goes through base64; a missing file, a listing
+# and a tool lookup fork nothing.
 _PRELUDE = r"""
-b() { printf %s "$1" | base64 -w0; }
-emit() {  # one file: F path exists mode uid gid islink linktarget isdir error data
-    f="$r$1"; link=-; islink=0; err=-; data=-; isdir=0
-    if [ -L "$f" ]; then islink=1; link=$(b "$(readlink "$f")"); fi
+enc() {  # $1 -> v: ":text" when plain, else its base64
+    case "$1" in
+        *[!ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/+,@%=~-]*|'') v=$(printf %s "$1" | base64 -w0) ;;
+        *) v=":$1" ;;
+    esac
+}
+emit() {  # F path exists mode uid gid islink linktarget isdir :error_in_words data
+    f="$r$1"; link=-; islink=0; err=-; data=-; isdir=0; enc "$1"; name=$v
+    if [ -L "$f" ]; then islink=1; enc "$(readlink "$f")"; link=$v; fi
     if [ ! -e "$f" ]; then
-        [ "$islink" = 1 ] && err=$(b 'dangling symlink')
-        case "$(stat -c %f "$f" 2>&1)" in *"ermission denied"*) err=$(b 'Permission denied') ;; esac
-        printf 'F %s 0 0 0 0 %s %s 0 %s -\n' "$(b "$1")" "$islink" "$link" "$err"; return
+        if [ "$islink" = 1 ]; then err=:dangling_symlink
+        elif ! { [ -d "${f%/*}" ] && [ -x "${f%/*}" ]; }; then  # missing, or hidden behind a closed directory?
+            case "$(stat -c %f "$f" 2>&1)" in *"ermission denied"*) err=:permission_denied ;; esac
+        fi
+        printf 'F %s 0 0 0 0 %s %s 0 %s -\n' "$name" "$islink" "$link" "$err"; return
     fi
     set -- "$1" $(stat -L -c '%f %u %g %s' "$f" 2>/dev/null || echo '0 0 0 0')
     if [ -d "$f" ]; then isdir=1
-    elif [ ! -f "$f" ]; then err=$(b 'not a regular file')
-    elif [ ! -r "$f" ]; then err=$(b 'permission denied')
+    elif [ ! -f "$f" ]; then err=:not_a_regular_file
+    elif [ ! -r "$f" ]; then err=:permission_denied
     else
         if [ "$5" -gt "$limit" ] 2>/dev/null; then
-            if [ "$tail" = 1 ]; then data=$(tail -c "$limit" "$f" | base64 -w0); else err=$(b "larger than $limit bytes"); fi
-        else data=$(head -c $((limit + 1)) "$f" 2>/dev/null | base64 -w0) || err=$(b 'cannot read it')
+            if [ "$tail" = 1 ]; then data=$(tail -c "$limit" "$f" | base64 -w0); else err=":larger_than_${limit}_bytes"; fi
+        else data=$(head -c $((limit + 1)) "$f" 2>/dev/null | base64 -w0) || err=:cannot_read_it
         fi
         [ -n "$data" ] || data==
     fi
-    printf 'F %s 1 %s %s %s %s %s %s %s %s\n' "$(b "$1")" "$2" "$3" "$4" "$islink" "$link" "$isdir" "$err" "$data"
+    printf 'F %s 1 %s %s %s %s %s %s %s %s\n' "$name" "$2" "$3" "$4" "$islink" "$link" "$isdir" "$err" "$data"
 }
 listing() {  # L path present entries...
-    d="$r$1"
-    if [ ! -d "$d" ]; then printf 'L %s 0\n' "$(b "$1")"; return; fi
-    printf 'L %s 1' "$(b "$1")"
+    d="$r$1"; enc "$1"
+    if [ ! -d "$d" ]; then printf 'L %s 0\n' "$v"; return; fi
+    printf 'L %s 1' "$v"
     for e in "$d"/* "$d"/.[!.]* "$d"/..?*; do
         [ -e "$e" ] || [ -L "$e" ] || continue
-        printf ' %s' "$(b "${e##*/}")"
+        enc "${e##*/}"; printf ' %s' "$v"
     done
     printf '\n'
 }
-tool() {  # T name path
-    p=
-    if [ -z "$r" ]; then p=$(command -v "$1" 2>/dev/null) || p=
-    else for dir in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
-        if [ -x "$r$dir/$1" ] && [ ! -d "$r$dir/$1" ]; then p="$dir/$1"; break; fi; done
-    fi
-    printf 'T %s %s\n' "$(b "$1")" "$([ -n "$p" ] && b "$p" || echo -)"
+tool() {  # T name path: the first executable of that name on PATH (on the target), or in the tree
+    p=; dirs=$PATH; [ -z "$r" ] || dirs=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    saved=$IFS; IFS=:; set -f
+    for dir in $dirs; do
+        if [ -n "$dir" ] && [ -x "$r$dir/$1" ] && [ ! -d "$r$dir/$1" ]; then p="$dir/$1"; break; fi
+    done
+    IFS=$saved; set +f
+    if [ -n "$p" ]; then enc "$p"; p=$v; else p=-; fi
+    printf 'T :%s %s\n' "$1" "$p"
 }
 """
 
@@ -139,40 +155,80 @@ class SshHost:
         self.runs_commands = self.root == "/"
         self.ssh_options = list(ssh_options)
         self.connect_timeout = connect_timeout
+        self.connections = 0
         self.round_trips = 0
-        self._proc: Any = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._session: Any = None
+        self._starting: threading.Thread | None = None
+        self._failure: HostError | None = None
         self._uid: int | None = None
 
     # -- the connection --------------------------------------------------------------------------------
 
-    def _connect(self) -> Any:
-        """One ssh process, one connection: a plumbum ShellSession over ``ssh HOST sh``."""
-        if self._session is not None:
-            return self._session
-        import_plumbum()
-        from plumbum import local
-        from plumbum.machines.session import ShellSession
-
-        argv = ["-T", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(self.connect_timeout)}"]
+    def _ssh_argv(self) -> list[str]:
+        argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(self.connect_timeout)}"]
         argv += ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
         if self.port is not None:
             argv += ["-p", str(self.port)]
         for option in self.ssh_options:
             argv += ["-o", option]
-        argv += ["--", f"{self.user}@{self.host}" if self.user else self.host, f"sh -c {shlex.quote(_ROOT_SHELL)}"]
+        return [*argv, "--", f"{self.user}@{self.host}" if self.user else self.host, f"sh -c {shlex.quote(_ROOT_SHELL)}"]
+
+    def start(self) -> None:
+        """Begin connecting now, in the background: ssh's handshake (most of ``ssh HOST true``) then runs
+        while mlxfix imports and plans, instead of after. The first command waits for it."""
+        if self._session is not None or self._starting is not None:
+            return
         try:
-            proc = local["ssh"][argv].popen()
-            self._proc = proc
+            self._proc = subprocess.Popen(self._ssh_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise HostError(f"{self.label}: cannot run ssh ({exc.strerror})") from None
+        self.connections += 1
+        self._starting = threading.Thread(target=self._open_session, name="ssh-connect", daemon=True)
+        self._starting.start()
+
+    def _open_session(self) -> None:
+        """The plumbum shell session over the ssh process (its first, empty command proves the login)."""
+        try:
+            import_plumbum()
+            from plumbum.machines.session import ShellSession
+
+            proc: Any = self._proc  # a Popen: all a ShellSession uses of it is there
             self._session = ShellSession(proc, "utf8", False, self.connect_timeout, host=self.host)
-        except Exception as exc:  # plumbum raises its own hierarchy with ssh's stderr inside
+        except Exception as exc:  # ssh ended (its stderr says why), or plumbum's session gave up
+            self._failure = self._connection_error(exc, self._last_words())
+
+    def _last_words(self) -> str:
+        """What a failed ssh said on stderr before it ended (it is made to end if it has not)."""
+        proc = self._proc
+        if proc is None or proc.stderr is None:
+            return ""
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        try:
+            return proc.stderr.read().decode("utf-8", "replace")
+        except (OSError, ValueError):  # closed meanwhile
+            return ""
+
+    def _connect(self) -> Any:
+        """The one connection: started if it was not, waited for if it is still starting."""
+        if self._session is None and self._failure is None:
+            if self._starting is None:
+                self.start()
+            assert self._starting is not None
+            self._starting.join()
+            self.round_trips += 1  # the connection itself, and the session's first (empty) command
+        if self._failure is not None:
+            failure = self._failure
             self.close()
-            raise self._connection_error(exc) from None
-        self.round_trips += 1  # the connection itself, and the session's first (empty) command
+            raise failure
         return self._session
 
-    def _connection_error(self, exc: BaseException) -> HostError:
-        text = " ".join(str(getattr(exc, a, "") or "") for a in ("stderr", "stdout")) + " " + str(exc)
+    def _connection_error(self, exc: BaseException, stderr: str = "") -> HostError:
+        text = stderr + " " + " ".join(str(getattr(exc, a, "") or "") for a in ("stderr", "stdout")) + " " + str(exc)
         where = self.label
         if "Host key verification failed" in text or "authenticity of host" in text:
             return HostError(
@@ -189,16 +245,21 @@ class SshHost:
     def close(self) -> None:
         """End the shell and the connection (without ShellSession.close's fixed 50 ms sleep)."""
         proc, self._proc, self._session = self._proc, None, None
+        starting, self._starting, self._failure = self._starting, None, None
         if proc is None:
             return
+        if starting is not None and starting.is_alive():  # still logging in: nothing to end politely
+            proc.kill()
+            starting.join(5)
         try:
+            assert proc.stdin is not None
             proc.stdin.write(b"exit\n")
             proc.stdin.close()
             proc.wait(timeout=5)
         except Exception:  # already gone, or stuck: make sure it ends
             proc.kill()
             proc.wait()
-        for stream in (proc.stdout, proc.stderr):
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
 
@@ -245,6 +306,7 @@ class SshHost:
         globs: Sequence[str] = (),
         tools: Sequence[str] = (),
         commands: Sequence[Sequence[str]] = (),
+        logs: Sequence[str] = (),
         *,
         limit: int = MAX_READ,
         tail: bool = False,
@@ -260,16 +322,18 @@ class SshHost:
         for pattern in globs:
             each = f'for f in "$r"{_glob(pattern)}; do [ -e "$f" ] || [ -L "$f" ] || continue;'
             lines.append(f"printf 'G %s' {q(_b64(pattern))}")
-            lines.append(f'{each} printf " %s" "$(b "${{f#"$r"}}")"; done; echo')
+            lines.append(f'{each} enc "${{f#"$r"}}"; printf " %s" "$v"; done; echo')
             lines.append(f'{each} emit "${{f#"$r"}}"; done')
         lines.extend(f"emit {q(p)}" for p in files)
+        lines.extend(f"tail=1; emit {q(p)}; tail={1 if tail else 0}" for p in logs)
         lines.extend(f"tool {q(t)}" for t in tools)
         if self.runs_commands:
             for argv in commands:
                 key = " ".join(argv)
                 lines.append(
                     f"if command -v {q(argv[0])} >/dev/null 2>&1; then "
-                    f"printf 'C %s %s\\n' {q(_b64(key))} \"$({shlex.join(argv)} 2>&1 | base64 -w0)\"; fi"
+                    f"printf 'C %s %s\\n' {q(_b64(key))} "
+                    f"\"$({{ {shlex.join(argv)} 2>&1; printf '\\n%s' $?; }} | base64 -w0)\"; fi"
                 )
         _, out, _ = self._sh("\n".join(lines), what="read the boot configuration")
         return _parse_snapshot(out, self.round_trips)
@@ -448,7 +512,7 @@ def _parse_snapshot(out: str, round_trips: int) -> Snapshot:
                 islink == "1",
                 _unb64(link).decode("utf-8", "surrogateescape") if link != "-" else None,
                 isdir == "1",
-                _unb64(err).decode() if err != "-" else None,
+                err[1:].replace("_", " ") if err != "-" else None,  # the script's own words, spaces as _
             )
         elif kind == "L" and fields:
             path = _unb64(fields[0]).decode("utf-8", "surrogateescape")
@@ -461,5 +525,8 @@ def _parse_snapshot(out: str, round_trips: int) -> Snapshot:
         elif kind == "T" and len(fields) == 2:
             snap.tools[_unb64(fields[0]).decode()] = _unb64(fields[1]).decode() if fields[1] != "-" else None
         elif kind == "C" and len(fields) == 2:
-            snap.outputs[_unb64(fields[0]).decode()] = _unb64(fields[1]).decode("utf-8", "replace")
+            key = _unb64(fields[0]).decode()
+            output, _, code = _unb64(fields[1]).decode("utf-8", "replace").rpartition("\n")  # the script adds "\n$?"
+            snap.outputs[key] = output
+            snap.exit_codes[key] = int(code) if code.isdigit() else 1
     return snap

@@ -58,7 +58,7 @@ def test_the_story_host_in_detail() -> None:
     _, doc = diagnose(EXAMPLES / "pve-missing-uar")
     assert sorted(doc) == sorted(
         ["version", "mlxfix_version", "command", "host", "root", "status", "devices", "modules", "cmdline", "kernel_log",
-         "context", "advice", "warnings", "errors", "exit_code"]
+         "context", "advice", "warnings", "errors", "exit_code", "ssh"]
     )  # fmt: skip
     for address in ("0000:01:00.0", "0000:02:00.0"):
         dev = device(doc, address)

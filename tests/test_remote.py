@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-VOLATILE = {"host", "root", "backup", "mlxfix_version"}
+VOLATILE = {"host", "root", "backup", "mlxfix_version", "ssh"}
 
 
 def tree(tmp_path: Path, name: str = "pve-missing-uar", example: str = "pve-missing-uar") -> Path:
@@ -37,9 +37,11 @@ def remote(
     return run(*args, "--host", target or sshd.target, *(sshd.options() if options is None else options), env=env)
 
 
-def same(a: dict[str, object], b: dict[str, object]) -> None:
-    """Two JSON documents agree on everything but where they ran."""
-    assert {k: v for k, v in a.items() if k not in VOLATILE} == {k: v for k, v in b.items() if k not in VOLATILE}
+def same(local: dict[str, object], over: dict[str, object]) -> None:
+    """Two JSON documents agree on everything but where they ran; the remote one went through one connection."""
+    assert {k: v for k, v in local.items() if k not in VOLATILE} == {k: v for k, v in over.items() if k not in VOLATILE}
+    assert local["ssh"] is None
+    assert over["ssh"]["connections"] == 1  # type: ignore[index]
 
 
 def test_diagnose_over_ssh_is_the_local_diagnosis(sshd: Sshd) -> None:
@@ -56,6 +58,7 @@ def test_dry_run_apply_rollback_backups_over_ssh_match_local(sshd: Sshd, tmp_pat
     over = remote(sshd, "apply", "--dry-run", "--json", "--root", str(there))
     assert over.returncode == 0, over.stderr
     same(json_of(local.stdout), json_of(over.stdout))
+    assert json_of(over.stdout)["ssh"] == {"connections": 1, "round_trips": 2}  # the login, then one batched read
     assert snapshot(there) == snapshot(here)
 
     local = run("apply", "--yes", "--json", "--root", str(here))
@@ -78,6 +81,28 @@ def test_dry_run_apply_rollback_backups_over_ssh_match_local(sshd: Sshd, tmp_pat
     assert over.returncode == 0, over.stderr
     assert (there / "etc/default/grub").read_bytes() == (EXAMPLES / "pve-missing-uar/etc/default/grub").read_bytes()
     assert (there / "etc/default/grub").stat().st_mode == (EXAMPLES / "pve-missing-uar/etc/default/grub").stat().st_mode
+
+
+def test_odd_file_names_and_bytes_arrive_intact(sshd: Sshd, tmp_path: Path) -> None:
+    """The read script sends plain names as they are and everything else through base64: a drop-in
+    whose name has a space, a colon and a byte that is not UTF-8, and a file of binary-ish bytes, are
+    read as the local host reads them."""
+    here, there = tree(tmp_path, "here"), tree(tmp_path, "there")
+    for root in (here, there):
+        dropins = root / "etc/default/grub.d"
+        dropins.mkdir(parents=True, exist_ok=True)
+        name = os.fsdecode(b"60-caf\xe9 x:y_z.cfg")
+        (dropins / name).write_bytes(b'# \xff\xfe\r\nGRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT iommu=pt"\n')
+        (dropins / "-plain_name.cfg").write_bytes(b"GRUB_TIMEOUT=3\n")
+    local = run("apply", "--dry-run", "--json", "--root", str(here))
+    over = remote(sshd, "apply", "--dry-run", "--json", "--root", str(there))
+    assert over.returncode == local.returncode == 0, over.stderr
+    same(json_of(local.stdout), json_of(over.stdout))
+    assert "iommu=pt pci=realloc=off" in str(json_of(over.stdout)["cmdline"])
+    [edited] = json_of(over.stdout)["files"]  # type: ignore[misc]  # the effective assignment is the drop-in's
+    assert edited["path"] == "/etc/default/grub.d/60-caf\\xe9 x:y_z.cfg"  # JSON stays UTF-8; the odd byte shown
+    diag = remote(sshd, "diagnose", "--json", "--root", str(there))
+    assert json_of(diag.stdout)["ssh"]["round_trips"] <= 3  # type: ignore[index]  # login, facts, devices and log
 
 
 def test_refusals_over_ssh_change_nothing(sshd: Sshd, tmp_path: Path) -> None:

@@ -70,6 +70,7 @@ def run(
         input=stdin,
         capture_output=True,
         text=True,
+        errors="surrogateescape",  # human text may name a file whose name is not UTF-8, as it is
         env=full_env,
         timeout=timeout,
         check=False,
