@@ -4,6 +4,7 @@ GRUB_CMDLINE_LINUX_DEFAULT, every other variable as before, and every other byte
 from __future__ import annotations
 
 import difflib
+import os
 import tempfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from mlxfix import cmdline, grubfile
 from mlxfix.cmdline import Param
 from mlxfix.errors import Refused
 from mlxfix.grubedit import GrubEdit, plan_grub_edit
-from tests.conftest import CORPUS, corpus_hosts
+from tests.conftest import CORPUS, corpus_files, corpus_hosts
 from tests.oracle import names_in, sh_values
 from tests.strategies import grub_files
 
@@ -249,3 +250,30 @@ def test_generated_files_edit_right_or_refuse(data: bytes) -> None:
     if edit.changed:
         again = plan_grub_edit([grubfile.parse(edit.files[0].after)], P)
         assert not again.changed  # editing twice is editing once
+
+
+GOLDEN = Path(__file__).parent / "golden" / "grubedit"
+
+
+def golden_text(path: Path) -> str:
+    """What a reviewer reads for one corpus file: the diff mlxfix would show, or its refusal."""
+    try:
+        edit = plan_grub_edit([grubfile.parse(path.read_bytes(), "/etc/default/grub")], P)
+    except Refused as exc:
+        return f"refused: {exc}\n"
+    from mlxfix.plan import unified_diff
+
+    return "".join(unified_diff("/etc/default/grub", f.before, f.after) for f in edit.files)
+
+
+@pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
+def test_golden_diffs(path: Path) -> None:
+    """Every corpus edit, reviewed once by a person, pinned byte for byte. After a deliberate change:
+    MLXFIX_REGEN_GOLDEN=1 python -m pytest tests/test_grubedit.py -k golden, then read git diff tests/golden."""
+    golden = GOLDEN / f"{path.name}.diff"
+    text = golden_text(path)
+    if os.environ.get("MLXFIX_REGEN_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text, encoding="utf-8")
+    assert golden.exists(), f"no golden diff for {path.name}: run with MLXFIX_REGEN_GOLDEN=1"
+    assert text == golden.read_text(encoding="utf-8")
