@@ -155,7 +155,7 @@ def _fill(host: Host, plan: Plan, hostname: str, backup_id: str, partial: str) -
         files=files,
         commands=[list(c.argv) for c in plan.commands],
     )
-    body = manifest.model_dump_json(indent=2).encode() + b"\n"
+    body = _json_bytes(manifest, indent=2)
     host.create_file(f"{partial}/manifest.json", body)
     checkpoint("backup-written")
     # Read everything back before trusting it.
@@ -179,8 +179,10 @@ def _read_manifest(host: Host, backup_id: str) -> Manifest:
     if info.data is None:
         raise FileError("the backup has no readable manifest", path=path)
     try:
-        manifest = Manifest.model_validate_json(info.data)
-    except ValidationError as exc:
+        manifest = Manifest.model_validate(json.loads(info.data))
+    except ValueError as exc:  # not JSON, or not a manifest
+        if not isinstance(exc, ValidationError):
+            raise FileError(f"the manifest is not valid JSON ({exc})", path=path) from None
         first = exc.errors()[0]
         raise FileError(f"the manifest is not valid ({'.'.join(map(str, first['loc']))}: {first['msg']})", path=path) from None
     if manifest.id != backup_id:
@@ -236,13 +238,19 @@ def load(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]
     return manifest, stored
 
 
+def _json_bytes(model: BaseModel, indent: int | None = None) -> bytes:
+    """A record as ASCII JSON. A file name that is not UTF-8 (lone surrogates in Python) is written
+    as \\udcXX escapes, which json.loads turns back into the very same name: rollback must find it."""
+    return json.dumps(model.model_dump(mode="json"), indent=indent).encode() + b"\n"
+
+
 def read_intent(host: Host) -> Intent | None:
     info = host.read(INTENT)
     if info.data is None:
         return None
     try:
-        return Intent.model_validate_json(info.data)
-    except ValidationError:
+        return Intent.model_validate(json.loads(info.data))
+    except ValueError:  # not JSON, or not an intent record: still an interrupted run
         return Intent(action="unknown", backup="", started="", param="", files=[])
 
 
@@ -256,7 +264,7 @@ def write_intent(host: Host, plan: Plan, manifest: Manifest) -> None:
         restores=plan.backup_id,
     )
     host.remove(INTENT)
-    host.create_file(INTENT, intent.model_dump_json().encode() + b"\n")
+    host.create_file(INTENT, _json_bytes(intent))
     checkpoint("after-intent")
 
 
@@ -266,4 +274,4 @@ def clear_intent(host: Host) -> None:
 
 def describe(manifest: Manifest) -> dict[str, object]:
     """A backup as ``mlxfix backups --json`` shows it."""
-    return json.loads(manifest.model_dump_json())  # type: ignore[no-any-return]
+    return manifest.model_dump(mode="json")

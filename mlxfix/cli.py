@@ -5,6 +5,7 @@ Heavy modules are imported inside the commands that need them, so ``mlxfix --hel
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -136,7 +137,9 @@ def _handled(func: Callable[..., None]) -> Callable[..., None]:
                 func(*args, **kwargs)
             finally:
                 while _OPEN:  # end SSH connections before the exit code is decided
-                    _OPEN.pop().close()
+                    remote = _OPEN.pop()
+                    with contextlib.suppress(OSError):  # a dead link must not hide the error that killed it
+                        remote.close()
         except MlxfixError as exc:
             sys.stderr.write(f"mlxfix: {exc}\n")
             if exc.hint:

@@ -6,6 +6,7 @@ happening); everything else is decided here or in the pure core.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -89,7 +90,7 @@ def _interrupted(snap: Snapshot) -> str | None:
     from mlxfix.backup import Intent
 
     try:
-        intent = Intent.model_validate_json(info.data)
+        intent = Intent.model_validate(json.loads(info.data))
     except ValueError:
         return "an earlier run (its intent record is unreadable)"
     return f"{intent.action} of {intent.started}, backup {intent.backup}"

@@ -12,6 +12,7 @@ host keys are never accepted silently (``BatchMode=yes``).
 from __future__ import annotations
 
 import base64
+import codecs
 import re
 import shlex
 import subprocess
@@ -25,6 +26,8 @@ from mlxfix.host import MAX_READ, CommandResult, FileInfo, Snapshot, checkpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
+
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
 __all__ = ["SshHost", "import_plumbum", "parse_target"]
 
@@ -74,6 +77,28 @@ class _Deferred(type(sys)):  # type: ignore[misc]
         return getattr(real, attr)
 
 
+# The session speaks UTF-8, except that a name that is not UTF-8 (kept by Python as lone surrogates,
+# as os.fsdecode does) travels as its own bytes, both ways: a script may name any file the target has.
+_CODEC = "mlxfix-utf8b"
+
+
+def _find_codec(name: str) -> codecs.CodecInfo | None:
+    if name != _CODEC.replace("-", "_"):
+        return None
+
+    def encode(text: str, _errors: str = "strict", /) -> tuple[bytes, int]:
+        return text.encode("utf-8", "surrogateescape"), len(text)
+
+    def decode(data: Buffer, _errors: str = "strict", /) -> tuple[str, int]:
+        raw = bytes(data)
+        return raw.decode("utf-8", "surrogateescape"), len(raw)
+
+    return codecs.CodecInfo(encode, decode, name=_CODEC)
+
+
+codecs.register(_find_codec)
+
+
 def _b64(text: str | bytes) -> str:
     return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
@@ -93,32 +118,60 @@ def _unb64(field: str) -> bytes:
 _PRELUDE = r"""
 enc() {  # $1 -> v: ":text" when plain, else its base64
     case "$1" in
-        *[!ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/+,@%=~-]*|'') v=$(printf %s "$1" | base64 -w0) ;;
+        *[!ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/+,@%=~:-]*|'') v=$(printf %s "$1" | base64 -w0) ;;
         *) v=":$1" ;;
     esac
 }
-emit() {  # F path exists mode uid gid islink linktarget isdir :error_in_words data
+emit() {  # $1 path, $2 its "mode uid gid size" if known -> F path exists mode uid gid islink link isdir :error data
     f="$r$1"; link=-; islink=0; err=-; data=-; isdir=0; enc "$1"; name=$v
     if [ -L "$f" ]; then islink=1; enc "$(readlink "$f")"; link=$v; fi
     if [ ! -e "$f" ]; then
         if [ "$islink" = 1 ]; then err=:dangling_symlink
-        elif ! { [ -d "${f%/*}" ] && [ -x "${f%/*}" ]; }; then  # missing, or hidden behind a closed directory?
-            case "$(stat -c %f "$f" 2>&1)" in *"ermission denied"*) err=:permission_denied ;; esac
+        else  # missing, or hidden behind a directory we may not search? The nearest one that exists says.
+            d=${f%/*}; while [ -n "$d" ] && [ ! -e "$d" ]; do d=${d%/*}; done
+            if [ -n "$d" ] && [ -d "$d" ] && [ ! -x "$d" ]; then
+                case "$(stat -c %f "$f" 2>&1)" in *"ermission denied"*) err=:permission_denied ;; esac
+            fi
         fi
         printf 'F %s 0 0 0 0 %s %s 0 %s -\n' "$name" "$islink" "$link" "$err"; return
     fi
-    set -- "$1" $(stat -L -c '%f %u %g %s' "$f" 2>/dev/null || echo '0 0 0 0')
+    meta=$2; [ -n "$meta" ] || meta=$(stat -L -c '%f %u %g %s' "$f" 2>/dev/null) || meta='0 0 0 0'
+    set -- "$1" $meta
     if [ -d "$f" ]; then isdir=1
     elif [ ! -f "$f" ]; then err=:not_a_regular_file
     elif [ ! -r "$f" ]; then err=:permission_denied
+    elif [ "$5" -gt "$limit" ] 2>/dev/null; then
+        if [ "$tail" = 1 ]; then data=$(tail -c "$limit" "$f" | base64 -w0); else err=":larger_than_${limit}_bytes"; fi
     else
-        if [ "$5" -gt "$limit" ] 2>/dev/null; then
-            if [ "$tail" = 1 ]; then data=$(tail -c "$limit" "$f" | base64 -w0); else err=":larger_than_${limit}_bytes"; fi
-        else data=$(head -c $((limit + 1)) "$f" 2>/dev/null | base64 -w0) || err=:cannot_read_it
+        # One plain line (a sysfs attribute, most often) is sent as ".line" with no fork; the size (or a
+        # pseudo-file's path) proves that read saw every byte.
+        l1=; l2=; data=
+        if { IFS= read -r l1 && ! IFS= read -r l2 && [ -z "$l2" ]; } <"$f" 2>/dev/null \
+            && { [ "$5" = $((${#l1} + 1)) ] || case "$f" in /sys/*|/proc/*) true ;; *) false ;; esac; }; then
+            case "$l1" in
+                *[!ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/+,@%=~:\(\)-]*|'') ;;
+                *) data=".$l1" ;;
+            esac
         fi
+        [ -n "$data" ] || data=$(base64 -w0 <"$f" 2>/dev/null) || err=:cannot_read_it
         [ -n "$data" ] || data==
     fi
     printf 'F %s 1 %s %s %s %s %s %s %s %s\n' "$name" "$2" "$3" "$4" "$islink" "$link" "$isdir" "$err" "$data"
+}
+emit_all() {  # every path in "$@": one stat for all of them (a fork is what a file costs, not its bytes)
+    k=$#; nl='
+'
+    for p; do if [ -e "$r$p" ]; then set -- "$@" "$r$p"; else set -- "$@" /dev/null; fi; done
+    metas=$(shift "$k"; [ $# = 0 ] || stat -L -c '%f %u %g %s' -- "$@" 2>/dev/null)
+    lines=0; rest=$metas
+    while [ -n "$rest" ]; do lines=$((lines + 1)); case "$rest" in *"$nl"*) rest=${rest#*"$nl"} ;; *) rest= ;; esac; done
+    [ "$lines" = "$k" ] || metas=  # something changed meanwhile: each file is looked at on its own
+    i=0
+    for p; do
+        i=$((i + 1)); [ "$i" -le "$k" ] || break
+        meta=${metas%%"$nl"*}; metas=${metas#*"$nl"}
+        emit "$p" "$meta"
+    done
 }
 listing() {  # L path present entries...
     d="$r$1"; enc "$1"
@@ -194,7 +247,7 @@ class SshHost:
             from plumbum.machines.session import ShellSession
 
             proc: Any = self._proc  # a Popen: all a ShellSession uses of it is there
-            self._session = ShellSession(proc, "utf8", False, self.connect_timeout, host=self.host)
+            self._session = ShellSession(proc, _CODEC, False, self.connect_timeout, host=self.host)
         except Exception as exc:  # ssh ended (its stderr says why), or plumbum's session gave up
             self._failure = self._connection_error(exc, self._last_words())
 
@@ -261,7 +314,8 @@ class SshHost:
             proc.wait()
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
-                stream.close()
+                with suppress(OSError):  # stdin's flush on close, when ssh is already gone
+                    stream.close()
 
     def __del__(self) -> None:
         self.close()
@@ -313,7 +367,7 @@ class SshHost:
     ) -> Snapshot:
         """Everything a plan needs, in one script and one round trip."""
         q = shlex.quote
-        lines = [f"r={q(self._r())}; limit={limit}; tail={1 if tail else 0}", _PRELUDE]
+        lines = [f"r={q(self._r())}; limit={limit}; tail={1 if tail else 0}; set --", _PRELUDE]
         for d in listings:
             if any(c in d for c in "*?["):
                 lines.append(f'for d in "$r"{_glob(d)}; do [ -d "$d" ] && listing "${{d#"$r"}}"; done')
@@ -323,8 +377,9 @@ class SshHost:
             each = f'for f in "$r"{_glob(pattern)}; do [ -e "$f" ] || [ -L "$f" ] || continue;'
             lines.append(f"printf 'G %s' {q(_b64(pattern))}")
             lines.append(f'{each} enc "${{f#"$r"}}"; printf " %s" "$v"; done; echo')
-            lines.append(f'{each} emit "${{f#"$r"}}"; done')
-        lines.extend(f"emit {q(p)}" for p in files)
+            lines.append(f'{each} set -- "$@" "${{f#"$r"}}"; done')
+        lines.extend(f'set -- "$@" {q(p)}' for p in files)
+        lines.append('emit_all "$@"')
         lines.extend(f"tail=1; emit {q(p)}; tail={1 if tail else 0}" for p in logs)
         lines.extend(f"tool {q(t)}" for t in tools)
         if self.runs_commands:
@@ -505,7 +560,7 @@ def _parse_snapshot(out: str, round_trips: int) -> Snapshot:
             snap.files[path] = FileInfo(
                 path,
                 exists == "1",
-                None if data == "-" else b"" if data == "=" else _unb64(data),
+                None if data == "-" else b"" if data == "=" else (data[1:] + "\n").encode() if data[:1] == "." else _unb64(data),
                 int(mode, 16) if exists == "1" else 0,
                 int(uid),
                 int(gid),

@@ -103,6 +103,15 @@ def test_odd_file_names_and_bytes_arrive_intact(sshd: Sshd, tmp_path: Path) -> N
     assert edited["path"] == "/etc/default/grub.d/60-caf\\xe9 x:y_z.cfg"  # JSON stays UTF-8; the odd byte shown
     diag = remote(sshd, "diagnose", "--json", "--root", str(there))
     assert json_of(diag.stdout)["ssh"]["round_trips"] <= 3  # type: ignore[index]  # login, facts, devices and log
+    # And the real thing: the odd name written (atomically, on the target), then rolled back.
+    original = snapshot(there / "etc")
+    for root, host_args in ((here, ()), (there, ("--host", sshd.target, *sshd.options()))):
+        applied = run("apply", "--yes", "--json", "--root", str(root), *host_args)
+        assert applied.returncode == 0, applied.stderr
+    assert snapshot(there / "etc") == snapshot(here / "etc") != original
+    back = remote(sshd, "rollback", "--yes", "--root", str(there))
+    assert back.returncode == 0, back.stderr
+    assert snapshot(there / "etc") == original
 
 
 def test_refusals_over_ssh_change_nothing(sshd: Sshd, tmp_path: Path) -> None:
@@ -190,7 +199,7 @@ def test_a_connection_killed_mid_apply_leaves_old_or_new_and_a_usable_rollback(s
     Path(f"{marker}.go").touch()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode in (1, 3), err
-    assert "connection was lost" in err
+    assert "connection was lost" in err, (proc.returncode, out, err)
     assert "Traceback" not in err
     assert (there / "etc/default/grub").read_bytes() in (original, expected)  # old or new, never a mix
     leftovers = [p.name for p in (there / "etc/default").iterdir() if ".mlxfix-" in p.name]

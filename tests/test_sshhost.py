@@ -1,0 +1,96 @@
+"""The SSH host's read script, through a real sshd: whatever the names and bytes, a batched read over
+SSH sees exactly what the local host sees (the script takes shortcuts: plain names travel as text,
+one plain line without base64, one stat for all files; each shortcut must be exact or not taken)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlxfix.host import LocalHost
+from mlxfix.sshhost import SshHost
+
+if TYPE_CHECKING:
+    from tests.sshd import Sshd
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+# Names: plain ones (the no-fork path), and ones with spaces, colons, newlines, a leading dash,
+# non-ASCII and non-UTF-8 bytes (the base64 path).
+names = st.one_of(
+    st.from_regex(r"[A-Za-z0-9._:+@%=~-]{1,12}", fullmatch=True),
+    st.binary(min_size=1, max_size=12).map(lambda b: b.replace(b"/", b"_").replace(b"\0", b"_")),
+).filter(lambda n: (n.encode() if isinstance(n, str) else n) not in (b".", b".."))
+contents = st.one_of(
+    st.from_regex(r"[A-Za-z0-9()._:-]{0,20}\n", fullmatch=True),  # one plain line: the shortcut
+    st.from_regex(r"[A-Za-z0-9 ]{0,20}(\n|\r\n)?", fullmatch=True),
+    st.binary(max_size=64),  # NULs, lone CRs, no final newline...
+)
+
+
+def _bytes(name: str | bytes) -> bytes:
+    return name.encode() if isinstance(name, str) else name
+
+
+def _remote(sshd: Sshd, root: Path) -> SshHost:
+    options = sshd.options()
+    return SshHost(sshd.target, str(root), [o for o in options if o != "--ssh-option"])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(files=st.dictionaries(names, contents, min_size=1, max_size=6))
+def test_a_batched_read_over_ssh_is_the_local_read(sshd: Sshd, files: dict[str | bytes, bytes | str]) -> None:
+    root = Path(tempfile.mkdtemp(prefix="mlxfix-sshread-"))
+    try:
+        d = root / "etc/default/grub.d"
+        d.mkdir(parents=True)
+        paths = []
+        for name, data in files.items():
+            target = os.path.join(os.fsencode(d), _bytes(name))
+            Path(os.fsdecode(target)).write_bytes(_bytes(data))
+            paths.append("/etc/default/grub.d/" + os.fsdecode(_bytes(name)))
+        (root / "etc/default/link").symlink_to("grub.d")
+        (root / "etc/default/dangling").symlink_to("nowhere")
+        wanted = [*paths, "/etc/default/missing", "/etc/default/dangling", "/etc/default/link", "/etc/nope/deeper/file"]
+        request = (wanted, ["/etc/default/grub.d", "/etc/default", "/etc/absent"], ["/etc/default/grub.d/*"])
+        local = LocalHost(str(root)).gather(*request)
+        remote = _remote(sshd, root)
+        try:
+            over = remote.gather(*request)
+        finally:
+            remote.close()
+        assert over.listings == local.listings
+        assert over.globs == local.globs
+        for path in {*wanted, *local.globs["/etc/default/grub.d/*"]}:
+            a, b = local.files[path], over.files[path]
+            assert (b.exists, b.data, b.is_symlink, b.link_target, b.is_dir) == (
+                a.exists,
+                a.data,
+                a.is_symlink,
+                a.link_target,
+                a.is_dir,
+            ), path
+            if a.exists:
+                assert (b.mode, b.uid, b.gid) == (a.mode, a.uid, a.gid), path
+            assert (b.error is None) == (a.error is None), (path, a.error, b.error)
+    finally:
+        shutil.rmtree(root)
+
+
+def test_a_pseudo_file_line_is_read_whole(sshd: Sshd) -> None:
+    """Real /proc and /sys files report a size that is not theirs (0 or 4096): their one line is taken
+    on the path's word, and a multi-line one still arrives byte for byte."""
+    remote = SshHost(sshd.target, "/", [o for o in sshd.options() if o != "--ssh-option"])
+    try:
+        snap = remote.gather(["/proc/sys/kernel/ostype", "/proc/filesystems", "/proc/version"])
+    finally:
+        remote.close()
+    for path in ("/proc/sys/kernel/ostype", "/proc/filesystems", "/proc/version"):
+        assert snap.files[path].data == Path(path).read_bytes(), path
