@@ -1,6 +1,6 @@
 """``python -m mlxfix``."""
 
-from mlxfix.cli import main
+from mlxfix.entry import main
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mlxfix.host import CommandResult, Host
     from mlxfix.plan import Plan
     from mlxfix.render import Style
+    from mlxfix.sshhost import SshHost
 
 HELP = """\
 Fix the Mellanox ConnectX-3 "Missing UAR, aborting" failure safely.
@@ -124,6 +125,7 @@ def _main(
 # -- helpers -------------------------------------------------------------------------------------------
 
 _OPEN: list[Any] = []  # SSH hosts to close when the command ends
+_EARLY: list[SshHost] = []  # the connection mlxfix.entry started before the CLI was imported, if any
 
 
 def _handled(func: Callable[..., None]) -> Callable[..., None]:
@@ -177,7 +179,13 @@ def _host(root: str, target: str | None = None, ssh_options: list[str] | None = 
     if target is not None:
         from mlxfix.sshhost import SshHost
 
-        remote = SshHost(target, root, ssh_options or [])
+        early: SshHost | None = _EARLY.pop() if _EARLY else None
+        if early is not None and early.made_for(target, root, ssh_options or []):
+            remote = early  # started by mlxfix.entry before the CLI was imported
+        else:
+            if early is not None:
+                early.close()
+            remote = SshHost(target, root, ssh_options or [])
         _OPEN.append(remote)
         remote.start()  # the handshake overlaps the imports and the planning that follow
         return remote
@@ -552,8 +560,11 @@ def verify(
     raise typer.Exit(int(code))
 
 
-def main() -> None:
-    """Entry point: run the app; turn what escapes it into one line and an exit code."""
+def main(early: SshHost | None = None) -> None:
+    """Entry point: run the app; turn what escapes it into one line and an exit code. ``early``: an
+    SshHost already connecting (see mlxfix.entry)."""
+    if early is not None:
+        _EARLY.append(early)
     # mlxfix is a short-lived process whose big structures (the parsed file, the evaluation) are trees
     # freed by reference counting; the cycle collector would only rescan them again and again as they
     # grow (a 1 MiB grub file: 0.55 s with it, 0.3 s without; see tests/perf/bench.py).
@@ -574,4 +585,8 @@ def main() -> None:
             show()
             sys.exit(ExitCode.USAGE)
         raise
+    finally:
+        while _EARLY:  # started for a command that never got to use it (a usage error, --help)
+            with contextlib.suppress(OSError):
+                _EARLY.pop().close()
     sys.exit(code if isinstance(code, int) else 0)

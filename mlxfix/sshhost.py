@@ -218,6 +218,11 @@ class SshHost:
 
     # -- the connection --------------------------------------------------------------------------------
 
+    def made_for(self, target: str, root: str, ssh_options: Sequence[str]) -> bool:
+        """Whether this host object is the one those options ask for."""
+        other = SshHost(target, root, ssh_options)
+        return (self.label, self.root, self.ssh_options) == (other.label, other.root, other.ssh_options)
+
     def _ssh_argv(self) -> list[str]:
         argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(self.connect_timeout)}"]
         argv += ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
@@ -318,7 +323,8 @@ class SshHost:
                     stream.close()
 
     def __del__(self) -> None:
-        self.close()
+        if getattr(self, "_proc", None) is not None:  # not when __init__ refused the target
+            self.close()
 
     def _sh(self, script: str, *, check: bool = True, what: str = "run a command") -> tuple[int, str, str]:
         """Run a script in the root shell (one round trip): (exit code, stdout, stderr)."""

@@ -248,3 +248,28 @@ def test_bad_host_arguments_are_usage_errors(args: list[str], message: str) -> N
     proc = run(*args)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+def test_the_early_connection_is_used_once_or_closed(sshd: Sshd, tmp_path: Path) -> None:
+    """mlxfix.entry connects before typer parses the command line: a run uses that one connection, and
+    a run that dies of a usage error leaves no ssh behind."""
+    there = tree(tmp_path)
+    ok = remote(sshd, "apply", "--dry-run", "--json", "--root", str(there))
+    assert json_of(ok.stdout)["ssh"]["connections"] == 1  # type: ignore[index]
+    bad = remote(sshd, "apply", "--dry-run", "--no-such-option", "--root", str(there))
+    assert bad.returncode == 2
+    deadline = time.monotonic() + 10
+    while sshd.connection_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sshd.connection_pids() == []
+
+
+def test_the_early_glance_at_the_command_line_is_conservative() -> None:
+    from mlxfix.entry import _early_connection
+
+    assert _early_connection(["diagnose"]) is None
+    assert _early_connection(["diagnose", "--host", "a", "--help"]) is None
+    assert _early_connection(["diagnose", "--host", "a", "--host", "b"]) is None
+    assert _early_connection(["diagnose", "--host"]) is None
+    assert _early_connection(["diagnose", "--host", "bad host!"]) is None  # typer's run reports it
+    assert _early_connection(["diagnose", "--host", "a", "--root", "relative/dir"]) is None

@@ -1,0 +1,52 @@
+"""The console script. A ``--host`` run starts its SSH connection here, before the CLI (typer, click)
+is even imported: ssh's handshake, the bulk of ``ssh HOST true``, then overlaps all of mlxfix's start-up.
+
+The command line is only glanced at (``--host``, ``--ssh-option``, ``--root``); typer still parses it
+for real, and the CLI uses the early connection only if it was made for exactly what typer parsed.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlxfix.sshhost import SshHost
+
+
+def main() -> None:
+    early = _early_connection(sys.argv[1:])
+    from mlxfix import cli
+
+    cli.main(early)
+
+
+def _early_connection(args: list[str]) -> SshHost | None:
+    values: dict[str, list[str]] = {"--host": [], "--ssh-option": [], "--root": []}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            break
+        if arg in ("--help", "-h"):
+            return None
+        name, eq, value = arg.partition("=")
+        if name in values:
+            if not eq:
+                if i + 1 >= len(args):
+                    return None
+                i += 1
+                value = args[i]
+            values[name].append(value)
+        i += 1
+    if len(values["--host"]) != 1 or len(values["--root"]) > 1:
+        return None  # none, or an odd command line: typer will say what is wrong with it
+    from mlxfix.errors import MlxfixError
+    from mlxfix.sshhost import SshHost
+
+    try:
+        host = SshHost(values["--host"][0], (values["--root"] or ["/"])[0], values["--ssh-option"])
+        host.start()
+    except MlxfixError:
+        return None  # a bad --host or --root: typer's run will report it
+    return host
