@@ -138,7 +138,9 @@ def grub_evaluation(snap: Snapshot) -> Evaluation | None:
     if not sources or any(s.error for s in sources):
         return None
     if "grub_evaluation" not in snap.derived:
-        snap.derived["grub_evaluation"] = evaluate(sources)
+        # The two variables an edit may change: checkpoints before them let the check of an edit
+        # re-evaluate only what follows it.
+        snap.derived["grub_evaluation"] = evaluate(sources, watch={"GRUB_CMDLINE_LINUX_DEFAULT", "GRUB_CMDLINE_LINUX"})
     ev: Evaluation = snap.derived["grub_evaluation"]
     return ev
 

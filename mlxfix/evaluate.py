@@ -182,6 +182,10 @@ class Evaluation:
     final: dict[str, Binding] = field(default_factory=dict)
     history: dict[str, list[Binding]] = field(default_factory=dict)
     poisoned: Unknown | None = None  # set once a statement may have changed any variable at all
+    # The state before each statement that assigns a watched name, and at the end of each file: where
+    # the evaluation of an edited copy of these files can resume (see ``evaluate``).
+    checkpoints: list[Checkpoint] = field(default_factory=list, repr=False)
+    fresh: list[Binding] = field(default_factory=list, repr=False)  # the bindings this run made itself
 
     def binding(self, name: str) -> Binding | None:
         """The final binding of ``name``; None when no file sets it. After ``eval``/``source`` an
@@ -202,9 +206,28 @@ class Evaluation:
         return sorted(self.final)
 
 
+class Checkpoint(NamedTuple):
+    """Everything the evaluator knows just before statement ``statement`` of file ``file``."""
+
+    file: int
+    statement: int
+    env: dict[str, Binding]
+    history: dict[str, int]  # name -> how many bindings it had: the lists themselves keep growing
+    functions: dict[str, shell.Compound]
+    function_text: dict[str, str]
+    foreign_functions: Unknown | None
+    skippable: Unknown | None
+    exits: bool
+    poisoned: Unknown | None
+
+
+_MAX_CHECKPOINTS = 32  # a file that assigns a watched name more often gets no resumable evaluation
+
+
 class _Evaluator:
-    def __init__(self, files: Sequence[GrubFile]) -> None:
+    def __init__(self, files: Sequence[GrubFile], watch: AbstractSet[str] = frozenset()) -> None:
         self.files = files
+        self.watch = watch
         self.result = Evaluation(files)
         self.env = self.result.final
         self.functions: dict[str, shell.Compound] = {}
@@ -236,6 +259,7 @@ class _Evaluator:
         b = Binding(name, value, file, statement, assign, leaves, self.via.freeze() if via is None else via)
         self.env[name] = b
         self.result.history.setdefault(name, []).append(b)
+        self.result.fresh.append(b)
 
     def note_reads(self, text: str) -> None:
         """Record, for dependency tracking, the assignments behind every variable ``text`` reads."""
@@ -347,12 +371,41 @@ class _Evaluator:
 
     # -- statements ----------------------------------------------------------------------------------
 
-    def run(self) -> Evaluation:
-        for index, f in enumerate(self.files):
+    def checkpoint(self, file: int, statement: int) -> None:
+        points = self.result.checkpoints
+        if len(points) > _MAX_CHECKPOINTS:
+            return
+        if len(points) == _MAX_CHECKPOINTS:
+            points.clear()
+            points.append(Checkpoint(-1, -1, {}, {}, {}, {}, None, None, False, None))  # a marker: no more
+            return
+        history = {name: len(bs) for name, bs in self.result.history.items()}
+        env, functions, texts = dict(self.env), dict(self.functions), dict(self.function_text)
+        state = (self.foreign_functions, self.skippable, self.exits, self.result.poisoned)
+        points.append(Checkpoint(file, statement, env, history, functions, texts, *state))
+
+    def resume(self, cp: Checkpoint, before: Evaluation) -> Evaluation:
+        """Evaluate from ``cp`` (made by an evaluation ``before`` of files whose statements up to there
+        these files share): what a run from the start would give, without redoing the shared part."""
+        self.env = self.result.final = dict(cp.env)
+        self.result.history = {name: before.history[name][:n] for name, n in cp.history.items()}
+        self.result.poisoned = cp.poisoned
+        self.functions, self.function_text = dict(cp.functions), dict(cp.function_text)
+        self.foreign_functions, self.skippable, self.exits = cp.foreign_functions, cp.skippable, cp.exits
+        return self.run(cp.file, cp.statement)
+
+    def run(self, first_file: int = 0, first_statement: int = 0) -> Evaluation:
+        for index in range(first_file, len(self.files)):
+            f = self.files[index]
             self.current = index
-            if not self.exits:
+            start = first_statement if index == first_file else 0
+            if not self.exits and start == 0:
                 self.skippable = None
-            for s_index, st in enumerate(f.statements):
+            statements = f.statements
+            for s_index in range(start, len(statements)):
+                st = statements[s_index]
+                if self.watch and st.kind == "assignment" and any(a.name in self.watch for a in st.assignments):
+                    self.checkpoint(index, s_index)
                 if st.kind == "invalid":
                     err = st.unit.error
                     assert err is not None
@@ -372,6 +425,8 @@ class _Evaluator:
                     if st.unit.separator != "&":  # a background job runs in a subshell
                         self.effects_of_andor(st.unit.command, "top", effects, depth=0)
                     self.apply(effects, index, s_index)
+            if self.watch:
+                self.checkpoint(index, len(statements))  # where a line appended to this file starts
         return self.result
 
     def assignment(self, items: Iterable[Assign], file: int, statement: int) -> None:
@@ -554,6 +609,28 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def evaluate(files: Sequence[GrubFile]) -> Evaluation:
-    """Source ``files`` in order (as grub-mkconfig does) and return what each variable holds."""
+def evaluate(files: Sequence[GrubFile], watch: AbstractSet[str] = frozenset()) -> Evaluation:
+    """Source ``files`` in order (as grub-mkconfig does) and return what each variable holds.
+
+    ``watch``: names an edit may change; the result keeps checkpoints before their assignments, so that
+    ``reevaluate`` can check an edited copy without evaluating the unchanged start again."""
+    return _Evaluator(files, watch).run()
+
+
+def reevaluate(before: Evaluation, files: Sequence[GrubFile]) -> Evaluation:
+    """``evaluate(files)``, for ``files`` that are ``before.files`` with some statements changed (as
+    ``grubfile.reparse`` makes them: the statements before the first change are the very same objects).
+    Resumes at the last checkpoint of ``before`` that lies wholly in that shared start."""
+    for cp in reversed(before.checkpoints):
+        if cp.file < 0 or cp.file >= len(files) or len(files) != len(before.files):
+            break
+        if any(files[i] is not before.files[i] for i in range(cp.file)):
+            continue
+        new, old = files[cp.file], before.files[cp.file]
+        if new is old or (
+            cp.statement <= len(new.statements)
+            and cp.statement <= len(old.statements)
+            and (cp.statement == 0 or new.statements[cp.statement - 1] is old.statements[cp.statement - 1])
+        ):
+            return _Evaluator(files).resume(cp, before)
     return _Evaluator(files).run()

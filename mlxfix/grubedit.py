@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from mlxfix import cmdline, grubfile
 from mlxfix.cmdline import Change, Param
 from mlxfix.errors import Refused
-from mlxfix.evaluate import Binding, Evaluation, Run, Unknown, evaluate, text_of
+from mlxfix.evaluate import Binding, Evaluation, Run, Unknown, evaluate, reevaluate, text_of
 from mlxfix.shell import DoubleQuoted, Expansion, Literal, literal_atoms
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def plan_grub_edit(
     """
     for f in sources:
         check_editable(f)
-    ev = evaluation if evaluation is not None else evaluate(sources)
+    ev = evaluation if evaluation is not None else evaluate(sources, watch={variable, anchor})
     b = ev.binding(variable)
     if b is None:
         return _add_assignment(sources, ev, param, variable, anchor)
@@ -371,27 +371,27 @@ def _verify(
         err = new_sources[fe.source].error
         if err is not None:
             raise Refused(f"the edited file would not parse ({err.message})", path=fe.path)
-    ev2 = evaluate(new_sources)
+    ev2 = reevaluate(ev, new_sources)  # from the last checkpoint before the edit: the rest is shared
     got = ev2.value(variable)
     if got != expected or not cmdline.contains(got, param):
         shown = repr(got) if isinstance(got, str) else "an unknown value"
         raise Refused(f"the edit would give {variable} {shown}, not the intended {expected!r}", path=files[0].path)
     # Assignments the edit touched, as nodes of the new model; a variable mlxfix cannot compute that
     # was computed from one of them may have changed without anyone seeing it.
+    # (Bindings carried over from a checkpoint come from statements before the first change.)
     touched: set[int] = set()
     for fe in files:
-        for bindings in ev2.history.values():
-            for h in bindings:
-                if (
-                    h.assign is not None
-                    and h.file == fe.source
-                    and any(lo <= h.assign.end and h.assign.start <= hi for lo, hi in fe.regions)
-                ):
-                    touched.add(id(h.assign))
+        for h in ev2.fresh:
+            if (
+                h.assign is not None
+                and h.file == fe.source
+                and any(lo <= h.assign.end and h.assign.start <= hi for lo, hi in fe.regions)
+            ):
+                touched.add(id(h.assign))
     memo: dict[int, bool] = {}
     for name in sorted(set(ev.final) | set(ev2.final)):  # sorted: the same refusal on every run
-        if name == variable:
-            continue
+        if name == variable or (name in ev.final and ev.final[name] is ev2.final.get(name)):
+            continue  # the target, or a binding carried over unchanged from before the edit
         old, new = ev.value(name), ev2.value(name)
         b2 = ev2.binding(name)
         if isinstance(old, Unknown) and isinstance(new, Unknown):

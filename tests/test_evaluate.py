@@ -6,9 +6,10 @@ import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlxfix import grubfile
-from mlxfix.evaluate import Unknown, evaluate
+from mlxfix.evaluate import Evaluation, Unknown, evaluate, reevaluate
 from tests.conftest import corpus_hosts
 from tests.oracle import names_in, sh_accepts, sh_values
 from tests.strategies import grub_files
@@ -82,3 +83,45 @@ def test_truncated_files_parse_iff_sh_parses(data: bytes) -> None:
             t.flush()
             model_ok = grubfile.parse(piece).error is None
             assert model_ok == sh_accepts(t.name), piece
+
+
+def _facts(ev: Evaluation) -> tuple[object, ...]:
+    """What an evaluation says, as plain data: every variable's final value and value history."""
+    values = {name: ev.value(name) for name in ev.final}
+    history = {name: [(b.file, b.statement, str(b.value)) for b in bs] for name, bs in ev.history.items()}
+    return values, history, str(ev.poisoned)
+
+
+WATCH = {"GRUB_CMDLINE_LINUX_DEFAULT", "GRUB_CMDLINE_LINUX"}
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(grub_files(), min_size=1, max_size=3),
+    st.data(),
+)
+def test_resuming_at_a_checkpoint_is_evaluating_from_the_start(datas: list[bytes], data: st.DataObject) -> None:
+    """An edited copy re-evaluated from the last checkpoint before its first change gives what a
+    full evaluation gives: the shortcut that keeps checking an edit of a 1 MiB file linear."""
+    files = [grubfile.parse(d, f"/f{i}") for i, d in enumerate(datas)]
+    before = evaluate(files, watch=WATCH)
+    which = data.draw(st.integers(0, len(files) - 1))
+    old = datas[which]
+    at = data.draw(st.integers(0, len(old)))
+    cut = data.draw(st.integers(0, min(8, len(old) - at)))
+    insert = data.draw(st.sampled_from([b"", b" pci=realloc=off", b"\nGRUB_CMDLINE_LINUX_DEFAULT=x", b"$X", b'"', b"\n"]))
+    new_data = old[:at] + insert + old[at + cut :]
+    edited = list(files)
+    edited[which] = grubfile.reparse(files[which], new_data)
+    assert _facts(reevaluate(before, edited)) == _facts(evaluate(edited))
+
+
+def test_a_big_file_edited_at_its_end_is_rechecked_from_a_checkpoint() -> None:
+    lines = b"".join(b'OPT_%d="v%d"\n' % (i, i) for i in range(3000)) + b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
+    f = grubfile.parse(lines, "/etc/default/grub")
+    before = evaluate([f], watch=WATCH)
+    edited = grubfile.reparse(f, lines.replace(b'"quiet"', b'"quiet pci=realloc=off"'))
+    after = reevaluate(before, [edited])
+    assert len(after.fresh) == 1  # only the edited statement was evaluated again
+    assert after.value("GRUB_CMDLINE_LINUX_DEFAULT") == "quiet pci=realloc=off"
+    assert _facts(after) == _facts(evaluate([edited]))
