@@ -1,0 +1,332 @@
+"""mlxfix's benchmark: start-up, SSH, and scale, each against a baseline timed in the same run.
+
+    .venv/bin/python tests/perf/bench.py                   # every case; exit 1 if a budget is exceeded
+    .venv/bin/python tests/perf/bench.py --only startup    # or ssh, scale, shapes; --runs N for more samples
+
+Not a timed test (CI machines are noisy): run it on the machine you care about. Each case runs after a
+warm-up; its median is compared with a baseline timed in the same run (``python3 -c pass``, ``ssh HOST
+true``, the smallest size), so the ratios travel between machines when the milliseconds do not. Every
+run's output is checked, so no budget can be met by a run that failed or skipped its work. The SSH
+cases start a private sshd on 127.0.0.1 (root and Debian's openssh-server needed, as for the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # this checkout's mlxfix and tests, installed or not
+EXAMPLE = ROOT / "examples" / "pve-missing-uar"
+STARTUP_BUDGET = 9.0  # x python3 -c pass
+SSH_BUDGET = 2.0  # x ssh HOST true
+SCALE_SECONDS = 0.5  # the 16x size, end to end
+GROWTH_BUDGET = 6.0  # x time for 4x the input: linear is 4, quadratic 16
+EDITED = b'+GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"'
+
+
+@dataclass
+class Row:
+    case: str
+    median: float
+    baseline: str
+    base: float
+    budget: str
+    ok: bool
+    note: str = ""
+    info: bool = False  # measured and shown, not budgeted
+
+    @property
+    def ratio(self) -> str:
+        return f"{self.median / self.base:.1f}x" if self.base else ""
+
+
+def mlxfix_argv() -> list[str]:
+    """The console script an admin runs, when it is installed beside this Python; else ``-m``."""
+    script = Path(sys.executable).with_name("mlxfix")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mlxfix"]
+
+
+def child_env() -> dict[str, str]:
+    """The environment of an ordinary run: byte-code caches written and used, as after ``pip install``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONDONTWRITEBYTECODE", "PYTHONPROFILE", "MLXFIX_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def timed(argv: list[str], check: Callable[[subprocess.CompletedProcess[bytes]], str | None], runs: int) -> float:
+    """Median wall time of ``argv`` over ``runs`` runs, after two warm-ups; every run's result checked."""
+    times = []
+    for i in range(runs + 2):
+        started = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, env=child_env(), cwd=ROOT, check=False)
+        elapsed = time.perf_counter() - started
+        problem = check(proc)
+        if problem:
+            sys.exit(f"bench: {' '.join(argv[:4])}...: {problem}\n{proc.stderr.decode(errors='replace')[-2000:]}")
+        if i >= 2:
+            times.append(elapsed)
+    return statistics.median(times)
+
+
+def in_process(func: Callable[[], object], runs: int) -> float:
+    """Median time of the pure core on its own, with the cycle collector off as mlxfix runs it."""
+    import gc
+
+    times = []
+    gc.disable()
+    try:
+        for i in range(runs + 1):
+            started = time.perf_counter()
+            func()
+            if i:
+                times.append(time.perf_counter() - started)
+    finally:
+        gc.enable()
+    return statistics.median(times)
+
+
+def expect(code: int, *needles: bytes) -> Callable[[subprocess.CompletedProcess[bytes]], str | None]:
+    def check(proc: subprocess.CompletedProcess[bytes]) -> str | None:
+        if proc.returncode != code:
+            return f"exit {proc.returncode}, expected {code}"
+        missing = [n for n in needles if n not in proc.stdout]
+        return f"output lacks {missing[0]!r}" if missing else None
+
+    return check
+
+
+# -- start-up --------------------------------------------------------------------------------------------
+
+
+def startup(runs: int) -> list[Row]:
+    base = timed([sys.executable, "-c", "pass"], expect(0), runs)
+    cases = [
+        ("mlxfix --help", ["--help"], expect(0, b"apply", b"rollback")),
+        ("mlxfix apply --dry-run --root (Proxmox tree)", ["apply", "--dry-run", "--root", str(EXAMPLE)], expect(0, EDITED)),
+        ("mlxfix diagnose --root (Proxmox tree)", ["diagnose", "--root", str(EXAMPLE)], expect(10, b"Missing UAR, aborting")),
+    ]
+    rows = []
+    for name, args, check in cases:
+        t = timed([*mlxfix_argv(), *args], check, runs)
+        rows.append(Row(name, t, "`python3 -c pass`", base, f"{STARTUP_BUDGET:g}x", t <= STARTUP_BUDGET * base))
+    return rows
+
+
+# -- over SSH --------------------------------------------------------------------------------------------
+
+
+def over_ssh(runs: int) -> list[Row]:
+    if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
+        print("bench: the SSH cases need root and openssh-server; skipped", file=sys.stderr)
+        return []
+    from tests.sshd import Sshd
+
+    sshd = Sshd()
+    try:
+        base = timed([*sshd.ssh_argv(), "true"], expect(0), runs)
+        remote = ["--host", sshd.target, *sshd.options(), "--root", str(EXAMPLE)]
+        rows = []
+        for name, args, code, needle in (
+            ("mlxfix apply --dry-run --host (loopback sshd)", ["apply", "--dry-run", "--json"], 0, b'"would_change": true'),
+            ("mlxfix diagnose --host (loopback sshd)", ["diagnose", "--json"], 10, b'"status": "affected"'),
+        ):
+            figures: dict[str, int] = {}
+
+            def check(
+                proc: subprocess.CompletedProcess[bytes],
+                code: int = code,
+                needle: bytes = needle,
+                figures: dict[str, int] = figures,
+            ) -> str | None:
+                problem = expect(code, needle)(proc)
+                if problem is None:
+                    figures.update(json.loads(proc.stdout)["ssh"])
+                return problem
+
+            t = timed([*mlxfix_argv(), *args, *remote], check, runs)
+            note = f"{figures['connections']} connection, {figures['round_trips']} round trips"
+            ok = t <= SSH_BUDGET * base and figures["connections"] == 1
+            rows.append(Row(name, t, "`ssh HOST true`", base, f"{SSH_BUDGET:g}x", ok, note))
+        return rows
+    finally:
+        sshd.stop()
+
+
+# -- scale -----------------------------------------------------------------------------------------------
+
+
+def big_grub(size: int) -> bytes:
+    """A ``size``-byte grub file written the ways people write them: the real files of tests/corpus
+    (those mlxfix edits), one after another, repeated, then the stock Proxmox VE file, whose
+    GRUB_CMDLINE_LINUX_DEFAULT is the one that counts."""
+    from mlxfix import grubfile
+    from mlxfix.cmdline import Param
+    from mlxfix.errors import Refused
+    from mlxfix.grubedit import plan_grub_edit
+
+    stock = (EXAMPLE / "etc/default/grub").read_bytes()
+    real = []
+    for path in sorted((ROOT / "tests/corpus/grub").iterdir()):
+        data = path.read_bytes().rstrip(b"\n") + b"\n"
+        if b"BLSCFG" in data:
+            continue  # Fedora's: with it the host would be a grub2-bls one (grubby), not a Proxmox VE one
+        try:
+            plan_grub_edit([grubfile.parse(data + stock)], Param.parse("pci=realloc=off"))
+        except Refused:
+            continue  # a package template, say: mlxfix refuses it, so it would not measure the edit
+        real.append(data)
+    body = b"".join(real)
+    room = size - len(stock)
+    data = (body * (room // len(body) + 1))[:room]
+    data = data[: data.rfind(b"\n") + 1]
+    return data + b"#" * (room - len(data) - 1) + b"\n" + stock
+
+
+_NOISE = (  # about 75 bytes a line with the stamp, as dmesg lines are
+    b'audit: type=1400 audit(1732500000.%d:%d): apparmor="DENIED" operation="open"',
+    b"vmbr0: port 2(tap%di0) entered forwarding state",
+    b"e1000e 0000:00:19.0 eno1: NIC Link is Up 1000 Mbps Full Duplex",
+    b"usb 3-4: new high-speed USB device number %d using xhci_hcd",
+    b"EXT4-fs (dm-1): mounted filesystem with ordered data mode.",
+    b"fwbr%di0: port 1(fwln100i0) entered blocking state",
+    b"kvm: SMP vm created on host with unstable TSC; guest TSC will not be reliable",
+    b"tap%di0: entered promiscuous mode",
+)
+
+
+def big_log(lines: int) -> bytes:
+    """A kernel log of ``lines`` lines as a long-running Proxmox VE host has it: the story host's boot
+    (BAR failures, auto realloc), then the chatter of weeks (audit, bridges, USB), then Missing UAR."""
+    boot = [ln for ln in (EXAMPLE / "var/log/dmesg").read_bytes().splitlines() if b"Missing UAR" not in ln]
+    out = list(boot)
+    for i in range(len(boot), lines - 1):
+        message = _NOISE[i % len(_NOISE)]
+        message = message % ((i, i) if message.count(b"%d") == 2 else (i,)) if b"%d" in message else message
+        out.append(b"[%6d.%06d] " % (10 + i // 1000, i % 1000 * 997) + message)
+    out.append(b"[999999.000000] mlx4_core 0000:01:00.0: Missing UAR, aborting")
+    return b"\n".join(out) + b"\n"
+
+
+def scale(runs: int) -> list[Row]:
+    from mlxfix import diagnose, grubfile
+    from mlxfix.cmdline import Param
+    from mlxfix.grubedit import plan_grub_edit
+
+    rows: list[Row] = []
+    param = Param.parse("pci=realloc=off")
+    with tempfile.TemporaryDirectory(prefix="mlxfix-bench-") as tmp:
+        for what, sizes in (("grub file", [64 << 10, 256 << 10, 1 << 20]), ("kernel log", [12_500, 50_000, 200_000])):
+            cores: list[float] = []
+            for factor, size in zip((1, 4, 16), sizes, strict=True):
+                tree = Path(tmp) / f"{what}-{size}"
+                shutil.copytree(EXAMPLE, tree, symlinks=True)
+                if what == "grub file":
+                    data = big_grub(size)
+                    (tree / "etc/default/grub").write_bytes(data)
+                    args, check = ["apply", "--dry-run", "--root", str(tree)], expect(0, EDITED)
+                    label = f"{size >> 10} KiB"
+
+                    def core(data: bytes = data) -> object:
+                        return plan_grub_edit([grubfile.parse(data, "/etc/default/grub")], param)
+                else:
+                    log = big_log(size)
+                    (tree / "var/log/dmesg").write_bytes(log)
+                    args, check = (
+                        ["diagnose", "--root", str(tree)],
+                        expect(10, b"[999999.000000]: mlx4_core 0000:01:00.0: Missing UAR"),
+                    )
+                    label = f"{size:,} lines ({len(log) / 2**20:.1f} MiB)"
+
+                    def core(log: bytes = log) -> object:
+                        return diagnose.scan_log(log.decode("utf-8", "replace"))
+
+                t = timed([*mlxfix_argv(), *args], check, runs)
+                cores.append(in_process(core, runs))
+                growth = cores[-1] / cores[-2] if len(cores) > 1 else 0.0
+                ok = (factor < 16 or t <= SCALE_SECONDS) and growth <= GROWTH_BUDGET
+                note = f"core {cores[-1] * 1000:.1f} ms" + (f", {growth:.1f}x the {factor // 4}x core" if growth else "")
+                budget = f"< {SCALE_SECONDS:g} s" if factor == 16 else ""
+                rows.append(Row(f"`{args[0]}`, {what} {factor}x: {label}", t, "", 0, budget, ok, note))
+    return rows
+
+
+# Shapes no real grub file has, 1 MiB each: not budgeted, shown so that the budgeted rows mislead nobody.
+# Every one ends with the stock Proxmox file, whose GRUB_CMDLINE_LINUX_DEFAULT is the one edited.
+SHAPES: dict[str, Callable[[int], bytes]] = {
+    "comment lines": lambda i: b"# padding line %d\n" % i,
+    "distinct assignments": lambda i: b'GRUB_OPT_%d="value %d"\n' % (i, i),
+    "one variable appended to": lambda i: b'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX x%d"\n' % (i % 10),
+    "if blocks": lambda i: b"if [ -e /x%d ]; then\n  GRUB_GFXMODE=auto\nfi\n" % (i % 10),
+    "commands": lambda i: b"echo hello%d > /dev/null\n" % (i % 10),
+}
+
+
+def shaped(unit: Callable[[int], bytes], size: int = 1 << 20) -> bytes:
+    stock = (EXAMPLE / "etc/default/grub").read_bytes()
+    out, total, i = [], len(stock), 0
+    while total + len(line := unit(i)) <= size:
+        out.append(line)
+        total += len(line)
+        i += 1
+    return b"".join(out) + stock
+
+
+def shapes(runs: int) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="mlxfix-bench-") as tmp:
+        for name, unit in SHAPES.items():
+            times = []
+            for size in (256 << 10, 1 << 20):
+                tree = Path(tmp) / f"{name.replace(' ', '-')}-{size}"
+                shutil.copytree(EXAMPLE, tree, symlinks=True)
+                data = shaped(unit, size)
+                (tree / "etc/default/grub").write_bytes(data)
+                times.append(timed([*mlxfix_argv(), "apply", "--dry-run", "--root", str(tree)], expect(0, EDITED), runs))
+            growth = f"{times[1] / times[0]:.1f}x the 256 KiB time ({times[0] * 1000:.0f} ms); not budgeted"
+            lines = data.count(b"\n")
+            rows.append(Row(f"`apply`, 1 MiB of {name} ({lines:,} lines)", times[1], "", 0, "", True, growth, info=True))
+    return rows
+
+
+def fmt(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=11, help="timed runs per case (after two warm-ups); median reported")
+    parser.add_argument("--only", default="startup,ssh,scale,shapes", help="comma-separated: startup, ssh, scale, shapes")
+    opts = parser.parse_args()
+    groups = {"startup": startup, "ssh": over_ssh, "scale": scale, "shapes": shapes}
+    rows: list[Row] = []
+    for name in opts.only.split(","):
+        rows += groups[name.strip()](opts.runs)
+    print(f"mlxfix benchmark: {opts.runs} runs per case, medians; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
+    print("| case | median | baseline | ratio | budget | result |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        base = f"{r.baseline} {fmt(r.base)}" if r.base else ""
+        result = ("info" if r.info else "ok" if r.ok else "OVER BUDGET") + (f" ({r.note})" if r.note else "")
+        print(f"| {r.case} | {fmt(r.median)} | {base} | {r.ratio} | {r.budget} | {result} |")
+    over = [r.case for r in rows if not r.ok]
+    if over:
+        print(f"\nover budget: {', '.join(over)}", file=sys.stderr)
+    return 1 if over else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
