@@ -12,6 +12,7 @@ can map them back onto the bytes that produced the line. Pure code.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -62,12 +63,7 @@ class Token(NamedTuple):
     start: int
     end: int
     text: str
-
-    @property
-    def key(self) -> str:
-        """The parameter name as the kernel compares it (quotes dropped, ``-`` same as ``_``)."""
-        text = self.text.removeprefix('"')
-        return text.split("=", 1)[0].rstrip('"').replace("-", "_")
+    key: str  # the parameter name as the kernel compares it (quotes dropped, ``-`` same as ``_``)
 
     @property
     def value(self) -> str | None:
@@ -93,27 +89,26 @@ class Token(NamedTuple):
         body = self.text[lo - self.start : hi - self.start]
         pos = lo
         for piece in body.split(","):
-            out.append(Token(pos, pos + len(piece), piece))
+            out.append(Token(pos, pos + len(piece), piece, _key(piece)))
             pos += len(piece) + 1
         return out
 
 
+# A token as the kernel's next_arg reads one: up to whitespace outside double quotes (an unclosed quote
+# runs to the end). Possessive, so a megabyte-long line is one linear scan.
+_TOKEN = re.compile(r'(?:[^ \t\n\v\f\r"]++|"[^"]*+(?:"|\Z))++')
+
+
+def _key(text: str) -> str:
+    name = text[1 if text.startswith('"') else 0 : text.find("=") if "=" in text else len(text)]
+    name = name.rstrip('"') if name.endswith('"') else name
+    return name.replace("-", "_") if "-" in name else name
+
+
+@functools.lru_cache(maxsize=16)  # a plan splits the same few lines several times; tokens are immutable
 def split(line: str) -> tuple[Token, ...]:
     """Split a command line into tokens as the kernel's ``next_arg`` does."""
-    tokens: list[Token] = []
-    i, n = 0, len(line)
-    while i < n:
-        while i < n and line[i] in WHITESPACE:
-            i += 1
-        if i >= n:
-            break
-        start, in_quote = i, False
-        while i < n and (in_quote or line[i] not in WHITESPACE):
-            if line[i] == '"':
-                in_quote = not in_quote
-            i += 1
-        tokens.append(Token(start, i, line[start:i]))
-    return tuple(tokens)
+    return tuple(Token(m.start(), m.end(), text, _key(text)) for m in _TOKEN.finditer(line) if (text := m.group()))
 
 
 def kernel_params(tokens: Sequence[Token]) -> Sequence[Token]:
@@ -188,7 +183,7 @@ class Param(NamedTuple):
 
     @property
     def token(self) -> Token:
-        return Token(0, len(self.text), self.text)
+        return Token(0, len(self.text), self.text, _key(self.text))
 
     @property
     def key(self) -> str:

@@ -258,7 +258,11 @@ class _Evaluator:
     ) -> None:
         b = Binding(name, value, file, statement, assign, leaves, self.via.freeze() if via is None else via)
         self.env[name] = b
-        self.result.history.setdefault(name, []).append(b)
+        history = self.result.history.get(name)
+        if history is None:
+            self.result.history[name] = [b]
+        else:
+            history.append(b)
         self.result.fresh.append(b)
 
     def note_reads(self, text: str) -> None:
@@ -401,44 +405,53 @@ class _Evaluator:
             start = first_statement if index == first_file else 0
             if not self.exits and start == 0:
                 self.skippable = None
-            statements = f.statements
+            statements, watch = f.statements, self.watch
             for s_index in range(start, len(statements)):
                 st = statements[s_index]
-                if self.watch and st.kind == "assignment" and any(a.name in self.watch for a in st.assignments):
-                    self.checkpoint(index, s_index)
-                if st.kind == "invalid":
+                kind = st.kind
+                if kind == "assignment":
+                    assigns = st.assignments
+                    if watch and any(a.name in watch for a in assigns):
+                        self.checkpoint(index, s_index)
+                    self.assignment(assigns, index, s_index)
+                    continue
+                if kind == "blank" or kind == "comment":
+                    continue
+                if kind == "invalid":
                     err = st.unit.error
                     assert err is not None
                     self.poison(
                         Unknown(f"sh stops at a syntax error on {self.where(index, err.pos)}: {err.message}", index, err.pos)
                     )
                     return self.result
-                if st.kind in ("blank", "comment"):
-                    continue
-                if st.kind == "assignment":
-                    self.assignment(st.assignments, index, s_index)
-                else:
-                    assert st.unit.command is not None
-                    self.via = _DepsBuilder()
-                    self.note_reads(f.text[st.start : st.end])
-                    effects = _Effects()
-                    if st.unit.separator != "&":  # a background job runs in a subshell
-                        self.effects_of_andor(st.unit.command, "top", effects, depth=0)
-                    self.apply(effects, index, s_index)
+                # Any other statement: what it may do to the variables.
+                assert st.unit.command is not None
+                self.via = _DepsBuilder()
+                self.note_reads(f.text[st.start : st.end])
+                effects = _Effects()
+                if st.unit.separator != "&":  # a background job runs in a subshell
+                    self.effects_of_andor(st.unit.command, "top", effects, depth=0)
+                self.apply(effects, index, s_index)
             if self.watch:
                 self.checkpoint(index, len(statements))  # where a line appended to this file starts
         return self.result
 
     def assignment(self, items: Iterable[Assign], file: int, statement: int) -> None:
+        text = self.files[file].text
         for a in items:
             leaves: list[Leaf] = []
+            start, end = a.value.start, a.value.end
+            if self.skippable is None and text.find("$", start, end) < 0 and text.find("`", start, end) < 0:
+                # The common case: a value that reads nothing depends on this assignment alone.
+                plain = self.word(a.value, file, leaves=leaves)
+                self.bind(a.name, plain, file, statement, a, tuple(leaves), Deps((id(a),)))
+                continue
             self.via = _DepsBuilder((id(a),))
             if self.skippable is not None:
                 value: Value | Unknown = self.skippable
             else:
                 value = self.word(a.value, file, leaves=leaves)
-                text = self.files[file].text
-                has_expansion = text.find("$", a.value.start, a.value.end) >= 0  # the common case has none
+                has_expansion = text.find("$", start, end) >= 0
                 for name, pos in _assigned_in_word(a.value, text) if has_expansion else ():
                     why = Unknown(f"{name} is assigned by an expansion on {self.where(file, pos)}", file, pos)
                     self.bind(name, why, file, statement, None)

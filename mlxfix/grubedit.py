@@ -214,12 +214,16 @@ def _raw_offset(lit: Literal, raw: str, k: int) -> int:
     """The raw offset (inside the literal) just after its first ``k`` characters."""
     if k == 0:
         return 1 if lit.quote == "'" else 0
+    if lit.quote == "'":  # no escapes inside single quotes: the characters sit after the opening quote
+        return min(k + 1, len(raw) - 1)
+    if "\\" not in raw:  # no escape, no continuation: one character per raw character
+        return min(k, len(raw))
     pos = 0
     for _a_start, a_end, a_text in literal_atoms(lit.quote, raw):
         pos += len(a_text)
         if a_text and pos == k:
             return a_end
-    return len(raw) - (1 if lit.quote == "'" else 0)
+    return len(raw)
 
 
 def _encode(text: str, quote: str) -> str:
