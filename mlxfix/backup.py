@@ -11,7 +11,7 @@ import json
 import re
 import secrets
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mlxfix.host import Host
     from mlxfix.plan import Plan
 
-__all__ = ["Intent", "Manifest", "ManifestFile", "create", "list_backups", "load", "read_intent"]
+__all__ = ["Intent", "Listing", "Manifest", "ManifestFile", "create", "list_backups", "load", "read_intent"]
 
 BACKUPS = f"{STATE_DIR}/backups"
 INTENT = f"{STATE_DIR}/intent.json"
@@ -54,6 +54,7 @@ class Manifest(BaseModel):
     format: Literal[1] = 1
     id: str
     created: str
+    time: str = ""  # the same instant as created, under the name `mlxfix backups --json` uses
     mlxfix_version: str
     host: str
     action: str
@@ -143,9 +144,11 @@ def _fill(host: Host, plan: Plan, hostname: str, backup_id: str, partial: str) -
                 written_sha256=written,
             )
         )
+    created = datetime.now(UTC).isoformat(timespec="microseconds")
     manifest = Manifest(
         id=backup_id,
-        created=datetime.now(UTC).isoformat(timespec="microseconds"),
+        created=created,
+        time=created,
         mlxfix_version=__version__,
         host=hostname,
         action=plan.action,
@@ -173,13 +176,16 @@ def _fill(host: Host, plan: Plan, hostname: str, backup_id: str, partial: str) -
     return manifest
 
 
-def _read_manifest(host: Host, backup_id: str) -> Manifest:
+def _parse_manifest(data: bytes | None, backup_id: str) -> Manifest:
     path = f"{BACKUPS}/{backup_id}/manifest.json"
-    info = host.read(path)
-    if info.data is None:
+    if data is None:
         raise FileError("the backup has no readable manifest", path=path)
+    if len(data) > _MANIFEST_LIMIT:
+        raise FileError(f"the manifest is larger than {_MANIFEST_LIMIT} bytes: not one mlxfix wrote", path=path)
     try:
-        manifest = Manifest.model_validate(json.loads(info.data))
+        manifest = Manifest.model_validate(json.loads(data))
+    except RecursionError:  # [[[[... nested deeper than Python's parser goes
+        raise FileError("the manifest is not valid JSON (nested too deeply)", path=path) from None
     except ValueError as exc:  # not JSON, or not a manifest
         if not isinstance(exc, ValidationError):
             raise FileError(f"the manifest is not valid JSON ({exc})", path=path) from None
@@ -187,47 +193,89 @@ def _read_manifest(host: Host, backup_id: str) -> Manifest:
         raise FileError(f"the manifest is not valid ({'.'.join(map(str, first['loc']))}: {first['msg']})", path=path) from None
     if manifest.id != backup_id:
         raise FileError(f"the manifest names backup {manifest.id}, not {backup_id}", path=path)
+    for entry in manifest.files:
+        if "/" in entry.stored or entry.stored.startswith(".") or not entry.stored:
+            raise FileError(f"the manifest points outside the backup ({entry.stored!r}); refusing it", path=path)
+        if not _safe_path(entry.path):
+            raise FileError(f"the manifest names a path mlxfix never writes ({entry.path!r}); refusing it", path=path)
+        if entry.mode & 0o7000 or entry.mode >> 12 not in (0, 0o10):  # set-id/sticky bits, or not a regular file
+            raise FileError(f"the manifest asks for mode {entry.mode:o} on {entry.path} (set-id bits?); refusing it", path=path)
     return manifest
 
 
-def list_backups(host: Host) -> tuple[list[Manifest], list[str]]:
-    """The backups, newest first, and a problem line for each one that cannot be read."""
-    names = host.listdir(BACKUPS) or []
-    manifests, problems = [], []
-    for name in (n for n in names if _ID.fullmatch(n)):
+_MANIFEST_LIMIT = 1 << 20
+
+
+def _safe_path(path: str) -> bool:
+    """A path a manifest may name: absolute, normalised, no ``..``: what mlxfix itself records."""
+    parts = path.split("/")
+    return path.startswith("/") and len(path) > 1 and all(p not in ("", ".", "..") for p in parts[1:]) and "\0" not in path
+
+
+class Listing(NamedTuple):
+    manifests: list[Manifest]  # newest first
+    problems: list[str]  # one line for each backup that cannot be used, and each leftover
+    damaged: dict[str, str]  # backup id -> why it cannot be restored (a copy does not match its sha256)
+
+
+def list_backups(host: Host) -> Listing:
+    """The backups, newest first, each one checked (manifest and copies, read in one batch), and a
+    problem line for each one that cannot be used."""
+    names = host.listdir(BACKUPS)
+    problems: list[str] = []
+    if names is None:
+        info = host.read(BACKUPS)
+        if info.error:
+            problems.append(f"{BACKUPS}: cannot be read ({info.error.lower()}): run mlxfix as root")
+        elif info.exists and not info.is_dir:
+            problems.append(f"{BACKUPS}: not a directory")
+        return Listing([], problems, {})
+    ids = [n for n in names if _ID.fullmatch(n)]
+    snap = host.gather([f"{BACKUPS}/{n}/manifest.json" for n in ids], globs=[f"{BACKUPS}/{n}/*.orig" for n in ids])
+    manifests: list[Manifest] = []
+    damaged: dict[str, str] = {}
+    for name in ids:
         try:
-            manifests.append(_read_manifest(host, name))
+            manifest = _parse_manifest(snap.data(f"{BACKUPS}/{name}/manifest.json"), name)
         except FileError as exc:
             problems.append(str(exc))
+            continue
+        manifests.append(manifest)
+        for entry in manifest.files:
+            copy = snap.files.get(f"{BACKUPS}/{name}/{entry.stored}")
+            data = copy.data if copy is not None else None
+            if data is None or sha256(data) != entry.sha256:
+                why = "missing" if data is None else "corrupted (its sha256 does not match the manifest)"
+                damaged[name] = f"the saved copy of {entry.path} is {why}"
+                problems.append(f"{BACKUPS}/{name}: {damaged[name]}; it will not be restored")
+                break
     manifests.sort(key=lambda m: (m.created, m.id), reverse=True)
     for name in names:
         if name.startswith(".partial-"):
             problems.append(f"{BACKUPS}/{name}: an incomplete backup left by an interrupted run (it is ignored)")
-    return manifests, problems
+    return Listing(manifests, problems, damaged)
 
 
 def load(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]:
-    """A backup and its files, every file checked against its sha256 (``None``: the newest)."""
-    if backup_id is None:  # the newest apply: what "put the original back" means
-        manifests, problems = list_backups(host)
-        applied = [m for m in manifests if m.action == "apply"]
+    """A backup and its files, every file checked against its sha256 (``None``: the newest backup of
+    an apply that saved files; one made by a run that only finished an interrupted apply holds none)."""
+    if backup_id is None:
+        listing = list_backups(host)
+        applied = [m for m in listing.manifests if m.action == "apply" and m.files]
         if not applied:
-            detail = f" ({problems[0]})" if problems else ""
+            detail = f" ({listing.problems[0]})" if listing.problems else ""
             raise Refused(f"there is no backup of an apply to restore under {BACKUPS}{detail}")
         backup_id = applied[0].id
     check_id(backup_id)
     if host.listdir(f"{BACKUPS}/{backup_id}") is None:
         raise UsageError(f"there is no backup {backup_id} (see: mlxfix backups)")
-    manifest = _read_manifest(host, backup_id)
+    snap = host.gather([f"{BACKUPS}/{backup_id}/manifest.json"], globs=[f"{BACKUPS}/{backup_id}/*.orig"])
+    manifest = _parse_manifest(snap.data(f"{BACKUPS}/{backup_id}/manifest.json"), backup_id)
     stored: dict[str, bytes] = {}
     for entry in manifest.files:
-        if "/" in entry.stored or entry.stored.startswith("."):
-            raise FileError(
-                f"the manifest points outside the backup ({entry.stored!r}); refusing it", path=f"{BACKUPS}/{backup_id}"
-            )
         path = f"{BACKUPS}/{backup_id}/{entry.stored}"
-        info = host.read(path)
-        if info.data is None:
+        info = snap.files.get(path)
+        if info is None or info.data is None or info.is_symlink:
             raise FileError("a file of the backup is missing or unreadable; refusing to restore from it", path=path)
         if sha256(info.data) != entry.sha256:
             raise FileError(
@@ -250,7 +298,7 @@ def read_intent(host: Host) -> Intent | None:
         return None
     try:
         return Intent.model_validate(json.loads(info.data))
-    except ValueError:  # not JSON, or not an intent record: still an interrupted run
+    except (ValueError, RecursionError):  # not JSON, or not an intent record: still an interrupted run
         return Intent(action="unknown", backup="", started="", param="", files=[])
 
 

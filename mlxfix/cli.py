@@ -146,12 +146,25 @@ def _handled(func: Callable[..., None]) -> Callable[..., None]:
             sys.stderr.write(f"mlxfix: {exc}\n")
             if exc.hint:
                 sys.stderr.write(f"hint: {exc.hint}\n")
+            if kwargs.get("as_json"):
+                _failure_document(func.__name__, kwargs, str(exc), int(exc.exit_code))
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             sys.stderr.write("mlxfix: interrupted\n")
+            if kwargs.get("as_json"):
+                _failure_document(func.__name__, kwargs, "interrupted", int(ExitCode.INTERRUPTED))
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
     return wrapper
+
+
+def _failure_document(command: str, options: dict[str, Any], message: str, exit_code: int) -> None:
+    """--json promises one document on stdout, also when the command could not even start."""
+    from mlxfix.models import dump, failure_result
+
+    host = options.get("target") or "localhost"
+    doc = failure_result(command, host, options.get("root") or "/", message, exit_code, param=options.get("param") or "")
+    sys.stdout.write(dump(doc) + "\n")
 
 
 def _human(as_json: bool) -> Any:
@@ -293,11 +306,16 @@ class _WaitLine:
         self.out.flush()
 
 
-def _wait(wait: bool, timeout: float, target: str | None) -> float | None:
+def _wait(wait: bool, timeout: float, target: str | None, reboot: bool | None) -> float | None:
+    """--wait's bound in seconds (None: no waiting), checked before anything is read or changed."""
     if not wait:
         return None
     if target is None:
         raise UsageError("--wait needs --host: mlxfix cannot wait for its own host to reboot")
+    if reboot is False:
+        raise UsageError("--wait waits for the reboot: it cannot go with --no-reboot")
+    if not timeout > 0:
+        raise UsageError(f"--wait-timeout {timeout:g}: give a number of seconds above 0")
     return timeout
 
 
@@ -325,10 +343,20 @@ def _finish_change(
         from mlxfix import commands
         from mlxfix.render import render_verification
 
-        commands.wait_for_reboot(host, boot_id, wait, _WaitLine(out))
-        report.verification = commands.verify(host, report.param)
-        render_verification(report.verification, out, style)
-        code = ExitCode.OK if report.verification.ok else ExitCode.NOT_VERIFIED
+        try:
+            commands.wait_for_reboot(host, boot_id, wait, _WaitLine(out))
+            report.verification = commands.verify(host, report.param, present=report.command == "apply")
+        except MlxfixError as exc:  # the change is made: the report must still come out, saying so
+            out.write("\n")
+            sys.stderr.write(f"mlxfix: {exc}\n")
+            report.errors.append(str(exc))
+            code = ExitCode.NOT_VERIFIED
+        else:
+            render_verification(report.verification, out, style)
+            code = ExitCode.OK if report.verification.ok else ExitCode.NOT_VERIFIED
+    elif wait is not None and report.error is None and report.changed:
+        report.warnings.append("--wait: no reboot was scheduled, so there was nothing to wait for")
+        out.write(style.yellow("warning: --wait: no reboot was scheduled, so there was nothing to wait for") + "\n")
     if as_json:
         from mlxfix.models import change_result, dump
 
@@ -358,6 +386,7 @@ def _maybe_reboot(report: ChangeReport, host: Host, *, reboot: bool | None, yes:
     boot_id = (host.read(BOOT_ID).data or b"").decode().strip() or None
     argv = reboot_command(host)
     result = host.run(argv, timeout=60)
+    report.reboot = (tuple(argv), result.exit_code, result.tail())
     if not result.ok:
         report.warnings.append(f"could not schedule the reboot ({' '.join(argv)}: exit {result.exit_code}); reboot by hand")
         return None
@@ -404,6 +433,7 @@ def apply(
 
     out = _human(as_json)
     style = Style(out)
+    waiting = _wait(wait, wait_timeout, target, reboot)
     host = _host(root, target, ssh_option)
     shown: list[bool] = []
     progress = _Progress(out, style)
@@ -425,7 +455,7 @@ def apply(
         yes=yes,
         shown=bool(shown),
         style=style,
-        wait=_wait(wait, wait_timeout, target),
+        wait=waiting,
     )
 
 
@@ -457,6 +487,7 @@ def rollback(
 
     out = _human(as_json)
     style = Style(out)
+    waiting = _wait(wait, wait_timeout, target, reboot)
     host = _host(root, target, ssh_option)
     shown: list[bool] = []
     report = commands.rollback(
@@ -477,7 +508,7 @@ def rollback(
         yes=yes,
         shown=bool(shown),
         style=style,
-        wait=_wait(wait, wait_timeout, target),
+        wait=waiting,
     )
 
 
@@ -489,13 +520,13 @@ def backups(root: RootOpt = "/", as_json: JsonOpt = False, target: HostOpt = Non
     from mlxfix.render import Style, render_backups
 
     host = _host(root, target, ssh_option)
-    manifests, problems = commands.backups(host)
+    listing = commands.backups(host)
     if as_json:
         from mlxfix.models import backups_result, dump
 
-        sys.stdout.write(dump(backups_result(host.label, host.root, manifests, problems), _ssh_figures(host)) + "\n")
+        sys.stdout.write(dump(backups_result(host.label, host.root, listing), _ssh_figures(host)) + "\n")
     else:
-        render_backups(manifests, problems, sys.stdout, Style(sys.stdout))
+        render_backups(listing, sys.stdout, Style(sys.stdout))
 
 
 _DIAGNOSE_EXIT = {
@@ -560,6 +591,20 @@ def verify(
     raise typer.Exit(int(code))
 
 
+def _usage_document(args: list[str], message: str) -> None:
+    """A usage error under --json: still one document on stdout, for the automation that asked."""
+    from mlxfix.models import dump, failure_result
+
+    names = {"apply", "rollback", "backups", "diagnose", "verify"}
+    command = next((a for a in args if a in names), "mlxfix")
+    given = {"--host": "localhost", "--root": "/"}
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in given:
+            given[name] = value if eq else (args[i + 1] if i + 1 < len(args) else given[name])
+    sys.stdout.write(dump(failure_result(command, given["--host"], given["--root"], message, int(ExitCode.USAGE))) + "\n")
+
+
 def main(early: SshHost | None = None) -> None:
     """Entry point: run the app; turn what escapes it into one line and an exit code. ``early``: an
     SshHost already connecting (see mlxfix.entry)."""
@@ -583,6 +628,9 @@ def main(early: SshHost | None = None) -> None:
         show = getattr(exc, "show", None)
         if callable(show) and hasattr(exc, "exit_code"):  # click's usage errors
             show()
+            if "--json" in sys.argv[1:]:
+                message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+                _usage_document(sys.argv[1:], message)
             sys.exit(ExitCode.USAGE)
         raise
     finally:

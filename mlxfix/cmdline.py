@@ -30,6 +30,7 @@ __all__ = [
     "conflicts",
     "contains",
     "ensure",
+    "in_effect",
     "kernel_params",
     "realloc_setting",
     "remove",
@@ -42,6 +43,7 @@ REPEATABLE = frozenset(
     {"console", "ip", "nameserver", "rd.lvm.lv", "rd.luks.uuid", "rd.luks.name", "rd.md.uuid", "rd.driver.pre", "memmap"}
 )
 _SAFE = re.compile(r"[A-Za-z0-9_.,:=+/@%^!~-]+")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _SAFE_QUOTED = re.compile(r"[A-Za-z0-9_.,:=+/@%^!~ -]*")
 
 
@@ -164,7 +166,7 @@ class Param(NamedTuple):
         if text == "--" or text.startswith("-"):
             raise ParamError(f"{text!r} is not a kernel parameter ('--' ends the kernel's parameters)")
         key, eq, value = text.partition("=")
-        if not key or not _SAFE.fullmatch(key) or "," in key:
+        if not _NAME.fullmatch(key):
             raise ParamError(
                 f"{text!r}: the parameter name must be letters, digits and . _ - (no spaces, quotes or shell characters)"
             )
@@ -255,6 +257,25 @@ def conflicts(line: str, param: Param) -> list[str]:
 def contains(line: str, param: Param) -> bool:
     """Whether ``param`` holds exactly once with nothing contradicting it."""
     return not ensure(line, param)
+
+
+def in_effect(line: str, param: Param) -> bool:
+    """Whether the kernel booted with this line acts on ``param``, as the kernel reads it: for a pci
+    option, the last setting wins (``pci=realloc=on pci=realloc=off`` is off); for any other
+    parameter, its last occurrence (any occurrence, for repeatable ones such as ``console=``)."""
+    tokens = kernel_params(split(line))
+    if param.is_pci:
+        for wanted in param.token.options():
+            if _realloc_state(wanted.text) in ("on", "off"):
+                if realloc_setting(line)[0] != _realloc_state(wanted.text):
+                    return False
+            elif not any(o.text == wanted.text for t in tokens if t.key == "pci" for o in t.options()):
+                return False
+        return True
+    same = [t for t in tokens if t.key == param.key]
+    if param.key in REPEATABLE:
+        return any(t.value == param.token.value for t in same)
+    return bool(same) and same[-1].value == param.token.value
 
 
 def ensure(line: str, param: Param) -> tuple[Change, ...]:

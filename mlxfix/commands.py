@@ -18,7 +18,7 @@ from mlxfix.errors import FileError, MlxfixError, Refused
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from mlxfix.backup import Manifest
+    from mlxfix.backup import Listing, Manifest
     from mlxfix.bootsetup import BootSetup
     from mlxfix.diagnose import Diagnosis, Verification
     from mlxfix.execute import Outcome, Progress
@@ -48,6 +48,7 @@ class ChangeReport:
     rebooting: bool = False
     confirmed: bool = False
     verification: Verification | None = None  # --wait: verify after the host came back
+    reboot: tuple[tuple[str, ...], int, str] | None = None  # the reboot command that ran: argv, exit code, output
 
     @property
     def changed(self) -> bool:
@@ -91,7 +92,7 @@ def _interrupted(snap: Snapshot) -> str | None:
 
     try:
         intent = Intent.model_validate(json.loads(info.data))
-    except ValueError:
+    except (ValueError, RecursionError):
         return "an earlier run (its intent record is unreadable)"
     return f"{intent.action} of {intent.started}, backup {intent.backup}"
 
@@ -177,6 +178,12 @@ def rollback(
         plan = _without_commands(plan, report) if no_update else plan
         report.plan = plan
         report.warnings += plan.warnings
+        if plan.drift and not force:  # the diff is in the report (and the JSON's files) for review
+            raise Refused(
+                "the file was changed after mlxfix wrote it; restoring the backup would undo that change too",
+                path=plan.drift[0],
+                hint=f"review the diff above, then run: mlxfix rollback --backup {manifest.id} --force",
+            )
         if dry_run:
             return report
         if not (plan.writes or plan.commands):
@@ -217,10 +224,13 @@ def _setup_for(snap: Snapshot, manifest: Manifest, override: str | None) -> Boot
         return detect(snap, manifest.boot_setup)
 
 
-def backups(host: Host) -> tuple[list[Manifest], list[str]]:
+def backups(host: Host) -> Listing:
+    """``mlxfix backups``: every backup checked, and what is wrong with the ones that cannot be used."""
     from mlxfix import backup
 
-    return backup.list_backups(host)
+    listing = backup.list_backups(host)
+    snap = host.gather([INTENT])
+    return listing._replace(problems=[*listing.problems, *interrupted_warning(snap)])
 
 
 def _hostname(host: Host) -> str:
@@ -297,7 +307,7 @@ def diagnose(host: Host) -> Diagnosis:
     files, listings, globs, _ = gather_request()
     commands = [["systemd-detect-virt", "--vm"], ["pveversion"], ["proxmox-boot-tool", "status"], _JOURNAL]
     snap = host.gather(
-        [*files, *_DIAG_FILES],
+        [*files, *_DIAG_FILES, INTENT],
         [*listings, diag.PCI],
         [*globs, f"{diag.PCI}/*/vendor"],
         [*TOOLS, "journalctl", "dmesg", "systemd-detect-virt", "pveversion"],
@@ -318,11 +328,32 @@ def diagnose(host: Host) -> Diagnosis:
         _merge(snap, extra)
     if log_commands and snap.exit_codes.get("dmesg") != 0:  # dmesg refused (dmesg_restrict?): the files, then
         _merge(snap, host.gather([], logs=_LOG_FILES))
-    configured, source = _configured_cmdline(snap)
+    setup, setup_error = _detected(snap)
+    configured, source = _configured_cmdline(snap, setup, setup_error)
     log_text, log_source = _kernel_log(snap)
     diagnosis = diag.analyse(snap, configured, source, log_text, log_source)
     boot_files = ["/etc/default/grub", *snap.globs.get("/etc/default/grub.d/*.cfg", []), KERNEL_CMDLINE]
-    return diagnosis._replace(warnings=(*diagnosis.warnings, *world_writable(snap, boot_files)))
+    warnings = [*diagnosis.warnings, *world_writable(snap, boot_files), *interrupted_warning(snap)]
+    return diagnosis._replace(
+        warnings=tuple(warnings),
+        boot_setup=(setup.name, setup.title, setup.evidence) if setup is not None else None,
+        boot_setup_error=setup_error,
+    )
+
+
+def interrupted_warning(snap: Snapshot) -> list[str]:
+    """Every command says so when an earlier apply or rollback was cut off (its intent record is there)."""
+    what = _interrupted(snap)
+    if what is None:
+        return []
+    return [f"an earlier run was interrupted ({what}): run mlxfix apply to finish it, or mlxfix rollback to undo it"]
+
+
+def _detected(snap: Snapshot) -> tuple[BootSetup | None, str]:
+    try:
+        return detect(snap), ""
+    except MlxfixError as exc:
+        return None, exc.message
 
 
 def _merge(snap: Snapshot, extra: Snapshot) -> None:
@@ -330,16 +361,14 @@ def _merge(snap: Snapshot, extra: Snapshot) -> None:
         getattr(snap, part).update(getattr(extra, part))
 
 
-def _configured_cmdline(snap: Snapshot) -> tuple[str | None, str]:
+def _configured_cmdline(snap: Snapshot, setup: BootSetup | None, setup_error: str) -> tuple[str | None, str]:
     """The command line the boot configuration gives the next boot, and where it comes from."""
     from mlxfix import bls
     from mlxfix.bootsetup import KERNEL_CMDLINE
     from mlxfix.plan import grub_command_line
 
-    try:
-        setup = detect(snap)
-    except MlxfixError as exc:
-        return None, f"unknown ({exc.message})"
+    if setup is None:
+        return None, f"unknown ({setup_error})"
     if setup.name == "grub2-bls":
         entries = bls.entries(snap)
         return (entries[0].args, f"BLS entry {entries[0].path}") if entries else (None, "no BLS entries")
@@ -369,14 +398,22 @@ def _kernel_log(snap: Snapshot) -> tuple[str | None, str]:
         return dmesg, "dmesg"
     for path in _LOG_FILES:
         data = snap.data(path)
-        if data is not None:
+        if data and data.strip():  # an empty kern.log (rotated just now) must not hide var/log/dmesg
             return data.decode("utf-8", "replace"), path
-    return None, "no journalctl output, no dmesg, no /var/log/kern.log"
+    why = []
+    for path in _LOG_FILES:
+        info = snap.files.get(path)
+        if info is not None and info.exists:
+            problem = "a directory" if info.is_dir else info.error or "empty"
+            why.append(f"{path}: {problem}")
+    seen = "; ".join(why) or "no /var/log/kern.log or /var/log/dmesg"
+    return None, f"no journalctl output, no dmesg; {seen}"
 
 
-def verify(host: Host, param: str) -> Verification:
+def verify(host: Host, param: str, *, present: bool = True) -> Verification:
+    """``mlxfix verify``; ``present=False`` after a rollback: the parameter must be gone."""
     from mlxfix import diagnose as diag
     from mlxfix.cmdline import Param
 
     p = Param.parse(param)
-    return diag.verify(diagnose(host), p)
+    return diag.verify(diagnose(host), p, present=present)

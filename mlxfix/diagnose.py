@@ -70,7 +70,12 @@ _INTERESTING = re.compile(
     r"failed to assign|no space for|can't assign"
 )
 _BOOT = re.compile(r"Linux version \d")
-_STAMP = re.compile(r"^(?:(\w{3} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT[\d:.+-]+) \S+ kernel: ?)?(\[\s*\d+\.\d+\])?")
+# A line's prefix: a syslog priority (<3>), a syslog or RFC 3339 time and "host kernel:", a [stamp] (dmesg,
+# dmesg -T, journalctl -o short-monotonic) and after it, for the journal, "host kernel:".
+_STAMP = re.compile(
+    r"^(?:<\d{1,3}>)?(?:(\w{3} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT[\d:.+-]+) \S+ kernel: ?)?"
+    r"(\[\s*\d+\.\d+\]|\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\])?(?: ?\S+ kernel:)? ?"
+)
 
 
 class Bar(NamedTuple):
@@ -120,6 +125,7 @@ class Device(NamedTuple):
     status: str
     evidence: tuple[str, ...]
     log: tuple[LogLine, ...]
+    has_physfn: bool = False  # a VF whose physical function is on this host (not one passed into a VM)
 
     @property
     def bar0_assigned(self) -> bool | None:
@@ -153,14 +159,34 @@ class Diagnosis(NamedTuple):
     context: Context
     advice: tuple[str, ...]
     warnings: tuple[str, ...]
+    log_read: bool = True  # False: no kernel log of this boot could be read
+    boot_setup: tuple[str, str, tuple[str, ...]] | None = None  # name, title, evidence (None: not detected)
+    boot_setup_error: str = ""  # why no boot setup was detected
 
 
 # -- reading the facts ----------------------------------------------------------------------------------
 
 
-def _text(snap: Snapshot, path: str) -> str | None:
+SYSFS_LIMIT = 1 << 20  # no sysfs attribute, /proc/cmdline or /proc/modules of a real host comes near this
+
+
+def _text(snap: Snapshot, path: str, warnings: list[str] | None = None) -> str | None:
+    """A small kernel file as text; a binary or oversized one is ignored, with a warning naming it."""
     data = snap.data(path)
-    return data.decode("utf-8", "replace").strip() if data is not None else None
+    if data is None:
+        return None
+    problem = (
+        "it holds NUL bytes (binary)"
+        if b"\0" in data
+        else f"it is larger than {SYSFS_LIMIT} bytes"
+        if len(data) > SYSFS_LIMIT
+        else ""
+    )
+    if problem:
+        if warnings is not None:
+            warnings.append(f"{path}: ignored: {problem}")
+        return None
+    return data.decode("utf-8", "replace").strip()
 
 
 def parse_resource(text: str) -> tuple[list[Bar], str | None]:
@@ -250,26 +276,37 @@ def device_request(snap: Snapshot) -> tuple[list[str], list[str]]:
 
 def _device(snap: Snapshot, base: str, log: list[LogLine], warnings: list[str]) -> Device | None:
     address = base.rsplit("/", 1)[1]
-    device_id = (_text(snap, f"{base}/device") or "?").lower()
+    raw_id = _text(snap, f"{base}/device", warnings)
+    device_id = (raw_id or "").lower()
+    mine = tuple(ln for ln in log if ln.address == address)
     if device_id not in MODELS:
-        return None  # a Mellanox device mlx4 does not drive (ConnectX-4 and later: mlx5)
-    model = MODELS[device_id]
-    sv, sd = (_text(snap, f"{base}/subsystem_vendor") or "").lower(), (_text(snap, f"{base}/subsystem_device") or "").lower()
+        if re.fullmatch(r"0x[0-9a-f]{4}", device_id):
+            return None  # a Mellanox device mlx4 does not drive (ConnectX-4 and later: mlx5)
+        info = snap.files.get(f"{base}/device")
+        why = (info.error if info is not None else None) or ("missing" if raw_id is None else f"not a device id: {raw_id[:40]!r}")
+        warnings.append(f"{base}/device: {why}; {address} is a Mellanox device of unknown model, judged as an mlx4 one")
+        model = "Mellanox device (model unknown: its device id is unreadable)"
+        device_id = "0x????"
+    else:
+        model = MODELS[device_id]
+    sv = (_text(snap, f"{base}/subsystem_vendor", warnings) or "").lower()
+    sd = (_text(snap, f"{base}/subsystem_device", warnings) or "").lower()
     subsystem = SUBSYSTEMS.get((sv, sd), f"{sv[2:]}:{sd[2:]}" if sv and sd else "unknown")
     link = snap.files.get(f"{base}/driver")
     driver = link.link_target.rsplit("/", 1)[-1] if link is not None and link.link_target else None
-    override = _text(snap, f"{base}/driver_override")
+    override = _text(snap, f"{base}/driver_override", warnings)
     override = None if override in (None, "", "(null)") else override
     interfaces = tuple((snap.listings.get(f"{base}/net") or []) + (snap.listings.get(f"{base}/infiniband") or []))
     physfn = snap.files.get(f"{base}/physfn")
-    is_vf = device_id in VF_IDS or (physfn is not None and physfn.link_target is not None)
-    total = _text(snap, f"{base}/sriov_totalvfs")
+    has_physfn = physfn is not None and physfn.link_target is not None
+    is_vf = device_id in VF_IDS or has_physfn
+    total = _text(snap, f"{base}/sriov_totalvfs", warnings)
     total_vfs = int(total) if total and total.isdigit() else None
     bar0 = bar2 = None
-    resource = _text(snap, f"{base}/resource")
+    resource = _text(snap, f"{base}/resource", warnings)
     if resource is None:
         info = snap.files.get(f"{base}/resource")
-        why = info.error if info is not None and info.error else "missing"
+        why = info.error if info is not None and info.error else "missing" if info is None or not info.exists else "unreadable"
         warnings.append(f"{base}/resource: {why}; the BARs of {address} are unknown")
     else:
         bars, problem = parse_resource(resource)
@@ -277,45 +314,57 @@ def _device(snap: Snapshot, base: str, log: list[LogLine], warnings: list[str]) 
             warnings.append(f"{base}/resource: {problem}; using what could be read")
         bar0 = bars[0] if len(bars) > 0 else None
         bar2 = bars[2] if len(bars) > 2 else None
-    mine = tuple(ln for ln in log if ln.address == address)
-    status, evidence = _verdict(address, driver, override, interfaces, is_vf, bar0, bar2, mine)
+    facts = _Facts(address, driver, override, interfaces, is_vf, has_physfn, total_vfs, bar0, bar2, mine)
+    status, evidence = _verdict(facts)
     return Device(
-        address, device_id, model, subsystem, driver, override, interfaces, is_vf, total_vfs, bar0, bar2, status, evidence, mine
-    )
+        address, device_id, model, subsystem, driver, override, interfaces, is_vf, total_vfs, bar0, bar2, status, evidence, mine,
+        has_physfn,
+    )  # fmt: skip
 
 
-def _verdict(
-    address: str,
-    driver: str | None,
-    override: str | None,
-    interfaces: tuple[str, ...],
-    is_vf: bool,
-    bar0: Bar | None,
-    bar2: Bar | None,
-    log: tuple[LogLine, ...],
-) -> tuple[str, tuple[str, ...]]:
+class _Facts(NamedTuple):
+    address: str
+    driver: str | None
+    override: str | None
+    interfaces: tuple[str, ...]
+    is_vf: bool
+    has_physfn: bool
+    total_vfs: int | None
+    bar0: Bar | None
+    bar2: Bar | None
+    log: tuple[LogLine, ...]
+
+
+def _verdict(f: _Facts) -> tuple[str, tuple[str, ...]]:
     """One device's status and the evidence for it (pending-reboot is decided for the host)."""
+    driver, bar0, bar2 = f.driver, f.bar0, f.bar2
     ev: list[str] = []
-    ev.append(f"driver: {driver or 'none (unbound)'}" + (f", driver_override={override}" if override else ""))
+    ev.append(f"driver: {driver or 'none (unbound)'}" + (f", driver_override={f.override}" if f.override else ""))
     if bar0 is not None:
         ev.append(f"BAR 0 (DCS): {bar0.describe()}")
     if bar2 is not None:
         ev.append(f"BAR 2 (UAR): {bar2.describe()}")
-    if interfaces:
-        ev.append(f"interfaces: {', '.join(interfaces)}")
-    uar_logged = any(ln.kind == "missing-uar" for ln in log)
-    dcs_logged = any(ln.kind == "missing-dcs" for ln in log)
-    for ln in log:
-        if ln.kind in ("missing-uar", "missing-dcs", "bar-failure"):
+    if bar0 is None and bar2 is None:
+        ev.append("BARs: unknown (the resource file could not be read)")
+    if f.interfaces:
+        ev.append(f"interfaces: {', '.join(f.interfaces)}")
+    if f.total_vfs is not None:
+        ev.append(f"SR-IOV: up to {f.total_vfs} virtual functions (sriov_totalvfs)")
+    uar_logged = any(ln.kind == "missing-uar" for ln in f.log)
+    dcs_logged = any(ln.kind == "missing-dcs" for ln in f.log)
+    for ln in f.log:
+        if ln.kind in ("missing-uar", "missing-dcs", "bar-failure", "sriov"):
             ev.append(f"log {ln.stamp}: {ln.shown}".replace("log : ", "log: "))
     bar0_missing = (bar0 is not None and not bar0.assigned) or (bar0 is None and dcs_logged)
     bar2_missing = (bar2 is not None and not bar2.assigned) or (bar2 is None and uar_logged)
-    if not is_vf and bar0_missing and driver != "mlx4_core":  # mlx4 checks DCS on physical functions only
+    if not f.is_vf and bar0_missing and driver != "mlx4_core":  # mlx4 checks DCS on physical functions only
         return "affected-dcs", tuple(ev)
     if bar2_missing and driver != "mlx4_core":
         return "affected", tuple(ev)
+    if bar2 is not None and bar2.assigned and (uar_logged or dcs_logged):
+        ev.append("the log says Missing UAR/DCS, yet the BAR is assigned now (a rescan since, or a log of another boot?)")
     if driver == "mlx4_core":
-        if interfaces:
+        if f.interfaces:
             return "healthy", tuple(ev)
         ev.append("mlx4_core is bound but the device has no network or InfiniBand interface (is mlx4_en/mlx4_ib loaded?)")
         return "other-failure", tuple(ev)
@@ -325,10 +374,15 @@ def _verdict(
             return "healthy", tuple(ev)
         ev.append("bound to vfio-pci; the BARs could not be read")
         return "other-failure", tuple(ev)
-    if driver is None:
-        ev.append(f"{address} is not bound to any driver although its BARs are assigned: not this bug")
+    if driver is None and f.has_physfn and not bar2_missing:
+        ev.append("a virtual function not in use on this host (no driver): normal until it is given to a VM")
+        return "healthy", tuple(ev)
+    if bar2 is None:
+        ev.append(f"{f.address} is not bound to mlx4_core and its BARs are unknown: cannot tell whether this is the bug")
+    elif driver is None:
+        ev.append(f"{f.address} is not bound to any driver although BAR 2 is assigned: not this bug")
     else:
-        ev.append(f"{address} is bound to {driver}, not mlx4_core: not this bug")
+        ev.append(f"{f.address} is bound to {driver}, not mlx4_core: not this bug")
     return "other-failure", tuple(ev)
 
 
@@ -378,7 +432,7 @@ def _context(snap: Snapshot) -> Context:
 
 
 def _modules(snap: Snapshot, warnings: list[str]) -> dict[str, bool]:
-    text = _text(snap, "/proc/modules")
+    text = _text(snap, "/proc/modules", warnings)
     if text is None:
         warnings.append("/proc/modules could not be read; module checks are skipped")
         return dict.fromkeys(MODULES, False)
@@ -398,29 +452,61 @@ def analyse(snap: Snapshot, configured: str | None, configured_source: str, log_
         warnings.append(f"{PCI} could not be listed: no PCI device information")
     devices = []
     for path in snap.globs.get(f"{PCI}/*/vendor", []):
-        if (_text(snap, path) or "").lower() == MELLANOX:
+        if (_text(snap, path, warnings) or "").lower() == MELLANOX:
             dev = _device(snap, path.rsplit("/", 1)[0], log, warnings)
             if dev is not None:
                 devices.append(dev)
     modules = _modules(snap, warnings)
-    running = _text(snap, "/proc/cmdline")
+    running = _text(snap, "/proc/cmdline", warnings)
     if running is None:
         warnings.append("/proc/cmdline could not be read")
-    running_realloc = cmdline.realloc_setting(running)[0] if running is not None else None
-    configured_realloc = cmdline.realloc_setting(configured)[0] if configured is not None else None
+    running_realloc, running_ignored = cmdline.realloc_setting(running) if running is not None else (None, [])
+    configured_realloc, configured_ignored = cmdline.realloc_setting(configured) if configured is not None else (None, [])
+    for where, ignored in (("/proc/cmdline", running_ignored), (configured_source, configured_ignored)):
+        if ignored:
+            options = ", ".join(f"pci={o}" for o in ignored)
+            warnings.append(f"{where}: the kernel ignores {options} (only values starting with on or off count)")
+    if running_realloc == "off" and configured is not None and configured_realloc != "off":
+        warnings.append(f"the running kernel has pci=realloc=off, but {configured_source} does not: the next boot loses it")
+    stale = _log_of_another_boot(log_text, running)
+    if stale:
+        warnings.append(f"{log_source}: {stale}")
     pending = configured_realloc == "off" and running_realloc != "off"
     devices = [d._replace(status="pending-reboot") if pending and d.status.startswith("affected") else d for d in devices]
     status = min((d.status for d in devices), key=STATUS_ORDER.index) if devices else "no-device"
     addresses = {d.address for d in devices}
     host_log = tuple(
-        ln for ln in log if ln.kind == "auto-realloc" or (ln.kind in ("bar-failure", "sriov") and ln.address not in addresses)
+        ln
+        for ln in log
+        if ln.kind == "auto-realloc"
+        or (ln.kind in ("bar-failure", "sriov", "missing-uar", "missing-dcs") and ln.address not in addresses)
     )
+    if not devices and any(ln.kind in ("missing-uar", "missing-dcs") for ln in host_log):
+        warnings.append("the kernel log reports Missing UAR/DCS for a device mlxfix cannot see in sysfs")
     context = _context(snap)
     diagnosis = Diagnosis(
         status, tuple(devices), modules, running, running_realloc, configured, configured_realloc, configured_source,
-        log_source, host_log, context, (), tuple(warnings),
+        log_source, host_log, context, (), tuple(warnings), log_read=log_text is not None,
     )  # fmt: skip
     return diagnosis._replace(advice=tuple(_advice(diagnosis, log)))
+
+
+_LOGGED_CMDLINE = re.compile(r"\b[Cc]ommand line: (.*)")
+
+
+def _log_of_another_boot(log_text: str | None, running: str | None) -> str:
+    """A log file (kern.log) may end before this boot: its "Kernel command line:" says which boot it is."""
+    if not log_text or running is None:
+        return ""
+    found = None
+    for m in _LOGGED_CMDLINE.finditer(log_text):
+        found = m
+    if found is None:
+        return ""
+    logged = found.group(1).strip()
+    if logged.split() == running.split() or running.split() == logged.split()[: len(running.split())]:
+        return ""
+    return "its last boot ran with another command line than /proc/cmdline: it may be the log of an earlier boot"
 
 
 def _advice(d: Diagnosis, log: list[LogLine]) -> list[str]:
@@ -483,41 +569,61 @@ class Verification(NamedTuple):
     diagnosis: Diagnosis
 
 
-def verify(d: Diagnosis, param: cmdline.Param) -> Verification:
-    """After the reboot: every check must hold."""
+def _unused_vf(x: Device) -> bool:
+    """A virtual function on its own host with no driver: not in use, which is normal."""
+    return x.is_vf and x.driver is None and x.has_physfn
+
+
+def verify(d: Diagnosis, param: cmdline.Param, *, present: bool = True) -> Verification:
+    """After the reboot: every check must hold. ``present=False`` (after a rollback): the parameter
+    must no longer be in effect; the devices are not judged then."""
     checks: list[Check] = []
     running = d.running or ""
-    holds = d.running is not None and cmdline.contains(running, param)
-    checks.append(
-        Check(
-            "cmdline",
-            holds,
-            f"/proc/cmdline {'has' if holds else 'lacks'} {param.text}" + ("" if d.running is not None else " (unreadable)"),
-        )
-    )
+    holds = d.running is not None and cmdline.in_effect(running, param)
+    if d.running is None:
+        detail = "/proc/cmdline could not be read"
+    elif present:
+        detail = f"/proc/cmdline {'has' if holds else 'lacks'} {param.text}"
+    else:
+        detail = f"/proc/cmdline {'still has' if holds else 'no longer has'} {param.text}"
+    checks.append(Check("cmdline", d.running is not None and holds == present, detail))
+    if not present:
+        return Verification(all(c.ok for c in checks), tuple(checks), d)
     if not d.devices:
         checks.append(Check("devices", False, "no Mellanox ConnectX-3 (mlx4) device found"))
         return Verification(False, tuple(checks), d)
-    by_design = [x for x in d.devices if x.driver == "vfio-pci" or x.driver_override == "vfio-pci"]
-    for x in d.devices:
+    used = [x for x in d.devices if not _unused_vf(x)]
+    by_design = [x for x in used if x.driver == "vfio-pci" or x.driver_override == "vfio-pci"]
+    for x in used:
         bound = x.driver == "mlx4_core" or (x.driver == "vfio-pci" and x in by_design)
         driver = f"bound to {x.driver}" if x.driver else "bound to no driver"
         checks.append(Check(f"{x.address} driver", bound, driver + (" (passthrough)" if x in by_design else "")))
+        if not x.is_vf:
+            checks.append(
+                Check(
+                    f"{x.address} BAR 0",
+                    x.bar0_assigned is True,
+                    x.bar0.describe() if x.bar0 else "unknown (resource unreadable)",
+                )
+            )
         checks.append(
             Check(f"{x.address} BAR 2", x.bar2_assigned is True, x.bar2.describe() if x.bar2 else "unknown (resource unreadable)")
         )
         if x.driver == "mlx4_core":
             checks.append(Check(f"{x.address} interfaces", bool(x.interfaces), ", ".join(x.interfaces) or "none"))
-    if len(by_design) < len(d.devices):
+    if len(by_design) < len(used):
         loaded = d.modules.get("mlx4_en") or d.modules.get("mlx4_ib")
         which = ", ".join(m for m in ("mlx4_en", "mlx4_ib") if d.modules.get(m)) or "neither mlx4_en nor mlx4_ib"
         checks.append(Check("modules", bool(loaded), f"loaded: {which}"))
-    missing = [x.address for x in d.devices if any(ln.kind == "missing-uar" for ln in x.log)]
-    checks.append(
-        Check(
-            "log",
-            not missing,
-            f"this boot's log says Missing UAR for {', '.join(missing)}" if missing else "no Missing UAR in this boot's log",
+    lines = [*d.log, *(ln for x in d.devices for ln in x.log)]
+    missing = sorted({ln.address or "an unnamed device" for ln in lines if ln.kind in ("missing-uar", "missing-dcs")})
+    if not d.log_read:
+        checks.append(
+            Check("log", False, f"this boot's kernel log could not be read ({d.log_source}): cannot rule out Missing UAR")
         )
-    )
+    else:
+        detail = (
+            f"this boot's log says Missing UAR/DCS for {', '.join(missing)}" if missing else "no Missing UAR in this boot's log"
+        )
+        checks.append(Check("log", not missing, detail))
     return Verification(all(c.ok for c in checks), tuple(checks), d)

@@ -175,6 +175,16 @@ def _restore(
     return failed
 
 
+def _left_as_it_was(plan: Plan, outcome: Outcome) -> bool:
+    """Whether every failed command left the boot configuration untouched: grub-mkconfig's scripts all
+    ran under ``set -e`` into grub.cfg.new, and one that exits non-zero stops it before grub.cfg is
+    replaced. A command killed by a signal (or by mlxfix's timeout) may have been cut off while it
+    copied grub.cfg.new over grub.cfg: no such promise then."""
+    atomic = {c.argv for c in plan.commands if c.atomic}
+    failed = [o for o in outcome.commands if o.exit_code not in (0, None)]
+    return all(o.argv in atomic and o.exit_code is not None and 0 < o.exit_code < 124 for o in failed)
+
+
 def _manual_steps(host: Host, manifest: Manifest, failed: list[str], plan: Plan) -> list[str]:
     steps = []
     for entry in manifest.files:
@@ -252,12 +262,20 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
             if unrestored:
                 steps = _manual_steps(host, manifest, unrestored, plan)
                 return NotRestored(f"{err}; putting the original files back failed too ({', '.join(unrestored)})", steps)
-            if unregenerated:
+            if unregenerated and not _left_as_it_was(plan, outcome):
                 steps = [*_manual_steps(host, manifest, [], plan)]
                 why = f"the original files were restored, but regenerating from them failed too ({', '.join(unregenerated)})"
                 return NotRestored(f"{err}; {why}: the boot configuration may not match the files", steps)
             backup.clear_intent(host)
-            err.message += f"; the original files were restored from backup {manifest.id}"
+            if not attempted and not outcome.commands:
+                err.message += "; nothing was changed"
+            else:
+                err.message += f"; the original files were restored from backup {manifest.id}"
+            if unregenerated:  # grub-mkconfig replaces grub.cfg only when it succeeds: it is the original one
+                err.message += (
+                    f" ({', '.join(unregenerated)} fails on the original files too, so the boot configuration was"
+                    " left as it was: fix that first)"
+                )
             return err
 
         try:

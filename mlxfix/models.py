@@ -15,11 +15,21 @@ from mlxfix import __version__
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from mlxfix.backup import Manifest
+    from mlxfix.backup import Listing
     from mlxfix.commands import ChangeReport
     from mlxfix.diagnose import Diagnosis, LogLine, Verification
 
-__all__ = ["BackupsResult", "ChangeResult", "DiagnoseResult", "VerifyResult", "change_result", "diagnose_result", "verify_result"]
+__all__ = [
+    "BackupsResult",
+    "ChangeResult",
+    "DiagnoseResult",
+    "FailureResult",
+    "VerifyResult",
+    "change_result",
+    "diagnose_result",
+    "failure_result",
+    "verify_result",
+]
 
 VERSION = 1
 
@@ -78,7 +88,8 @@ class ChangeResult(_Model):
     target: str | None
     cmdline: CmdlineInfo
     files: list[FileChange]
-    backup: str | None
+    backup: str | None  # the backup this run saved (what undoes it)
+    restores: str | None = None  # rollback: the backup it puts back
     commands: list[CommandRecord]
     reboot_required: bool
     rebooting: bool
@@ -125,6 +136,9 @@ def change_result(report: ChangeReport, exit_code: int) -> ChangeResult:
             commands = [
                 CommandRecord(argv=list(c.argv), ran=False, exit_code=None, output_tail="", note=note) for c in plan.commands
             ]
+    if report.reboot is not None:
+        argv, code, tail = report.reboot
+        commands.append(CommandRecord(argv=list(argv), ran=True, exit_code=code, output_tail=tail, note="reboot"))
     backup_id = outcome.backup.id if outcome is not None and outcome.backup is not None else None
     return ChangeResult(
         command=report.command,
@@ -141,6 +155,7 @@ def change_result(report: ChangeReport, exit_code: int) -> ChangeResult:
         cmdline=CmdlineInfo(before=plan.before if plan else None, after=plan.after if plan else None),
         files=files,
         backup=backup_id,
+        restores=plan.backup_id if plan is not None and report.command == "rollback" else None,
         commands=commands,
         reboot_required=report.reboot_required and not report.dry_run,
         rebooting=report.rebooting,
@@ -173,6 +188,7 @@ class BackupInfo(_Model):
     param: str
     why: str
     boot_setup: str
+    intact: bool  # false: a saved copy is missing or does not match its sha256; rollback refuses it
     files: list[BackupFile]
 
 
@@ -186,11 +202,13 @@ class BackupsResult(_Model):
     root: str
     backups: list[BackupInfo]
     problems: list[str]
+    errors: list[str] = []
     exit_code: int = 0
     ssh: SshInfo | None = None  # null on the local host
 
 
-def backups_result(host: str, root: str, manifests: list[Manifest], problems: list[str]) -> BackupsResult:
+def backups_result(host: str, root: str, listing: Listing) -> BackupsResult:
+    manifests, problems, damaged = listing
     return BackupsResult(
         host=host,
         root=root,
@@ -202,6 +220,7 @@ def backups_result(host: str, root: str, manifests: list[Manifest], problems: li
                 param=m.param,
                 why=m.reason,
                 boot_setup=m.boot_setup,
+                intact=m.id not in damaged,
                 files=[
                     BackupFile(path=f.path, sha256=f.sha256, size=f.size, mode=f"{f.mode & 0o7777:04o}", existed=f.existed)
                     for f in m.files
@@ -236,9 +255,60 @@ def _printable(value: Any) -> Any:
     return value
 
 
-def error_document(command: str, message: str, exit_code: int) -> dict[str, Any]:
-    """The JSON printed when even the options could not be understood."""
-    return {"version": VERSION, "mlxfix_version": __version__, "command": command, "errors": [message], "exit_code": exit_code}
+class FailureResult(_Model):
+    """Any command's ``--json`` when it could not even start (a usage error, an unreachable host): the
+    keys every document has, with ``errors`` saying why."""
+
+    version: int = VERSION
+    mlxfix_version: str = __version__
+    command: str
+    host: str
+    root: str
+    status: str | None = None  # diagnose and verify: "error"
+    ok: bool | None = None  # verify: false
+    warnings: list[str]
+    errors: list[str]
+    exit_code: int
+    ssh: SshInfo | None = None
+
+
+def failure_result(command: str, host: str, root: str, message: str, exit_code: int, *, param: str = "") -> BaseModel:
+    """The document of a command that failed before it had a result: its own model where one can be
+    built empty (apply and rollback: ``changed`` false, no files), else the common keys."""
+    if command in ("apply", "rollback"):
+        return ChangeResult(
+            command=command,
+            host=host,
+            root=root,
+            dry_run=False,
+            changed=False,
+            would_change=False,
+            param=param,
+            boot_setup=None,
+            target=None,
+            cmdline=CmdlineInfo(before=None, after=None),
+            files=[],
+            backup=None,
+            commands=[],
+            reboot_required=False,
+            rebooting=False,
+            notes=[],
+            warnings=[],
+            errors=[message],
+            exit_code=exit_code,
+        )
+    if command == "backups":
+        return BackupsResult(host=host, root=root, backups=[], problems=[], errors=[message], exit_code=exit_code)
+    return FailureResult(
+        command=command,
+        host=host,
+        root=root,
+        status="error" if command in ("diagnose", "verify") else None,
+        ok=False if command == "verify" else None,
+        warnings=[],
+        errors=[message],
+        exit_code=exit_code,
+    )
 
 
 # -- diagnose and verify -----------------------------------------------------------------------------
@@ -305,6 +375,7 @@ class DiagnoseResult(_Model):
     devices: list[DeviceInfo]
     modules: dict[str, bool]
     cmdline: CmdlineState
+    boot_setup: BootSetupInfo | None  # null when no boot setup mlxfix knows was found
     kernel_log: KernelLog
     context: ContextInfo
     advice: list[str]
@@ -383,6 +454,9 @@ def diagnose_result(host: str, root: str, d: Diagnosis, exit_code: int) -> Diagn
             configured_realloc=d.configured_realloc,
             configured_source=d.configured_source,
         ),
+        boot_setup=BootSetupInfo(name=d.boot_setup[0], title=d.boot_setup[1], evidence=list(d.boot_setup[2]))
+        if d.boot_setup is not None
+        else None,
         kernel_log=KernelLog(source=d.log_source, lines=_log(d.log)),
         context=ContextInfo(
             virtual=c.virtual, virtual_evidence=c.virtual_evidence, proxmox=c.proxmox, uefi=c.uefi, board=c.board, bios=c.bios

@@ -7,14 +7,13 @@ Pure code: a Snapshot of the host comes in, a Plan comes out.
 from __future__ import annotations
 
 import difflib
-import re
 import shlex
 from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import bls, cmdline, kernelcmdline
 from mlxfix.bootsetup import GRUB, KERNEL_CMDLINE, BootSetup, grub_evaluation, grub_sources
 from mlxfix.digest import sha256
-from mlxfix.errors import FileError, Refused
+from mlxfix.errors import FileError
 from mlxfix.evaluate import Unknown
 from mlxfix.grubedit import plan_grub_edit
 
@@ -61,6 +60,12 @@ class Command(NamedTuple):
     def __str__(self) -> str:
         return shlex.join(self.argv)
 
+    @property
+    def atomic(self) -> bool:
+        """Whether a failed run leaves the boot configuration as it was: grub-mkconfig (and update-grub,
+        which runs it) writes grub.cfg.new and moves it into place only when every script succeeded."""
+        return self.regenerates and self.argv[0] in ("update-grub", "grub-mkconfig", "grub2-mkconfig")
+
 
 class ShellCheck(NamedTuple):
     """After writing: source ``paths`` with sh and expect ``variable`` to equal ``expected``."""
@@ -86,6 +91,7 @@ class Plan(NamedTuple):
     target: str = ""  # the file (and line) whose setting is edited
     backup_only: tuple[FileInfo, ...] = ()  # files a command changes (grubby): saved, not written
     expected_entries: tuple[tuple[str, str], ...] = ()  # BLS entry -> its arguments after grubby
+    drift: tuple[str, ...] = ()  # rollback: files changed after mlxfix wrote them (restoring needs --force)
 
     @property
     def changed(self) -> bool:
@@ -335,13 +341,7 @@ def make_rollback_plan(
             continue
         current_sha = sha256(current) if current is not None else None
         if not command_managed and current_sha != entry.written_sha256:
-            drift.append(unified_diff(entry.path, current or b"", original))
-            if not force:
-                raise Refused(
-                    "the file was changed after mlxfix wrote it; restoring the backup would undo that change too",
-                    path=entry.path,
-                    hint=f"review the diff, then run: mlxfix rollback --backup {manifest.id} --force\n" + drift[-1],
-                )
+            drift.append(entry.path)
         writes.append(
             FileWrite(
                 entry.path,
@@ -364,7 +364,7 @@ def make_rollback_plan(
     if writes or commands or interrupted:
         for argv in setup.regenerate():
             commands.append(Command(tuple(argv), "regenerate the boot configuration from the restored files"))
-    warnings = [f"--force: overwriting changes made after mlxfix wrote {re.sub(r'^--- a', '', d.splitlines()[0])}" for d in drift]
+    warnings = [f"--force: overwriting changes made after mlxfix wrote {d}" for d in drift] if force else []
     before = after = None
     if setup.edits_grub and snap.exists(GRUB):
         before = grub_command_line(snap)
@@ -387,4 +387,5 @@ def make_rollback_plan(
         backup_id=manifest.id,
         reason=f"rollback of backup {manifest.id}",
         target=", ".join(w.path for w in writes),
+        drift=tuple(drift),
     )

@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from mlxfix.backup import Manifest
+    from mlxfix.backup import Listing
     from mlxfix.commands import ChangeReport
     from mlxfix.diagnose import Diagnosis, Verification
     from mlxfix.plan import Plan
@@ -21,7 +21,8 @@ class Style:
     """ANSI styling that switches itself off when it should."""
 
     def __init__(self, stream: TextIO) -> None:
-        self.enabled = stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        # no-color.org: NO_COLOR set to anything but the empty string turns colour off.
+        self.enabled = stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
     def _wrap(self, code: str, text: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.enabled else text
@@ -120,25 +121,30 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
         return
     assert plan is not None
     if not plan.writes and not plan.commands:
-        p(style.green(f"Nothing to do: {plan.param} is already in place.") + "\n")
         if report.command == "apply":
+            p(style.green(f"Nothing to do: {plan.param} is already in place.") + "\n")
             p("If the running kernel lacks it, reboot (check with: mlxfix diagnose).\n")
+        else:
+            p(style.green(f"Nothing to do: the files already hold what backup {plan.backup_id} saved.") + "\n")
         return
     if report.dry_run:
         verb = "apply" if report.command == "apply" else "roll back"
-        p(f"Dry run: nothing was changed. Run without --dry-run to {verb}.\n")
+        p(f"Dry run: nothing was changed. Run without --dry-run to {verb}.")
+        p(" The change would take effect only after a reboot.\n" if plan.reboot_required else "\n")
         return
     if outcome is not None:
         verb = "applied" if report.command == "apply" else "rolled back"
         p(style.green(f"Done: {plan.param} {verb}.") + " The change takes effect only after a reboot.\n")
 
 
-def render_backups(manifests: list[Manifest], problems: list[str], out: TextIO, style: Style) -> None:
+def render_backups(listing: Listing, out: TextIO, style: Style) -> None:
     p = out.write
+    manifests, problems, damaged = listing
     if not manifests:
         p("No backups.\n")
     for m in manifests:
-        p(f"{style.bold(m.id)}  {m.created}  {m.action} {m.param}  ({m.reason})\n")
+        mark = style.red("  [DAMAGED: cannot be restored]") if m.id in damaged else ""
+        p(f"{style.bold(m.id)}  {m.created}  {m.action} {m.param}  ({m.reason}){mark}\n")
         for f in m.files:
             p(f"    {f.path}  sha256 {f.sha256[:16]}…  {f.size} bytes  mode {f.mode & 0o7777:04o}\n")
     for problem in problems:
@@ -170,6 +176,12 @@ def render_diagnosis(d: Diagnosis, out: TextIO, style: Style) -> None:
     realloc = {"on": "realloc on", "off": "realloc off", None: "realloc not set"}
     running = d.running if d.running is not None else "(unreadable)"
     configured = d.configured if d.configured is not None else "(unknown)"
+    if d.boot_setup is not None:
+        p(f"Boot setup: {d.boot_setup[1]}\n")
+        for ev in d.boot_setup[2]:
+            p(f"  - {ev}\n")
+    else:
+        p(f"Boot setup: not recognised ({d.boot_setup_error})\n")
     p(f"Running command line: {running}  [{realloc[d.running_realloc]}]\n")
     p(f"Configured ({d.configured_source}): {configured}  [{realloc[d.configured_realloc]}]\n")
     p("Modules: " + ", ".join(f"{m} {'loaded' if on else 'not loaded'}" for m, on in d.modules.items()) + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,7 @@ def test_json_document_validates_and_keys_are_pinned(host: Path) -> None:
     assert sorted(doc) == sorted(
         [
             "version", "mlxfix_version", "command", "host", "root", "dry_run", "changed", "would_change", "param",
-            "boot_setup", "target", "cmdline", "files", "backup", "commands", "reboot_required", "rebooting",
+            "boot_setup", "target", "cmdline", "files", "backup", "restores", "commands", "reboot_required", "rebooting",
             "notes", "warnings", "errors", "exit_code", "verification", "ssh",
         ]
     )  # fmt: skip
@@ -180,7 +181,15 @@ def test_rollback_refuses_a_file_changed_after_apply_without_force(host: Path) -
     proc = run("rollback", "--yes", "--root", str(host))
     assert proc.returncode == 1
     assert "changed after mlxfix wrote it" in proc.stderr
-    assert "+GRUB_TIMEOUT=1" not in proc.stderr or "-GRUB_TIMEOUT=1" in proc.stderr  # the diff is shown
+    assert "-GRUB_TIMEOUT=1" in proc.stdout  # the diff of what --force would undo is shown
+    assert "--force" in proc.stderr
+    assert grub(host) == edited
+    proc = run("rollback", "--yes", "--json", "--root", str(host))
+    assert proc.returncode == 1
+    doc = json_of(proc.stdout)
+    [f] = doc["files"]  # type: ignore[misc]
+    assert "-GRUB_TIMEOUT=1" in f["diff"]
+    assert doc["changed"] is False
     assert grub(host) == edited
     proc = run("rollback", "--yes", "--force", "--root", str(host))
     assert proc.returncode == 0, proc.stderr
@@ -346,3 +355,77 @@ def test_python_dash_m_and_version(host: Path) -> None:
     for option in ("--dry-run", "--param", "--yes", "--no-update", "--reboot", "--root", "--json"):
         assert option in proc.stdout
     del host
+
+
+def test_json_is_one_document_even_for_usage_errors(host: Path) -> None:
+    for args in (["apply", "--bogus"], ["rollback", "--root", str(host / "nope")], ["backups", "extra-argument"]):
+        proc = run(*args, "--json")
+        assert proc.returncode == 2, (args, proc.stderr)
+        doc = json_of(proc.stdout)
+        assert doc["exit_code"] == 2
+        assert doc["errors"]
+        assert doc["command"] == args[0]
+
+
+def test_wait_is_checked_before_anything_changes(host: Path) -> None:
+    before = snapshot(host)
+    for args in (["--wait"], ["--wait", "--host", "root@example.invalid", "--no-reboot"]):
+        proc = run("apply", "--yes", "--json", "--root", str(host), *args)
+        assert proc.returncode == 2, proc.stderr
+        assert json_of(proc.stdout)["errors"]
+    assert snapshot(host) == before
+
+
+def test_rollback_json_names_the_backup_it_restores(host: Path) -> None:
+    applied = json_of(run("apply", "--yes", "--json", "--root", str(host)).stdout)["backup"]
+    doc = json_of(run("rollback", "--dry-run", "--json", "--root", str(host)).stdout)
+    assert (doc["restores"], doc["backup"]) == (applied, None)
+    doc = json_of(run("rollback", "--yes", "--json", "--root", str(host)).stdout)
+    assert doc["restores"] == applied
+    assert isinstance(doc["backup"], str) and doc["backup"] != applied  # a rollback is backed up too
+    again = run("rollback", "--yes", "--root", str(host))
+    assert again.returncode == 0
+    assert "already hold what backup" in again.stdout
+
+
+def test_backups_flags_a_damaged_backup(host: Path) -> None:
+    invoke("apply", "--yes", "--root", str(host))
+    [backup] = list((host / "var/lib/mlxfix/backups").iterdir())
+    copy = backup / "0.orig"
+    copy.write_bytes(copy.read_bytes()[:-1] + b"X")
+    doc = BackupsResult.model_validate_json(invoke("backups", "--json", "--root", str(host))[1])
+    assert [b.intact for b in doc.backups] == [False]
+    assert any("corrupted" in p for p in doc.problems)
+
+
+def test_backups_as_another_user_says_it_cannot_read_them(host: Path) -> None:
+    invoke("apply", "--yes", "--root", str(host))
+    for p in (host, *host.parents):  # let "nobody" reach the tree (pytest makes its dirs 0700); not the state dir
+        if p.stat().st_mode & 0o001 == 0:
+            p.chmod(p.stat().st_mode | 0o005)
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "mlxfix", "backups", "--root", str(host)],
+        capture_output=True, text=True, check=False, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot be read" in proc.stdout
+    assert "as root" in proc.stdout
+
+
+def test_empty_no_color_keeps_colour_and_any_value_removes_it() -> None:
+    from mlxfix.render import Style
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    for value, coloured in (("", True), ("1", False), ("0", False)):
+        old = os.environ.get("NO_COLOR")
+        os.environ["NO_COLOR"] = value
+        try:
+            assert Style(Tty()).enabled is coloured  # type: ignore[arg-type]
+        finally:
+            if old is None:
+                del os.environ["NO_COLOR"]
+            else:
+                os.environ["NO_COLOR"] = old

@@ -57,7 +57,7 @@ def test_example_trees(tree: str, status: str, code: int) -> None:
 def test_the_story_host_in_detail() -> None:
     _, doc = diagnose(EXAMPLES / "pve-missing-uar")
     assert sorted(doc) == sorted(
-        ["version", "mlxfix_version", "command", "host", "root", "status", "devices", "modules", "cmdline", "kernel_log",
+        ["version", "mlxfix_version", "command", "host", "root", "status", "devices", "modules", "cmdline", "boot_setup", "kernel_log",
          "context", "advice", "warnings", "errors", "exit_code", "ssh"]
     )  # fmt: skip
     for address in ("0000:01:00.0", "0000:02:00.0"):
@@ -352,3 +352,129 @@ def test_fuzzed_facts_never_crash(
     code, out, err = invoke("diagnose", "--json", "--root", str(root))
     assert code in (0, 10, 11, 12), err
     DiagnoseResult.model_validate_json(out)
+
+
+# -- verify: a pass must be earned -------------------------------------------------------------------------
+
+HEALTHY_LOG = "[    0.000000] Linux version 6.8.12-4-pve\n[    2.4] mlx4_en: mlx4_core0: Port 1: enp1s0\n"
+
+
+def healthy_host(tmp_path: Path, cmdline: str = "root=/dev/sda1 ro quiet pci=realloc=off", log: str | None = HEALTHY_LOG) -> Path:
+    root = host(tmp_path, cmdline=cmdline, modules=("mlx4_core", "mlx4_en"))
+    pci_device(root, driver="mlx4_core", resource=cx3_resource(), net=("enp1s0",))
+    if log is not None:
+        kernel_log(root, log)
+    return root
+
+
+def verify(root: Path, *args: str) -> tuple[int, VerifyResult]:
+    code, out, _ = invoke("verify", "--json", "--root", str(root), *args)
+    return code, VerifyResult.model_validate(json_of(out))
+
+
+def test_verify_passes_a_healthy_fixed_host(tmp_path: Path) -> None:
+    code, doc = verify(healthy_host(tmp_path))
+    assert (code, doc.ok, doc.failed) == (0, True, [])
+
+
+def test_verify_fails_without_a_kernel_log_to_rule_out_missing_uar(tmp_path: Path) -> None:
+    code, doc = verify(healthy_host(tmp_path, log=None))
+    assert (code, doc.failed) == (13, ["log"])
+    assert "could not be read" in next(c.detail for c in doc.checks if c.name == "log")
+
+
+def test_verify_sees_missing_uar_lines_that_name_no_known_device(tmp_path: Path) -> None:
+    log = HEALTHY_LOG + "[    2.5] mlx4_core 0000:02:00.0: Missing UAR, aborting\n[    2.6] mlx4_core: Missing DCS, aborting\n"
+    code, doc = verify(healthy_host(tmp_path, log=log))
+    assert code == 13
+    assert doc.failed == ["log"]
+    assert "0000:02:00.0" in next(c.detail for c in doc.checks if c.name == "log")
+    _, diag = diagnose(healthy_host(tmp_path / "again", log=log))
+    assert any("Missing UAR" in line["text"] for line in diag["kernel_log"]["lines"])  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "cmdline",
+    [
+        "quiet pci=realloc=on pci=realloc=off",
+        "quiet pci=realloc=on,realloc=off",
+        "pci=realloc=off pci=realloc=off",
+        "pci=noaer,realloc=off",
+    ],
+)
+def test_verify_reads_the_command_line_as_the_kernel_does(tmp_path: Path, cmdline: str) -> None:
+    assert verify(healthy_host(tmp_path, cmdline=cmdline))[0] == 0
+
+
+@pytest.mark.parametrize("cmdline", ["quiet pci=realloc=off pci=realloc=on", "quiet pci=realloc", "quiet pci=realloc=0", "quiet"])
+def test_verify_fails_when_realloc_is_not_off_in_effect(tmp_path: Path, cmdline: str) -> None:
+    code, doc = verify(healthy_host(tmp_path, cmdline=cmdline))
+    assert (code, doc.failed) == (13, ["cmdline"])
+
+
+def test_verify_fails_a_device_whose_bar0_is_missing(tmp_path: Path) -> None:
+    root = host(tmp_path, cmdline="quiet pci=realloc=off", modules=("mlx4_core", "vfio_pci"))
+    pci_device(root, driver="vfio-pci", override="vfio-pci", resource=cx3_resource(bar0=None))
+    kernel_log(root, HEALTHY_LOG)
+    code, doc = verify(root)
+    assert code == 13
+    assert "0000:01:00.0 BAR 0" in doc.failed
+
+
+def test_an_unused_vf_on_its_host_is_not_a_failure(tmp_path: Path) -> None:
+    root = healthy_host(tmp_path)
+    vf = pci_device(root, "0000:01:00.1", device="0x1004", driver=None, resource=cx3_resource(bar0=None))
+    (vf / "physfn").symlink_to("../0000:01:00.0")
+    code, doc = diagnose(root)
+    assert (code, doc["status"], device(doc, "0000:01:00.1")["status"]) == (0, "healthy", "healthy")
+    assert verify(root)[0] == 0
+
+
+def test_a_mellanox_device_with_an_unreadable_id_is_reported_not_dropped(tmp_path: Path) -> None:
+    root = host(tmp_path)
+    base = pci_device(root, driver=None, resource=cx3_resource(bar2=None))
+    (base / "device").unlink()
+    (base / "device").mkdir()
+    kernel_log(root, UAR_LOG)
+    code, doc = diagnose(root)
+    assert (code, doc["status"]) == (10, "affected")
+    assert any("device" in w and "unknown model" in w for w in doc["warnings"])  # type: ignore[union-attr]
+
+
+def test_ignored_realloc_values_are_flagged(tmp_path: Path) -> None:
+    root = host(tmp_path, cmdline="root=/dev/sda1 quiet pci=realloc=0")
+    pci_device(root, driver=None, resource=cx3_resource(bar2=None))
+    _, doc = diagnose(root)
+    assert any("ignores pci=realloc=0" in w for w in doc["warnings"])  # type: ignore[union-attr]
+
+
+def test_diagnose_names_the_boot_setup_and_its_evidence() -> None:
+    _, doc = diagnose(EXAMPLES / "pve-missing-uar")
+    setup = doc["boot_setup"]
+    assert isinstance(setup, dict)
+    assert setup["name"] == "grub-debian"
+    assert any("update-grub" in e for e in setup["evidence"])
+    _, out, _ = invoke("diagnose", "--root", str(EXAMPLES / "pve-missing-uar"))
+    assert "Boot setup: GRUB on Debian" in out
+
+
+def test_an_empty_kern_log_does_not_hide_the_dmesg_file(tmp_path: Path) -> None:
+    root = healthy_host(tmp_path, log=HEALTHY_LOG + "[    2.5] mlx4_core 0000:01:00.0: Missing UAR, aborting\n")
+    write(root, "/var/log/kern.log", "")
+    assert verify(root)[1].failed == ["log"]
+
+
+def test_a_kern_log_of_an_earlier_boot_is_called_out(tmp_path: Path) -> None:
+    log = "[    0.000000] Linux version 6.8.12-4-pve\n[    0.000000] Command line: root=/dev/sda1 ro quiet\n"
+    _, doc = diagnose(healthy_host(tmp_path, log=log))
+    assert any("earlier boot" in w for w in doc["warnings"])  # type: ignore[union-attr]
+
+
+def test_diagnose_and_verify_print_one_json_document_on_errors(tmp_path: Path) -> None:
+    for command in ("diagnose", "verify"):
+        proc = run(command, "--json", "--root", str(tmp_path))
+        assert proc.returncode == 1
+        doc = json_of(proc.stdout)
+        assert doc["status"] == "error"
+        assert doc["errors"]
+        assert "Traceback" not in proc.stderr

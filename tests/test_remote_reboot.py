@@ -62,8 +62,9 @@ def test_reboot_and_wait_then_verify(sandboxed_sshd: tuple[Sshd, Path]) -> None:
     assert doc["rebooting"] is True
     assert (sandbox / "rebooted").read_text() == "now\n"  # the reboot ran on the target, asked for
     assert (sandbox / "bootid").read_text() != before_id
-    [cmd] = doc["commands"]  # type: ignore[misc]
+    cmd, reboot = doc["commands"]  # type: ignore[misc]
     assert (cmd["argv"], cmd["exit_code"]) == (["update-grub"], 0)  # the real one, on the target
+    assert (reboot["argv"], reboot["exit_code"], reboot["note"]) == ([str(fake), "now"], 0, "reboot")
     normal = [
         ln
         for ln in (sandbox / "boot/grub/grub.cfg").read_text().splitlines()

@@ -142,14 +142,25 @@ def test_failing_regeneration_restores_the_original_bytes(sandbox: Path) -> None
     assert not (sandbox / "state" / "intent.json").exists()
 
 
-def test_regeneration_that_keeps_failing_prints_manual_steps(sandbox: Path) -> None:
+def test_regeneration_that_keeps_failing_leaves_the_original_state(sandbox: Path) -> None:
+    """update-grub that always fails: the files are restored, and grub.cfg was never replaced (grub-mkconfig
+    writes grub.cfg.new and moves it only on success), so the host is as it was: exit 1, not 3."""
     original = (sandbox / "default" / "grub").read_bytes()
+    assert mlxfix(sandbox, "apply", "--yes").returncode == 0  # a real grub.cfg from the real update-grub,
+    assert mlxfix(sandbox, "rollback", "--yes").returncode == 0  # made from the original files again
+    cfg = sandbox / "boot" / "grub" / "grub.cfg"
+    cfg_before = cfg.read_bytes()
     bin_dir = _failing_update_grub(sandbox, times=99)
-    proc = mlxfix(sandbox, "apply", "--yes", path_prefix=bin_dir)
-    assert proc.returncode == 3, proc.stderr
-    assert "NOT in its original state" in proc.stderr
-    assert "update-grub" in proc.stderr.split("by hand:")[1]
-    assert (sandbox / "default" / "grub").read_bytes() == original  # the files themselves are back
+    proc = mlxfix(sandbox, "apply", "--yes", "--json", path_prefix=bin_dir)
+    assert proc.returncode == 1, proc.stderr
+    doc = json_of(proc.stdout)
+    assert doc["changed"] is False
+    assert [c["exit_code"] for c in doc["commands"]] == [1, 1]  # type: ignore[union-attr]
+    assert "fails on the original files too" in doc["errors"][0]  # type: ignore[index]
+    assert "NOT in its original state" not in proc.stderr
+    assert (sandbox / "default" / "grub").read_bytes() == original
+    assert cfg.read_bytes() == cfg_before
+    assert not (sandbox / "state" / "intent.json").exists()
 
 
 def test_reboot_runs_only_when_asked(sandbox: Path) -> None:
