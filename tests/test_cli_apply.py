@@ -382,7 +382,8 @@ def test_rollback_json_names_the_backup_it_restores(host: Path) -> None:
     assert (doc["restores"], doc["backup"]) == (applied, None)
     doc = json_of(run("rollback", "--yes", "--json", "--root", str(host)).stdout)
     assert doc["restores"] == applied
-    assert isinstance(doc["backup"], str) and doc["backup"] != applied  # a rollback is backed up too
+    assert isinstance(doc["backup"], str)
+    assert doc["backup"] != applied  # a rollback is backed up too
     again = run("rollback", "--yes", "--root", str(host))
     assert again.returncode == 0
     assert "already hold what backup" in again.stdout
