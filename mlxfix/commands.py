@@ -134,16 +134,53 @@ def apply(
         if not confirm(plan):
             raise Refused("not confirmed; nothing was changed")
         report.confirmed = True
-        from mlxfix.execute import Outcome, execute
+        from mlxfix.execute import Outcome, exclusive, execute
 
-        report.outcome = Outcome()
-        execute(host, plan, _hostname(host), progress, report.outcome)
+        with exclusive(host, "apply"):
+            again, _ = plan_apply(host, param, boot_setup)  # under the lock: no other run can be half-way
+            again = _without_commands(again, None) if no_update else again
+            if _changes(again) != _changes(plan):
+                if not (again.writes or again.commands):
+                    report.plan = again  # another run did it meanwhile
+                    return report
+                raise Refused("the host changed while the plan was shown (another mlxfix or an admin?); nothing was changed")
+            report.outcome = Outcome()
+            execute(host, again, _hostname(host), progress, report.outcome)
     except MlxfixError as exc:
         report.error = exc
         report.errors.append(str(exc))
     if report.outcome is not None:
         report.warnings += report.outcome.warnings
     return report
+
+
+def _changes(plan: Plan) -> tuple[object, ...]:
+    """What executing a plan would do, to compare the confirmed plan with the one made under the lock."""
+    return (
+        tuple((w.path, w.before, w.after, w.mode, w.uid, w.gid) for w in plan.writes),
+        tuple(c.argv for c in plan.commands),
+        tuple((i.path, i.data) for i in plan.backup_only),
+    )
+
+
+def plan_rollback(host: Host, backup_id: str | None, force: bool, boot_setup: str | None) -> tuple[Plan, Snapshot, bool]:
+    """The rollback plan, the snapshot it was made from, and whether an interrupted run is finished."""
+    from mlxfix import backup
+    from mlxfix.plan import make_rollback_plan
+
+    snap = snapshot(host)
+    intent = backup.read_intent(host) if snap.exists(INTENT) else None
+    chosen = backup_id
+    if chosen is None and intent is not None:  # finish what was interrupted
+        chosen = (intent.restores if intent.action == "rollback" else intent.backup) or None
+    manifest, stored = backup.load(host, chosen)
+    current = host.gather([f.path for f in manifest.files])
+    snap.files.update(current.files)
+    setup = _setup_for(snap, manifest, boot_setup)
+    plan = make_rollback_plan(snap, setup, manifest, stored, force=force, interrupted=intent is not None)
+    if intent is not None:
+        plan = plan._replace(notes=(*plan.notes, f"an earlier {intent.action} was interrupted: this rollback finishes it"))
+    return plan, snap, intent is not None
 
 
 def rollback(
@@ -159,22 +196,11 @@ def rollback(
 ) -> ChangeReport:
     """``mlxfix rollback``: restore a backup (the newest, or the one an interrupted run left)."""
     from mlxfix import backup
-    from mlxfix.plan import make_rollback_plan
 
     report = ChangeReport("rollback", host.label, host.root, dry_run, "")
     try:
-        snap = snapshot(host)
-        intent = backup.read_intent(host) if snap.exists(INTENT) else None
-        chosen = backup_id
-        if chosen is None and intent is not None:  # finish what was interrupted
-            chosen = (intent.restores if intent.action == "rollback" else intent.backup) or None
-        manifest, stored = backup.load(host, chosen)
-        report.param = manifest.param
-        paths = [f.path for f in manifest.files]
-        current = host.gather(paths)
-        snap.files.update(current.files)
-        setup = _setup_for(snap, manifest, boot_setup)
-        plan = make_rollback_plan(snap, setup, manifest, stored, force=force, interrupted=intent is not None)
+        plan, snap, interrupted = plan_rollback(host, backup_id, force, boot_setup)
+        report.param = plan.param
         plan = _without_commands(plan, report) if no_update else plan
         report.plan = plan
         report.warnings += plan.warnings
@@ -182,24 +208,35 @@ def rollback(
             raise Refused(
                 "the file was changed after mlxfix wrote it; restoring the backup would undo that change too",
                 path=plan.drift[0],
-                hint=f"review the diff above, then run: mlxfix rollback --backup {manifest.id} --force",
+                hint=f"review the diff above, then run: mlxfix rollback --backup {plan.backup_id} --force",
             )
         if dry_run:
             return report
         if not (plan.writes or plan.commands):
-            if intent is not None:
-                backup.clear_intent(host)
+            if interrupted:
+                from mlxfix.execute import exclusive
+
+                with exclusive(host, "rollback"):
+                    backup.clear_intent(host)
             _tidy_if_needed(host, snap, progress)
             return report
         if not confirm(plan):
             raise Refused("not confirmed; nothing was changed")
         report.confirmed = True
-        from mlxfix.execute import Outcome, execute
+        from mlxfix.execute import Outcome, exclusive, execute
 
-        report.outcome = Outcome()
-        execute(host, plan, _hostname(host), progress, report.outcome)
-        if intent is not None:
-            backup.clear_intent(host)
+        with exclusive(host, "rollback"):
+            again, _, interrupted = plan_rollback(host, backup_id, force, boot_setup)
+            again = _without_commands(again, None) if no_update else again
+            if _changes(again) != _changes(plan):
+                if not (again.writes or again.commands):
+                    report.plan = again  # another run did it meanwhile
+                    return report
+                raise Refused("the host changed while the plan was shown (another mlxfix or an admin?); nothing was changed")
+            report.outcome = Outcome()
+            execute(host, again, _hostname(host), progress, report.outcome)
+            if interrupted:
+                backup.clear_intent(host)
     except MlxfixError as exc:
         report.error = exc
         report.errors.append(str(exc))
@@ -208,20 +245,31 @@ def rollback(
     return report
 
 
-def _without_commands(plan: Plan, report: ChangeReport) -> Plan:
+def _without_commands(plan: Plan, report: ChangeReport | None) -> Plan:
     """--no-update: keep the file writes, leave the commands to the admin, and say which."""
-    if plan.commands:
+    if plan.commands and report is not None:
         todo = "; ".join(shlex.join(c.argv) for c in plan.commands)
         report.warnings.append(f"--no-update: the boot configuration was not regenerated; run: {todo}")
     return plan._replace(commands=())
 
 
 def _setup_for(snap: Snapshot, manifest: Manifest, override: str | None) -> BootSetup:
-    """The boot setup to regenerate with after a restore: detected now, else the recorded one."""
-    try:
+    """The boot setup to regenerate with after a restore: --boot-setup if given, else the one the
+    backup was made with (an apply forced with --boot-setup is undone the same way)."""
+    if override is not None:
         return detect(snap, override)
+    recorded = detect(snap, manifest.boot_setup)
+    try:
+        now = detect(snap)
     except Refused:
-        return detect(snap, manifest.boot_setup)
+        now = None
+    if now is not None and now.name == manifest.boot_setup:
+        return now
+    why = f"backup {manifest.id} was made with boot setup {manifest.boot_setup}: it is undone with it"
+    evidence = (*recorded.evidence[:-1], why)
+    if now is not None:
+        evidence += (f"(detection now finds {now.name})",)
+    return recorded._replace(evidence=evidence)
 
 
 def backups(host: Host) -> Listing:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -14,13 +15,13 @@ from mlxfix.errors import Busy, CommandFailed, HostError, Interrupted, MlxfixErr
 from mlxfix.host import STATE_DIR, checkpoint
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from mlxfix.backup import Manifest
     from mlxfix.host import CommandResult, Host
     from mlxfix.plan import Plan
 
-__all__ = ["CommandOutcome", "Outcome", "execute"]
+__all__ = ["CommandOutcome", "Outcome", "exclusive", "execute"]
 
 PACKAGE_LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/rpm/.rpm.lock")
 
@@ -212,103 +213,122 @@ def tidy(host: Host, progress: Progress | None = None) -> None:
             progress.step(f"removed {leftover}, left by an interrupted run")
 
 
+@contextmanager
+def exclusive(host: Host, action: str) -> Iterator[None]:
+    """The right to change the host: root (or a writable --root tree), the state directory, and the
+    lock, held until the change is over. The plan that is executed must be made under it: only then
+    is an intent record on the host really one an interrupted run left, not a running one's."""
+    if not host.privileged():
+        if host.label != "localhost":
+            why = "the login is not root, and passwordless sudo is not available (log in as root, or allow sudo -n)"
+            raise Refused(f"{action} changes the boot configuration of {host.label}, but {why}")
+        raise Refused(f"{action} changes the boot configuration: run it as root (or with --root on a tree you can write)")
+    host.make_private_dir(STATE_DIR)
+    with host.lock(backup.LOCK):
+        yield
+
+
+def _preflight(host: Host, plan: Plan) -> None:
+    """What must hold before the first backup: no package manager at work, directories nobody else
+    controls, and the files still what the plan was made from."""
+    wait_for_package_managers(host)
+    host.check_write_dirs([w.path for w in plan.writes])
+    now = host.gather([w.path for w in plan.writes]).files if plan.writes else {}
+    for w in plan.writes:
+        info = now[w.path]
+        current = info.data if info.exists else None
+        if (current if w.existed else None) != (w.before if w.existed else None):
+            raise Refused("the file changed since mlxfix read it (another admin or a package?); run mlxfix again", path=w.path)
+
+
 def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = None, outcome: Outcome | None = None) -> Outcome:
-    """Execute the plan; on any failure put the files back and regenerate again. ``outcome`` is
-    filled as steps happen, so a caller still has it when an error is raised."""
+    """Execute the plan, under ``exclusive``; on any failure put the files back and regenerate again.
+    ``outcome`` is filled as steps happen, so a caller still has it when an error is raised."""
     progress = progress or Quiet()
     outcome = outcome if outcome is not None else Outcome()
     if not plan.writes and not plan.commands:
         return outcome
-    if not host.privileged():
-        if host.label != "localhost":
-            why = "the login is not root, and passwordless sudo is not available (log in as root, or allow sudo -n)"
-            raise Refused(f"{plan.action} changes the boot configuration of {host.label}, but {why}")
-        raise Refused(f"{plan.action} changes the boot configuration: run it as root (or with --root on a tree you can write)")
-    host.make_private_dir(STATE_DIR)
-    with host.lock(backup.LOCK):
-        wait_for_package_managers(host)
-        for w in plan.writes:  # the files must still be what the plan was made from
-            now = host.read(w.path)
-            current = now.data if now.exists else None
-            if (current if w.existed else None) != (w.before if w.existed else None):
-                raise Refused(
-                    "the file changed since mlxfix read it (another admin or a package?); run mlxfix again", path=w.path
-                )
-        for leftover in backup.discard_leftovers(host) + _discard_temp_files(host, plan):
-            progress.step(f"removed {leftover}, left by an interrupted run")
-        manifest = backup.create(host, plan, hostname)
-        outcome.backup = manifest
-        progress.step(f"backup {manifest.id} saved under {backup.BACKUPS}/{manifest.id}")
-        stored = {w.path: w.before for w in plan.writes} | {i.path: i.data or b"" for i in plan.backup_only}
+    try:
+        _preflight(host, plan)
+    except MlxfixError as exc:
+        if not isinstance(exc, Busy):
+            exc.message += "; nothing was changed"
+        raise
+    for leftover in backup.discard_leftovers(host) + _discard_temp_files(host, plan):
+        progress.step(f"removed {leftover}, left by an interrupted run")
+    manifest = backup.create(host, plan, hostname)
+    outcome.backup = manifest
+    progress.step(f"backup {manifest.id} saved under {backup.BACKUPS}/{manifest.id}")
+    stored = {w.path: w.before for w in plan.writes} | {i.path: i.data or b"" for i in plan.backup_only}
 
-        attempted: set[str] = set()
+    attempted: set[str] = set()
 
-        def fail(err: MlxfixError) -> MlxfixError:
-            """Restore, regenerate from the restored files, and say how it ended."""
-            touched = attempted | ({i.path for i in plan.backup_only} if outcome.commands else set())
-            unrestored = _restore(host, manifest, stored, progress, touched, outcome)
-            outcome.restored = not unrestored
-            unregenerated: list[str] = []
-            if not unrestored and host.runs_commands:
-                ran = {o.argv for o in outcome.commands}
-                for c in plan.commands:
-                    if c.regenerates and c.argv in ran:
-                        again = _run(host, c.argv, progress)
-                        outcome.commands.append(
-                            CommandOutcome(c.argv, again.exit_code, again.tail(), "run again after restoring")
-                        )
-                        if not again.ok:
-                            unregenerated.append(str(c))
-            if unrestored:
-                steps = _manual_steps(host, manifest, unrestored, plan)
-                return NotRestored(f"{err}; putting the original files back failed too ({', '.join(unrestored)})", steps)
-            if unregenerated and not _left_as_it_was(plan, outcome):
-                steps = [*_manual_steps(host, manifest, [], plan)]
-                why = f"the original files were restored, but regenerating from them failed too ({', '.join(unregenerated)})"
-                return NotRestored(f"{err}; {why}: the boot configuration may not match the files", steps)
-            backup.clear_intent(host)
-            if not attempted and not outcome.commands:
-                err.message += "; nothing was changed"
-            else:
-                err.message += f"; the original files were restored from backup {manifest.id}"
-            if unregenerated:  # grub-mkconfig replaces grub.cfg only when it succeeds: it is the original one
-                err.message += (
-                    f" ({', '.join(unregenerated)} fails on the original files too, so the boot configuration was"
-                    " left as it was: fix that first)"
-                )
-            return err
-
-        try:
-            backup.write_intent(host, plan, manifest)
-            for w in plan.writes:
-                expect = w.before_sha256 if w.existed else None
-                attempted.add(w.path)  # even a write that fails after its rename must be undone
-                host.write_atomic(w.path, w.after, mode=w.mode, uid=w.uid, gid=w.gid, expect_sha256=expect)
-                _verify_written(host, w.path, w.after)
-                outcome.written.append(w.path)
-                progress.step(f"wrote {w.path}")
-            checkpoint("after-write")
-            _validate(host, plan)
+    def fail(err: MlxfixError) -> MlxfixError:
+        """Restore, regenerate from the restored files, and say how it ended."""
+        touched = attempted | ({i.path for i in plan.backup_only} if outcome.commands else set())
+        unrestored = _restore(host, manifest, stored, progress, touched, outcome)
+        outcome.restored = not unrestored
+        unregenerated: list[str] = []
+        if not unrestored and host.runs_commands:
+            ran = {o.argv for o in outcome.commands}
             for c in plan.commands:
-                if not host.runs_commands:
-                    why = "--root points at a tree, not at a running system: run it on the host itself"
-                    outcome.commands.append(CommandOutcome(c.argv, None, "", why))
-                    continue
-                checkpoint(f"before-command-{c.argv[0]}")
-                result = _run(host, c.argv, progress)
-                outcome.commands.append(CommandOutcome(c.argv, result.exit_code, result.tail()))
-                if not result.ok:
-                    detail = result.tail(3) or "no output"
-                    raise CommandFailed(f"{c} failed with exit code {result.exit_code}: {detail}")
-                checkpoint(f"after-command-{c.argv[0]}")
-            _check_after_commands(host, plan)
-        except MlxfixError as exc:
-            raise fail(exc) from None
-        except KeyboardInterrupt:
-            raise fail(Interrupted("interrupted (Ctrl-C)")) from None
-        try:
-            backup.clear_intent(host)
-        except MlxfixError as exc:  # everything is done; a stale intent only makes the next run regenerate again
-            outcome.warnings.append(f"could not remove the intent record ({exc}); the next run will regenerate once more")
-        checkpoint("done")
+                if c.regenerates and c.argv in ran:
+                    again = _run(host, c.argv, progress)
+                    outcome.commands.append(CommandOutcome(c.argv, again.exit_code, again.tail(), "run again after restoring"))
+                    if not again.ok:
+                        unregenerated.append(str(c))
+        if unrestored:
+            steps = _manual_steps(host, manifest, unrestored, plan)
+            return NotRestored(f"{err}; putting the original files back failed too ({', '.join(unrestored)})", steps)
+        if unregenerated and not _left_as_it_was(plan, outcome):
+            steps = [*_manual_steps(host, manifest, [], plan)]
+            why = f"the original files were restored, but regenerating from them failed too ({', '.join(unregenerated)})"
+            return NotRestored(f"{err}; {why}: the boot configuration may not match the files", steps)
+        backup.clear_intent(host)
+        if not attempted and not outcome.commands:
+            err.message += "; nothing was changed"
+            with suppress(MlxfixError):  # a backup of a state that never changed: not worth keeping
+                host.remove_tree(f"{backup.BACKUPS}/{manifest.id}")
+        else:
+            err.message += f"; the original files were restored from backup {manifest.id}"
+        if unregenerated:  # grub-mkconfig replaces grub.cfg only when it succeeds: it is the original one
+            err.message += (
+                f" ({', '.join(unregenerated)} fails on the original files too, so the boot configuration was"
+                " left as it was: fix that first)"
+            )
+        return err
+
+    try:
+        backup.write_intent(host, plan, manifest)
+        for w in plan.writes:
+            expect = w.before_sha256 if w.existed else None
+            attempted.add(w.path)  # even a write that fails after its rename must be undone
+            host.write_atomic(w.path, w.after, mode=w.mode, uid=w.uid, gid=w.gid, expect_sha256=expect)
+            _verify_written(host, w.path, w.after)
+            outcome.written.append(w.path)
+            progress.step(f"wrote {w.path}")
+        checkpoint("after-write")
+        _validate(host, plan)
+        for c in plan.commands:
+            if not host.runs_commands:
+                why = "--root points at a tree, not at a running system: run it on the host itself"
+                outcome.commands.append(CommandOutcome(c.argv, None, "", why))
+                continue
+            checkpoint(f"before-command-{c.argv[0]}")
+            result = _run(host, c.argv, progress)
+            outcome.commands.append(CommandOutcome(c.argv, result.exit_code, result.tail()))
+            if not result.ok:
+                detail = result.tail(3) or "no output"
+                raise CommandFailed(f"{c} failed with exit code {result.exit_code}: {detail}")
+            checkpoint(f"after-command-{c.argv[0]}")
+        _check_after_commands(host, plan)
+    except MlxfixError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        raise fail(Interrupted("interrupted (Ctrl-C)")) from None
+    try:
+        backup.clear_intent(host)
+    except MlxfixError as exc:  # everything is done; a stale intent only makes the next run regenerate again
+        outcome.warnings.append(f"could not remove the intent record ({exc}); the next run will regenerate once more")
+    checkpoint("done")
     return outcome

@@ -123,6 +123,8 @@ class Host(Protocol):
 
     def write_atomic(self, path: str, data: bytes, *, mode: int, uid: int, gid: int, expect_sha256: str | None) -> None: ...
 
+    def check_write_dirs(self, paths: Sequence[str]) -> None: ...
+
     def make_private_dir(self, path: str) -> None: ...
 
     def create_file(self, path: str, data: bytes, mode: int = 0o600) -> None: ...
@@ -266,25 +268,59 @@ class LocalHost:
         self.root = os.path.abspath(root)
         self.runs_commands = self.root == "/"
         self._lock_fds: list[int] = []
+        self._dirs: dict[str, str] = {}  # directory -> its canonical path in the root (links resolved)
 
     def real(self, path: str) -> str:
-        """Where a host path lives on this machine's file system."""
+        """Where a host path lives on this machine's file system. Under ``--root`` the directories on
+        the way are resolved as the host would resolve them, links included: ``--root`` is a chroot, an
+        absolute link (``etc/default -> /elsewhere``) stays inside the tree. The last component is not
+        followed (see ``resolve``)."""
         if self.root == "/":
             return path
-        return os.path.join(self.root, path.lstrip("/"))
+        return self.root + self._canonical(path, follow_last=False)
 
     def resolve(self, path: str) -> str:
-        """The real file a host path names, following symlinks as the host would: an absolute link
-        target stays inside the root (``--root`` is a chroot for links too)."""
-        current = path
-        for _ in range(40):
-            real = self.real(current)
+        """The real file a host path names, following every symlink as the host would, inside the root."""
+        if self.root == "/":
+            current = path
+            for _ in range(40):
+                try:
+                    target = os.readlink(current)
+                except OSError:  # not a link (or absent): this is the file
+                    return current
+                current = target if target.startswith("/") else os.path.normpath(os.path.join(os.path.dirname(current), target))
+            raise HostError("too many levels of symbolic links", path=path)
+        return self.root + self._canonical(path, follow_last=True)
+
+    def _canonical(self, path: str, *, follow_last: bool, depth: int = 0) -> str:
+        """A host path with every symlink on the way resolved inside the root ("" for the root itself)."""
+        if depth > 40:
+            raise HostError("too many levels of symbolic links", path=path)
+        parts = [p for p in path.split("/") if p and p != "."]
+        current = ""
+        for i, part in enumerate(parts):
+            if part == "..":
+                current = current.rsplit("/", 1)[0]  # ".." of the root is the root, as in a chroot
+                continue
+            candidate = f"{current}/{part}"
+            last = i == len(parts) - 1
+            if last and not follow_last:
+                return candidate
+            cached = self._dirs.get(candidate) if not last else None
+            if cached is not None:
+                current = cached
+                continue
             try:
-                target = os.readlink(real)
-            except OSError:  # not a link (or absent): this is the file
-                return real
-            current = target if target.startswith("/") else os.path.normpath(os.path.join(os.path.dirname(current), target))
-        raise HostError("too many levels of symbolic links", path=path)
+                target = os.readlink(self.root + candidate)
+            except OSError:  # not a link, or absent: the name stands for itself
+                resolved = candidate
+            else:
+                base = "" if target.startswith("/") else current
+                resolved = self._canonical(f"{base}/{target}", follow_last=True, depth=depth + 1)
+            if not last:
+                self._dirs[candidate] = resolved
+            current = resolved
+        return current or ""
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -402,12 +438,7 @@ class LocalHost:
         real = self.resolve(path)
         directory = os.path.dirname(real)
         self._refuse_unsafe_dir(directory, path)
-        if expect_sha256 is not None:
-            current = self.read(path)
-            if current.data is None or sha256(current.data) != expect_sha256:
-                raise HostError(
-                    "the file changed since mlxfix read it (another admin or a package?); nothing was written", path=path
-                )
+        self._expect(path, expect_sha256)
         tmp = None
         try:
             _HOOKS.check("create", path)
@@ -424,6 +455,7 @@ class LocalHost:
             finally:
                 os.close(fd)
             checkpoint("write-before-rename")
+            self._expect(path, expect_sha256)  # again, as late as it can be: just before the rename
             _HOOKS.check("rename", path)
             os.rename(tmp, real)
             tmp = None
@@ -436,20 +468,51 @@ class LocalHost:
                 with suppress(OSError):
                     os.unlink(tmp)
 
+    def _expect(self, path: str, expect_sha256: str | None) -> None:
+        """The file must still hold what the plan was made from: another admin or dpkg may have changed it."""
+        if expect_sha256 is None:
+            return
+        current = self.read(path)
+        if current.data is None or sha256(current.data) != expect_sha256:
+            raise HostError("the file changed since mlxfix read it (another admin or a package?); nothing was written", path=path)
+
+    def check_write_dirs(self, paths: Sequence[str]) -> None:
+        """Refuse, before anything is written, a write into a directory another user controls."""
+        for path in paths:
+            self._refuse_unsafe_dir(os.path.dirname(self.resolve(path)), path)
+
+    def _host_path(self, real: str) -> str:
+        """A real path shown as the host path it stands for (messages name what the admin knows)."""
+        if self.root == "/" or not real.startswith(self.root):
+            return real
+        return real[len(self.root) :] or "/"
+
     def _refuse_unsafe_dir(self, directory: str, path: str) -> None:
         """No write may land in a directory another user controls (a symlink planted there, or a
-        file swapped under us): it must belong to root or to mlxfix's user, writable by no one else."""
-        try:
-            st = os.stat(directory)
-        except OSError as exc:
-            raise _explain(exc, "use the directory", path) from None
-        if st.st_uid not in (0, os.geteuid()):
-            raise HostError(f"refusing to write into {directory}: it belongs to uid {st.st_uid}", path=path)
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise HostError(
-                f"refusing to write into {directory}: other users can write to it (mode {stat.S_IMODE(st.st_mode):04o})",
-                path=path,
-            )
+        file swapped under us): it and every directory above it (up to the root) must belong to root
+        or to mlxfix's user, writable by no one else (a sticky directory such as /tmp excepted above)."""
+        top = self.root if self.root != "/" else "/"
+        current = directory
+        first = True
+        while True:
+            try:
+                st = os.stat(current)
+            except OSError as exc:
+                raise _explain(exc, "use the directory", path) from None
+            shown = self._host_path(current)
+            if st.st_uid not in (0, os.geteuid()):
+                where = self._host_path(directory)
+                raise HostError(f"refusing to write into {where}: {shown} belongs to uid {st.st_uid}", path=path)
+            writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            if writable and (first or not st.st_mode & stat.S_ISVTX):
+                mode = f"{stat.S_IMODE(st.st_mode):04o}"
+                raise HostError(
+                    f"refusing to write into {self._host_path(directory)}: other users can write to {shown} (mode {mode})",
+                    path=path,
+                )
+            if current == top or os.path.dirname(current) == current:
+                return
+            current, first = os.path.dirname(current), False
 
     def make_private_dir(self, path: str) -> None:
         """Create ``path`` (and parents) mode 0700; refuse it if it is a symlink, belongs to another
@@ -484,6 +547,7 @@ class LocalHost:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            _fsync_dir(os.path.dirname(real))  # the new name is durable too (an intent record must survive)
         except OSError as exc:
             raise _explain(exc, "create the file", path) from None
 
@@ -518,12 +582,17 @@ class LocalHost:
         held = []
         for path in paths:
             try:
-                fd = os.open(self.real(path), os.O_RDWR | os.O_NOFOLLOW)
+                fd = os.open(self.real(path), os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
             except OSError:
                 continue  # absent, or not ours to open: nobody we can see holds it
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                # dpkg and rpm take fcntl (POSIX) locks; a script may hold the file with flock(1): either counts.
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 fcntl.lockf(fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
             except OSError:
                 held.append(path)
             finally:
@@ -548,23 +617,18 @@ class LocalHost:
     @contextmanager
     def lock(self, path: str) -> Iterator[None]:
         """An exclusive flock, taken at once or not at all; the kernel drops it if we die."""
-        import fcntl
-
         real = self.real(path)
         try:
-            fd = os.open(real, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            _HOOKS.check("create", path)
+            fd = os.open(real, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
         except OSError as exc:
             raise _explain(exc, "open the lock file", path) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            _take_lock(fd, path)
+        except BaseException:
             os.close(fd)
-            raise Busy(
-                "another mlxfix is running on this host (it holds the lock); try again when it is done", path=path
-            ) from None
+            raise
         try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
             yield
         finally:
             os.close(fd)
@@ -577,6 +641,25 @@ class LocalHost:
         if self.root == "/":
             return os.geteuid() == 0
         return os.access(self.root, os.W_OK)
+
+
+def _take_lock(fd: int, path: str) -> None:
+    """flock the open lock file at once or fail (Busy), then write our pid into it."""
+    import fcntl
+
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO planted there would make ftruncate fail
+        raise HostError("refusing to use it as the lock: it is not a regular file", path=path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise Busy("another mlxfix is running on this host (it holds the lock); try again when it is done", path=path) from None
+    try:
+        if _HOOKS.check("write", path):
+            _die()
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError as exc:
+        raise _explain(exc, "write the lock file", path) from None
 
 
 def run_streaming(

@@ -440,6 +440,31 @@ class SshHost:
             raise HostError(_first_line(err or out) or f"cannot write the file (exit {code})", path=path)
         checkpoint("write-after-rename")
 
+    def check_write_dirs(self, paths: Sequence[str]) -> None:
+        """As LocalHost.check_write_dirs, for all paths in one script: each one's directory, and every
+        directory above it up to the root, must be root's or ours and writable by no one else (a
+        sticky directory above excepted)."""
+        if not paths:
+            return
+        q = shlex.quote
+        script = (
+            f"r={q(self._r())}; me=$(id -u); set -- {' '.join(q(p) for p in paths)}\n"
+            "for p; do n=0\n"
+            '  while [ -L "$r$p" ] && [ $n -lt 40 ]; do t=$(readlink "$r$p")\n'
+            '    case "$t" in /*) p="$t" ;; *) p="$(dirname "$p")/$t" ;; esac; n=$((n + 1)); done\n'
+            '  d=$(dirname "$r$p"); first=1\n'
+            '  while :; do s=$(stat -L -c "%u %a" "$d") || exit 3; set -- $s; m=$((0$2))\n'
+            '    [ "$1" = 0 ] || [ "$1" = "$me" ] || {\n'
+            '      echo "refusing to write into $(dirname "$p"): ${d#"$r"} belongs to uid $1" >&2; exit 3; }\n'
+            '    if [ $((m & 022)) != 0 ] && { [ -n "$first" ] || [ $((m & 01000)) = 0 ]; }; then\n'
+            '      echo "refusing to write into $(dirname "$p"): other users can write to ${d#"$r"}" >&2; exit 3; fi\n'
+            '    [ "$d" = "${r:-/}" ] || [ "$d" = / ] && break; d=$(dirname "$d"); first=\n'
+            "  done\ndone"
+        )
+        code, out, err = self._sh(script, check=False, what="check the directories it writes to")
+        if code != 0:
+            raise HostError(_first_line(err or out) or f"cannot check the directories (exit {code})")
+
     def make_private_dir(self, path: str) -> None:
         q = shlex.quote(self.real(path))
         script = (

@@ -108,6 +108,11 @@ def test_every_crash_point_of_apply(tmp_path: Path) -> None:
         assert again.returncode == 0, (point, again.stderr)
         assert grub(crashed) == NEW
         clean(crashed)
+        # ...after which a rollback still puts the original back (not a no-op backup of the re-run)...
+        undone = mlxfix(crashed, "rollback")
+        assert undone.returncode == 0, (point, undone.stderr)
+        assert grub(crashed) == PVE_GRUB, point
+        clean(crashed)
         # ...and a rollback puts the original back (before the first backup there is none to take:
         # nothing was changed then).
         back = mlxfix(undo, "rollback")
@@ -211,7 +216,7 @@ def test_every_storage_fault(tmp_path: Path, action: str) -> None:
 # -- 3. the file changed under us ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("step", ["after-backup", "after-intent"])
+@pytest.mark.parametrize("step", ["after-backup", "after-intent", "write-before-rename"])
 def test_a_file_changed_under_us_is_not_overwritten(tmp_path: Path, step: str) -> None:
     root = fresh(tmp_path, "root")
     marker = tmp_path / "pause"
@@ -267,6 +272,27 @@ def test_two_mlxfix_at_once_one_proceeds_the_other_fails_at_once(tmp_path: Path)
     clean(root)
 
 
+def test_two_mlxfix_started_together_never_both_change_the_host(tmp_path: Path) -> None:
+    """Started at the same instant, many times: one applies, the other fails with 75 (busy) or finds
+    the work done (0, changed false); never two applies, never a wrong message."""
+    for trial in range(8):
+        root = fresh(tmp_path, f"race-{trial}")
+        argv = [sys.executable, "-m", "mlxfix", "apply", "--yes", "--json", "--root", str(root)]
+        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [(p.wait(timeout=60), *p.communicate()) for p in procs]
+        docs = [json.loads(out) for _, out, _ in results]
+        changed = [d["changed"] for d in docs]
+        assert changed.count(True) == 1, results
+        for (code, _, err), doc in zip(results, docs, strict=True):
+            if not doc["changed"]:
+                assert code in (0, 75), (code, err)
+                assert code == 0 or "another mlxfix is running" in err
+        assert grub(root) == NEW
+        listing = json_of(run("backups", "--json", "--root", str(root)).stdout)["backups"]
+        assert len([b for b in listing if b["files"]]) == 1  # type: ignore[union-attr]
+        clean(root)
+
+
 # -- 5. hostile and broken input ------------------------------------------------------------------------
 
 _CORPUS = sorted(p.read_bytes() for p in CORPUS.iterdir() if p.suffix in (".grub", ".cfg"))
@@ -308,6 +334,21 @@ def test_hostile_grub_files_never_crash_hang_or_write(tmp_path_factory: pytest.T
     if code == 1:
         assert err.startswith("mlxfix: ")
         assert "Traceback" not in err
+    else:  # what the dry run promised, for real: written whole and right, or not at all; and undone
+        code, _, err = invoke("apply", "--yes", "--no-update", "--root", str(root))
+        assert code == 0, err
+        after = (root / "etc/default/grub").read_bytes()
+        if after != data:
+            from mlxfix import cmdline
+            from tests.oracle import sh_values
+
+            value = sh_values([root / "etc/default/grub"], ["GRUB_CMDLINE_LINUX_DEFAULT"])["GRUB_CMDLINE_LINUX_DEFAULT"]
+            assert value is not None
+            assert cmdline.contains(value, cmdline.Param.parse("pci=realloc=off")), value
+            assert invoke("apply", "--dry-run", "--root", str(root))[1].count("Nothing to do") == 1
+            assert invoke("rollback", "--yes", "--no-update", "--root", str(root))[0] == 0
+            assert (root / "etc/default/grub").read_bytes() == data
+        assert not [p for p in (root / "etc/default").iterdir() if ".mlxfix-" in p.name]
     _HOSTILE["inputs"] += 1
 
 
@@ -369,8 +410,8 @@ def test_oversized_and_binary_grub_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_hostile_input_figure() -> None:
-    """After the fuzzer above (tests run in file order): the corpus plus the mutated files."""
-    figure("hostile grub files tried", len(_CORPUS) + _HOSTILE["inputs"], at_least=True)
+    """After the fuzzers above (tests run in file order): the mutated files that went through them."""
+    figure("hostile grub files tried", _HOSTILE["inputs"], at_least=True)
     figure("hostile sysfs files and kernel logs tried", _HOSTILE["facts"], at_least=True)
 
 
@@ -488,8 +529,16 @@ def test_no_write_into_a_directory_other_users_can_write(tmp_path: Path) -> None
     (root / "etc/default").chmod(0o777)
     proc = mlxfix(root, "apply")
     assert proc.returncode == 1
-    assert "other users can write to it" in proc.stderr
+    assert "other users can write to /etc/default" in proc.stderr
+    assert "nothing was changed" in proc.stderr
     assert grub(root) == PVE_GRUB
+    assert not (root / "var/lib/mlxfix/backups").exists() or not list((root / "var/lib/mlxfix/backups").iterdir())
+    above = fresh(tmp_path, "above")  # a directory further up that others can write: they could swap etc/default
+    (above / "etc").chmod(0o777)
+    proc = mlxfix(above, "apply")
+    assert proc.returncode == 1
+    assert "other users can write to /etc (mode 0777)" in proc.stderr
+    assert grub(above) == PVE_GRUB
     planted = fresh(tmp_path, "planted")  # /etc/default/grub a symlink into a directory another user owns
     victim = planted / "var/tmp/victim"
     victim.mkdir(parents=True)
@@ -535,3 +584,83 @@ def test_a_damaged_backup_is_refused_never_restored(tmp_path: Path, damage: str)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert snapshot(root) == before
+
+
+def test_root_is_a_chroot_for_directory_links_too(tmp_path: Path) -> None:
+    """etc/default -> /elsewhere inside the tree means <root>/elsewhere, never the machine's /elsewhere."""
+    root = fresh(tmp_path, "root")
+    outside = tmp_path / "outside"  # what the link would name on this machine
+    outside.mkdir()
+    (outside / "grub").write_bytes(b'GRUB_CMDLINE_LINUX_DEFAULT="outside"\n')
+    inside = root / str(outside).lstrip("/")  # the same path, inside the tree
+    inside.mkdir(parents=True)
+    shutil.move(str(root / "etc/default/grub"), inside / "grub")
+    shutil.rmtree(root / "etc/default")
+    (root / "etc/default").symlink_to(outside)
+    proc = mlxfix(root, "apply")
+    assert proc.returncode == 0, proc.stderr
+    assert (inside / "grub").read_bytes() == NEW
+    assert (outside / "grub").read_bytes() == b'GRUB_CMDLINE_LINUX_DEFAULT="outside"\n'
+    assert mlxfix(root, "rollback").returncode == 0
+    assert (inside / "grub").read_bytes() == PVE_GRUB
+
+
+def test_a_manifest_naming_a_path_outside_or_a_set_id_mode_is_refused(tmp_path: Path) -> None:
+    for key, value, words in (("path", "/../../../tmp/pwned", "a path mlxfix never writes"), ("mode", 0o104777, "set-id")):
+        root = fresh(tmp_path, key)
+        assert mlxfix(root, "apply").returncode == 0
+        [backup] = (root / "var/lib/mlxfix/backups").iterdir()
+        manifest = json.loads((backup / "manifest.json").read_text())
+        manifest["files"][0][key] = value
+        (backup / "manifest.json").write_text(json.dumps(manifest))
+        before = snapshot(root)
+        proc = mlxfix(root, "rollback")
+        assert proc.returncode == 1, proc.stderr
+        assert words in proc.stderr
+        assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("lock", ["flock", "fcntl"])
+def test_a_package_manager_lock_of_either_kind_is_waited_for(tmp_path: Path, lock: str) -> None:
+    root = fresh(tmp_path, "root")
+    target = root / "var/lib/dpkg/lock-frontend"
+    target.parent.mkdir(parents=True)
+    target.touch()
+    if lock == "flock":
+        holder = subprocess.Popen(["flock", str(target), "sleep", "30"])
+    else:
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"import fcntl,time; f=open({str(target)!r},'w'); fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(30)",
+            ]
+        )
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        proc = mlxfix(root, "apply")
+        assert proc.returncode == 75, proc.stderr
+        assert "package manager" in proc.stderr
+        assert time.monotonic() - started >= 5  # it waited a little first
+        assert grub(root) == PVE_GRUB
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("case", ["fifo", "full"])
+def test_a_broken_lock_file_or_a_full_disk_at_the_lock_is_one_line(tmp_path: Path, case: str) -> None:
+    root = fresh(tmp_path, "root")
+    state = root / "var/lib/mlxfix"
+    state.mkdir(parents=True, mode=0o700)
+    env = None
+    if case == "fifo":
+        os.mkfifo(state / "lock")
+    else:
+        env = {"MLXFIX_TEST_FAULTS": "create:1=ENOSPC"}  # the lock is the first file mlxfix creates
+    proc = mlxfix(root, "apply", env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "lock" in proc.stderr
+    assert grub(root) == PVE_GRUB
