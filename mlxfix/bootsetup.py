@@ -196,6 +196,12 @@ def detect(snap: Snapshot, override: str | None = None) -> BootSetup:
         info = snap.files.get(path)
         if info is not None and not info.exists and info.error and "ermission" in info.error:
             raise FileError(f"cannot read it: {info.error} (run as root)", path=path)
+        if info is not None and (info.exists or info.is_symlink) and info.data is None:
+            raise FileError(info.problem() or "unreadable", path=path)
+    for path in snap.globs.get(f"{GRUB_D}/*.cfg", []):
+        info = snap.files[path]
+        if info.exists and info.data is None:  # grub-mkconfig sources every existing *.cfg: it would fail or hang
+            raise FileError(f"{info.problem()}: update-grub would fail on it (it sources every grub.d/*.cfg)", path=path)
     efi = snap.exists(EFI)
     osr = _os_release(snap)
     distro = osr.get("PRETTY_NAME") or osr.get("ID") or "unknown distribution"

@@ -83,10 +83,12 @@ class Token(NamedTuple):
         if eq < 0:
             return []
         lo, hi = self.start + eq + 1, self.end
-        if self.text[eq + 1 : eq + 2] == '"':
+        if self.text[eq + 1 : eq + 2] == '"':  # pci="noaer,realloc"
             lo += 1
             if self.text.endswith('"') and hi - 1 >= lo:
                 hi -= 1
+        elif self.text.startswith('"') and self.text.endswith('"') and len(self.text) >= 2:  # "pci=noaer,realloc"
+            hi -= 1
         out: list[Token] = []
         body = self.text[lo - self.start : hi - self.start]
         pos = lo
@@ -316,7 +318,7 @@ def _changes(line: str, removals: Sequence[_Removal], addition: str) -> tuple[Ch
         if ti in whole:
             continue
         options = tokens[ti].options()
-        if len(drop) == len(options):
+        if all(oi in drop or not o.text for oi, o in enumerate(options)):  # nothing but empty options would stay
             whole.add(ti)
             continue
         # Remove each run of adjacent dropped options with one comma: the one before the run, or
@@ -355,7 +357,10 @@ def _changes(line: str, removals: Sequence[_Removal], addition: str) -> tuple[Ch
         ti += 1
     if addition:
         kept = [t for i, t in enumerate(tokens) if i not in whole]
-        if kept:
+        if kept and kept[-1].text.count('"') % 2:  # an unclosed quote runs to the end: go before it
+            at = kept[-1].start
+            text = addition + " "
+        elif kept:
             at = kept[-1].end
             text = " " + addition
         elif tokens:
@@ -364,9 +369,9 @@ def _changes(line: str, removals: Sequence[_Removal], addition: str) -> tuple[Ch
         elif len(tokens) < len(all_tokens):  # only "--" and what follows it
             at = all_tokens[len(tokens)].start
             text = addition + " "
-        else:
-            at = len(line)
-            text = (" " if line and line[-1] not in WHITESPACE else "") + addition
+        else:  # no parameter at all: before any trailing whitespace (a CRLF file's "\r" stays last)
+            at = len(line.rstrip(WHITESPACE))
+            text = (" " if at and line[at - 1] not in WHITESPACE else "") + addition
         changes.append(Change(at, at, text))
     return tuple(_merge(changes))
 

@@ -77,10 +77,11 @@ def check_editable(f: GrubFile) -> None:
     """Refuse files mlxfix must not touch: oversized, binary, invalid shell, package templates."""
     if len(f.data) > MAX_BYTES:
         raise Refused(f"the file is {len(f.data)} bytes, over the 1 MiB mlxfix accepts", path=f.path)
-    if f.is_binary:
-        pos = f.text.index("\x00")
+    pos = f.binary_at()
+    if pos >= 0:
         line, col = f.position(pos)
-        raise Refused("the file holds NUL bytes: it is binary, not a shell file", path=f.path, line=line, column=col)
+        what = "NUL bytes" if f.text[pos] == "\x00" else f"the control byte {ord(f.text[pos]):#04x}"
+        raise Refused(f"the file holds {what}: it is binary, not a shell file", path=f.path, line=line, column=col)
     err = f.error
     if err is not None:
         line, col = f.position(err.pos)
@@ -134,8 +135,9 @@ def plan_grub_edit(
     for change in changes:
         splices.extend(_map_change(sources, b, value, change, variable))
     expected = cmdline.apply(text, changes)
-    files = _splice_files(sources, splices)
-    checked = _verify(sources, ev, files, variable, expected, param)
+    where = (b.file, b.assign.start if b.assign is not None else -1)
+    files = _splice_files(sources, splices, where)
+    checked = _verify(sources, ev, files, variable, expected, param, where)
     return GrubEdit(variable, param, text, expected, files, sources[b.file].path, line, "edited", notes, checked)
 
 
@@ -145,9 +147,9 @@ def plan_grub_edit(
 def _map_change(sources: Sequence[GrubFile], b: Binding, value: tuple[Run, ...], change: Change, variable: str) -> list[_Splice]:
     out: list[_Splice] = []
     if change.end > change.start:
-        out.extend(_map_deletion(sources, value, change.start, change.end, variable))
+        out.extend(_map_deletion(sources, b, value, change.start, change.end, variable))
     if change.text:
-        out.append(_map_insertion(sources, b, value, change.start, change.text))
+        out.extend(_map_insertion(sources, b, value, change.start, change.text))
     return out
 
 
@@ -165,6 +167,10 @@ def _tidy(value: tuple[Run, ...], change: Change) -> Change:
     lead = len(text[:start].rstrip(cmdline.WHITESPACE))
     if lead < start and token_end < end and len({id(origins[i][0].literal) for i in range(lead, token_end)}) == 1:
         return Change(lead, token_end, change.text)
+    if start < token_end < end and len({id(origins[i][0].literal) for i in range(start, token_end)}) == 1:
+        # The space after the token belongs to a literal that follows an expansion (the second
+        # assignment of "$VAR quiet"): deleting it could join $VAR to the next word. Keep it.
+        return Change(start, token_end, change.text)
     return change
 
 
@@ -176,14 +182,19 @@ def _char_origins(value: tuple[Run, ...]) -> list[tuple[Run, int]]:
     return origins
 
 
-def _map_deletion(sources: Sequence[GrubFile], value: tuple[Run, ...], start: int, end: int, variable: str) -> list[_Splice]:
+def _map_deletion(
+    sources: Sequence[GrubFile], b: Binding, value: tuple[Run, ...], start: int, end: int, variable: str
+) -> list[_Splice]:
     origins = _char_origins(value)
     groups: list[tuple[Run, int, int]] = []  # (run, lo, hi) offsets inside run.literal.text
     for i in range(start, end):
         run, k = origins[i]
         if run.literal is None:
             raise _refuse(
-                sources, run.file, -1, f"part of {variable} that must change comes from an expansion mlxfix does not edit"
+                sources,
+                b.file,
+                b.assign.start if b.assign is not None else -1,
+                f"part of {variable} that must change comes from an expansion mlxfix does not edit",
             )
         if groups and groups[-1][0].literal is run.literal and groups[-1][2] == k:
             groups[-1] = (groups[-1][0], groups[-1][1], k + 1)
@@ -250,7 +261,7 @@ def _wrappable(sources: Sequence[GrubFile], b: Binding) -> bool:
     return True
 
 
-def _map_insertion(sources: Sequence[GrubFile], b: Binding, value: tuple[Run, ...], p: int, text: str) -> _Splice:
+def _map_insertion(sources: Sequence[GrubFile], b: Binding, value: tuple[Run, ...], p: int, text: str) -> list[_Splice]:
     """Where to write ``text`` so that it lands at position ``p`` of the value: inside the effective
     assignment, in the quoting of the part that produced the character before ``p``."""
     assign = b.assign
@@ -260,7 +271,7 @@ def _map_insertion(sources: Sequence[GrubFile], b: Binding, value: tuple[Run, ..
     word = assign.value
     if not word.parts:  # NAME=   (empty, unquoted)
         enc = text if _BARE_SAFE.fullmatch(text) else '"' + _encode(text, '"') + '"'
-        return _Splice(f, word.start, word.start, enc)
+        return [_Splice(f, word.start, word.start, enc)]
     leaf = None
     if p == 0:
         leaf = b.leaves[0]
@@ -268,13 +279,13 @@ def _map_insertion(sources: Sequence[GrubFile], b: Binding, value: tuple[Run, ..
         leaf = next(lf for lf in b.leaves if lf.lo < p <= lf.hi)
     part = leaf.part
     if isinstance(part, DoubleQuoted):  # an empty "" : write between the quotes
-        return _Splice(f, part.start + 1, part.start + 1, _encode(text, '"'))
+        return [_Splice(f, part.start + 1, part.start + 1, _encode(text, '"'))]
     if isinstance(part, Literal):
         raw = src[part.start : part.end]
         at = part.start + _raw_offset(part, raw, p - leaf.lo)
         if part.quote == "" and not _BARE_SAFE.fullmatch(text) and _wrappable(sources, b):
             return _wrap(f, src, word.start, word.end, at, text)
-        return _Splice(f, at, at, _encode(text, part.quote))
+        return [_Splice(f, at, at, _encode(text, part.quote))]
     # An expansion produced the character before p (or, at p == 0, the first one).
     assert isinstance(part, Expansion)
     if p not in (leaf.lo, leaf.hi):
@@ -289,24 +300,27 @@ def _map_insertion(sources: Sequence[GrubFile], b: Binding, value: tuple[Run, ..
             )
         lit_raw = sources[run.file].text[run.literal.start : run.literal.end]
         at = run.literal.start + _raw_offset(run.literal, lit_raw, k + 1)
-        return _Splice(run.file, at, at, _encode(text, run.literal.quote))
+        return [_Splice(run.file, at, at, _encode(text, run.literal.quote))]
     at = part.end if p == leaf.hi and p > 0 else part.start
     if leaf.container is not None:
-        return _Splice(f, at, at, _encode(text, '"'))
+        return [_Splice(f, at, at, _encode(text, '"'))]
     if _BARE_SAFE.fullmatch(text):
-        return _Splice(f, at, at, text)
+        return [_Splice(f, at, at, text)]
     if _wrappable(sources, b):
         return _wrap(f, src, word.start, word.end, at, text)
-    return _Splice(f, at, at, '"' + _encode(text, '"') + '"')
+    return [_Splice(f, at, at, '"' + _encode(text, '"') + '"')]
 
 
-def _wrap(f: int, src: str, start: int, end: int, at: int, text: str) -> _Splice:
-    """Put an unquoted word in double quotes while inserting ``text`` at ``at``."""
-    new = '"' + src[start:at] + _encode(text, '"') + src[at:end] + '"'
-    return _Splice(f, start, end, new)
+def _wrap(f: int, src: str, start: int, end: int, at: int, text: str) -> list[_Splice]:
+    """Put an unquoted word in double quotes while inserting ``text`` at ``at``: three insertions, so
+    that deletions inside the word still apply. A CRLF file's trailing "\r" (part of the word for
+    sh) stays outside the quotes, so the line keeps its ending."""
+    while end > at and src[end - 1] == "\r":
+        end -= 1
+    return [_Splice(f, start, start, '"'), _Splice(f, at, at, _encode(text, '"')), _Splice(f, end, end, '"')]
 
 
-def _splice_files(sources: Sequence[GrubFile], splices: Sequence[_Splice]) -> tuple[FileEdit, ...]:
+def _splice_files(sources: Sequence[GrubFile], splices: Sequence[_Splice], where: tuple[int, int]) -> tuple[FileEdit, ...]:
     by_file: dict[int, list[_Splice]] = {}
     for s in splices:
         by_file.setdefault(s.file, []).append(s)
@@ -318,7 +332,7 @@ def _splice_files(sources: Sequence[GrubFile], splices: Sequence[_Splice]) -> tu
         regions = []
         for s in items:
             if s.start < pos:
-                raise Refused("mlxfix planned overlapping changes (a bug): nothing was changed", path=sources[index].path)
+                raise _refuse(sources, *where, "mlxfix cannot map this edit onto the file's quoting (overlapping changes)")
             out.append(src[pos : s.start])
             out.append(s.text)
             regions.append((s.start + delta, s.start + delta + len(s.text)))
@@ -335,28 +349,52 @@ def _splice_files(sources: Sequence[GrubFile], splices: Sequence[_Splice]) -> tu
 
 def _add_assignment(sources: Sequence[GrubFile], ev: Evaluation, param: Param, variable: str, anchor: str) -> GrubEdit:
     """Add ``VARIABLE="param"`` after the anchor's effective top-level assignment, else at the end of
-    the main file; a missing final newline is mended."""
+    the main file; a missing final newline is mended. Where a line there would change another
+    variable (one that reads ``$VARIABLE`` later), the end of the main file, then of the last file
+    read, are tried: the first place ``sh`` proves right is taken."""
+    places: list[tuple[int, int, str]] = []  # (file, offset, where)
     a = ev.binding(anchor)
     if a is not None and a.assign is not None and a.known:
-        index = a.file
-        f = sources[index]
+        f = sources[a.file]
         at = f.statements[a.statement].end
         k = a.statement
         while f.text[at - 1] != "\n" and k + 1 < len(f.statements):
             k += 1
             at = f.statements[k].end
-        where = f"after {anchor}"
-    else:
-        index, f = 0, sources[0]
-        at = len(f.text)
-        where = "at the end of the file"
+        places.append((a.file, at, f"after {anchor}"))
+    places.append((0, len(sources[0].text), "at the end of the file"))
+    if len(sources) > 1:
+        places.append((len(sources) - 1, len(sources[-1].text), f"at the end of {sources[-1].path}, the last file read"))
+    first: Refused | None = None
+    for index, at, where in dict.fromkeys(places):
+        try:
+            return _add_at(sources, ev, param, variable, index, at, where)
+        except Refused as exc:
+            first = first or exc
+    assert first is not None
+    raise first
+
+
+def _add_at(
+    sources: Sequence[GrubFile], ev: Evaluation, param: Param, variable: str, index: int, at: int, where: str
+) -> GrubEdit:
+    f = sources[index]
+    if at == len(f.text) and f.text.endswith("\\") and (len(f.text) - len(f.text.rstrip("\\"))) % 2:
+        raise Refused(
+            "the file ends in a backslash (a line continuation with nothing after it): a line added after it would be"
+            " joined to it",
+            path=f.path,
+            line=f.position(len(f.text) - 1)[0],
+            hint=f'end the file with a newline, or add {variable}="{param.text}" by hand',
+        )
     nl = f.newline
-    prefix = "" if at == 0 or f.text[at - 1] == "\n" else nl
+    # Mending a missing final newline with a plain "\n": in a CRLF file, "\r\n" would give the last value a "\r".
+    prefix = "" if at == 0 or f.text[at - 1] == "\n" else "\n"
     line = f'{prefix}{variable}="{_encode(param.text, chr(34))}"{nl}'
     after = (f.text[:at] + line + f.text[at:]).encode("latin-1")
     files = (FileEdit(index, f.path, f.data, after, ((at, at + len(line)),)),)
     expected = param.text + ("\r" if nl == "\r\n" else "")
-    checked = _verify(sources, ev, files, variable, expected, param)
+    checked = _verify(sources, ev, files, variable, expected, param, (index, max(at - 1, 0)))
     new_line = grubfile.parse(after, f.path).position(at + len(prefix))[0]
     note = f"{variable} was not set anywhere; added it {where}"
     return GrubEdit(variable, param, None, expected, files, f.path, new_line, "added", (note,), checked)
@@ -366,20 +404,35 @@ def _add_assignment(sources: Sequence[GrubFile], ev: Evaluation, param: Param, v
 
 
 def _verify(
-    sources: Sequence[GrubFile], ev: Evaluation, files: Sequence[FileEdit], variable: str, expected: str, param: Param
+    sources: Sequence[GrubFile],
+    ev: Evaluation,
+    files: Sequence[FileEdit],
+    variable: str,
+    expected: str,
+    param: Param,
+    where: tuple[int, int],
 ) -> Evaluation:
-    """Parse and evaluate the edited set; refuse unless exactly the intended change happened."""
+    """Parse and evaluate the edited set; refuse unless exactly the intended change happened.
+    ``where``: (file, offset) of the assignment edited, which a refusal names."""
     new_sources = list(sources)
     for fe in files:
+        if len(fe.after) > MAX_BYTES:
+            raise _refuse(sources, *where, f"the edited file would be {len(fe.after)} bytes, over the 1 MiB mlxfix accepts")
         new_sources[fe.source] = grubfile.reparse(sources[fe.source], fe.after)
         err = new_sources[fe.source].error
         if err is not None:
-            raise Refused(f"the edited file would not parse ({err.message})", path=fe.path)
+            why = f"mlxfix cannot edit this assignment safely: the result would not parse ({err.message})"
+            raise _refuse(sources, *where, why)
     ev2 = reevaluate(ev, new_sources)  # from the last checkpoint before the edit: the rest is shared
     got = ev2.value(variable)
     if got != expected or not cmdline.contains(got, param):
-        shown = repr(got) if isinstance(got, str) else "an unknown value"
-        raise Refused(f"the edit would give {variable} {shown}, not the intended {expected!r}", path=files[0].path)
+        shown = repr(got) if isinstance(got, str) else "a value it cannot know"
+        raise _refuse(
+            sources,
+            *where,
+            f"mlxfix cannot edit this assignment safely: sh would compute {variable} as {shown}, not {expected!r}",
+            hint=f"add {param.text} to {variable} by hand",
+        )
     # Assignments the edit touched, as nodes of the new model; a variable mlxfix cannot compute that
     # was computed from one of them may have changed without anyone seeing it.
     # (Bindings carried over from a checkpoint come from statements before the first change.)
@@ -407,7 +460,20 @@ def _verify(
                 raise Refused(why, path=path, line=line)
             continue
         if old != new:
-            raise Refused(f"the edit would also change {name} (it reuses {variable})", path=files[0].path)
+            other = ev2.binding(name)
+            if other is not None and other.assign is not None:
+                line, col = new_sources[other.file].position(other.assign.start)
+                path = new_sources[other.file].path
+            else:
+                path, col = sources[where[0]].path, None
+                line = sources[where[0]].position(where[1])[0] if where[1] >= 0 else None
+            raise Refused(
+                f"the edit would also change {name}, which shares text with {variable} (through $-expansion)",
+                path=path,
+                line=line,
+                column=col,
+                hint=f"add {param.text} to {variable} by hand",
+            )
     return ev2
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["AssignmentInfo", "GrubFile", "Statement", "ValuePart", "parse", "reparse"]
 
 StatementKind = Lit["blank", "comment", "assignment", "shell", "invalid"]
+_BINARY = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
 _PLACEHOLDER = re.compile(r"@[A-Z][A-Z0-9_]*@")
 
 
@@ -125,7 +126,13 @@ class GrubFile:
 
     @property
     def is_binary(self) -> bool:
-        return "\x00" in self.text
+        """NUL, or a control character no text file holds (tab, newlines, form feed and ESC are text)."""
+        return self.binary_at() >= 0
+
+    def binary_at(self) -> int:
+        """The offset of the first byte that makes the file binary, or -1."""
+        m = _BINARY.search(self.text)
+        return m.start() if m is not None else -1
 
     def placeholders(self) -> list[tuple[int, str, str]]:
         """``@NAME@`` template placeholders in assigned values: (line, variable, placeholder)."""

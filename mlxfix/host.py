@@ -52,6 +52,18 @@ class FileInfo(NamedTuple):
     is_dir: bool = False
     error: str | None = None  # why it could not be read
 
+    def problem(self) -> str | None:
+        """Why the file has no bytes, in words (None when it has them)."""
+        if self.data is not None:
+            return None
+        if self.is_symlink and not self.exists:
+            return f"it is a symlink to {self.link_target}, which does not exist (or the links loop)"
+        if not self.exists:
+            return self.error.lower() if self.error else "no such file"
+        if self.is_dir:
+            return "it is a directory, not a file"
+        return f"cannot read it: {self.error or 'unknown error'}"
+
 
 class CommandResult(NamedTuple):
     argv: tuple[str, ...]
@@ -717,6 +729,4 @@ def require_readable(info: FileInfo) -> bytes:
     """The bytes of a file the plan needs, or a FileError that names it."""
     if info.data is not None:
         return info.data
-    if not info.exists:
-        raise FileError("no such file", path=info.path)
-    raise FileError(f"cannot read it: {info.error or 'unknown error'}", path=info.path)
+    raise FileError(info.problem() or "unreadable", path=info.path)

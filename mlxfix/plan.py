@@ -174,10 +174,10 @@ def _range(start: int, stop: int) -> str:
 
 def _info(snap: Snapshot, path: str) -> FileInfo:
     info = snap.files.get(path)
-    if info is None or not info.exists:
+    if info is None:
         raise FileError("no such file", path=path)
     if info.data is None:
-        raise FileError(f"cannot read it: {info.error or 'unknown error'}", path=path)
+        raise FileError(info.problem() or "unreadable", path=path)
     return info
 
 

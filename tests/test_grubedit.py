@@ -158,10 +158,38 @@ def after(text: str, param: Param = P) -> str:
         ('A=1; GRUB_CMDLINE_LINUX_DEFAULT="quiet"; B=2\n', 'A=1; GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"; B=2\n'),
         ('X="a b"\nGRUB_CMDLINE_LINUX_DEFAULT=$X\n', 'X="a b"\nGRUB_CMDLINE_LINUX_DEFAULT="$X pci=realloc=off"\n'),
         ("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"''\n", "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet pci=realloc=off\"''\n"),
+        # A conflict in the first assignment of a self-append: the space after $VAR stays.
+        (
+            'GRUB_CMDLINE_LINUX_DEFAULT="pci=realloc=on"\nGRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT quiet"\n',
+            'GRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT quiet pci=realloc=off"\n',
+        ),
+        # CRLF: the "\r" sh sees at the end of the value stays last, the line keeps its ending.
+        ("GRUB_CMDLINE_LINUX_DEFAULT=quiet\r\n", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"\r\n'),
+        ("GRUB_CMDLINE_LINUX_DEFAULT=\r\n", "GRUB_CMDLINE_LINUX_DEFAULT=pci=realloc=off\r\n"),
+        (
+            'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\r\nGRUB_TIMEOUT=5\r\n',
+            'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"\r\nGRUB_TIMEOUT=5\r\n',
+        ),
+        # A whole pci token in quotes keeps its closing quote; an unquoted list keeps working.
+        (
+            'GRUB_CMDLINE_LINUX_DEFAULT="quiet \\"pci=noaer,realloc=on\\""\n',
+            'GRUB_CMDLINE_LINUX_DEFAULT="quiet \\"pci=noaer\\" pci=realloc=off"\n',
+        ),
+        ("GRUB_CMDLINE_LINUX_DEFAULT=pci=,realloc\n", "GRUB_CMDLINE_LINUX_DEFAULT=pci=realloc=off\n"),
+        ("GRUB_CMDLINE_LINUX_DEFAULT=pci=noaer,realloc\n", 'GRUB_CMDLINE_LINUX_DEFAULT="pci=noaer pci=realloc=off"\n'),
+        # An unclosed kernel quote would swallow what follows it: the parameter goes before it.
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet foo=\\"bar"\n', 'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off foo=\\"bar"\n'),
     ],
 )
-def test_edit_keeps_style(before: str, expected: str) -> None:
+def test_edit_keeps_style(before: str, expected: str, tmp_path: Path) -> None:
     assert after(before) == expected
+    _check_text_with_sh(before, tmp_path)
+
+
+def _check_text_with_sh(text: str, tmp_path: Path) -> None:
+    source = tmp_path / "grub"
+    source.write_bytes(text.encode("latin-1"))
+    check_with_sh([source], edit_paths([source]))
 
 
 @pytest.mark.parametrize(
@@ -178,12 +206,23 @@ def test_edit_keeps_style(before: str, expected: str) -> None:
         ),
         ("GRUB_TIMEOUT=5\r\n", 'GRUB_TIMEOUT=5\r\nGRUB_CMDLINE_LINUX_DEFAULT="pci=realloc=off"\r\n'),
         ("", 'GRUB_CMDLINE_LINUX_DEFAULT="pci=realloc=off"\n'),
+        # No final newline in a CRLF file: mended with "\n", or the last value would gain a "\r".
+        (
+            "GRUB_TIMEOUT=5\r\nGRUB_DEFAULT=0",
+            'GRUB_TIMEOUT=5\r\nGRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="pci=realloc=off"\r\n',
+        ),
+        # Read later by another variable: after the anchor would change it, the end of the file does not.
+        (
+            'GRUB_CMDLINE_LINUX=""\nGRUB_X="$GRUB_CMDLINE_LINUX_DEFAULT"\n',
+            'GRUB_CMDLINE_LINUX=""\nGRUB_X="$GRUB_CMDLINE_LINUX_DEFAULT"\nGRUB_CMDLINE_LINUX_DEFAULT="pci=realloc=off"\n',
+        ),
     ],
 )
-def test_missing_variable_is_added(before: str, expected: str) -> None:
+def test_missing_variable_is_added(before: str, expected: str, tmp_path: Path) -> None:
     edit = plan(before)
     assert edit.action == "added"
     assert after(before) == expected
+    _check_text_with_sh(before, tmp_path)
 
 
 def test_already_present_changes_nothing() -> None:
@@ -209,6 +248,10 @@ def test_already_present_changes_nothing() -> None:
         ("GRUB_X=1\x00\n", 1, "binary"),
         ('return 0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "may stop at the 'return'"),
         ("unset GRUB_CMDLINE_LINUX_DEFAULT\n", 1, "changed by the command on line 1"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n\x89PNG\x1a\n\x02\x03\xff\xfe\n', 2, "binary"),
+        ("GRUB_DEFAULT=0\nX=a\\", 2, "ends in a backslash"),
+        ('X="pci=realloc=on"\nGRUB_CMDLINE_LINUX_DEFAULT="quiet $X"\n', 1, "would also change X"),
+        ('Y=\nGRUB_CMDLINE_LINUX_DEFAULT="${Y:-pci=realloc}"\n', 2, "comes from an expansion"),
     ],
 )
 def test_refusals_name_file_line_and_reason(text: str, line: int, reason: str) -> None:

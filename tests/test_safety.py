@@ -664,3 +664,39 @@ def test_a_broken_lock_file_or_a_full_disk_at_the_lock_is_one_line(tmp_path: Pat
     assert "Traceback" not in proc.stderr
     assert "lock" in proc.stderr
     assert grub(root) == PVE_GRUB
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("grub-is-a-directory", "/etc/default/grub: it is a directory"),
+        ("grub-dangling-link", "/etc/default/grub: it is a symlink to /etc/default/gone, which does not exist"),
+        ("grub-link-loop", "which does not exist (or the links loop)"),
+        ("dropin-is-a-fifo", "/etc/default/grub.d/50-x.cfg: cannot read it: not a regular file: update-grub would fail"),
+        ("dropin-is-a-directory", "/etc/default/grub.d/50-x.cfg: it is a directory, not a file: update-grub would fail"),
+    ],
+)
+def test_a_grub_file_that_is_no_file_is_named_and_nothing_hangs(tmp_path: Path, case: str, words: str) -> None:
+    root = fresh(tmp_path, "root")
+    grub_path, dropin = root / "etc/default/grub", root / "etc/default/grub.d/50-x.cfg"
+    if case.startswith("grub-"):
+        grub_path.unlink()
+    if case == "grub-is-a-directory":
+        grub_path.mkdir()
+    elif case == "grub-dangling-link":
+        grub_path.symlink_to("/etc/default/gone")
+    elif case == "grub-link-loop":
+        grub_path.symlink_to("grub")
+    else:
+        dropin.parent.mkdir(exist_ok=True)
+        if case == "dropin-is-a-fifo":
+            os.mkfifo(dropin)
+        else:
+            dropin.mkdir()
+    before = snapshot(root)
+    for args in (["apply", "--dry-run"], ["apply"]):
+        proc = run(*args, "--yes", "--root", str(root), timeout=20)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert words in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert snapshot(root) == before

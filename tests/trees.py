@@ -47,6 +47,8 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
             p = Path(dirpath) / name
             if p.is_symlink():
                 out[str(p.relative_to(root))] = (f"-> {os.readlink(p)}", 0)
+            elif not p.is_file():  # a FIFO or a device: reading it would block
+                out[str(p.relative_to(root))] = ("special", p.lstat().st_mode)
             else:
                 out[str(p.relative_to(root))] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
     return out

@@ -170,7 +170,7 @@ def over_ssh(runs: int) -> list[Row]:
 
 
 def big_grub(size: int) -> bytes:
-    """A ``size``-byte grub file written the ways people write them: the real files of tests/corpus
+    """A grub file of ``size`` bytes less 64 (so that the edited file is within the limit), written the ways people write them: the real files of tests/corpus
     (those mlxfix edits), one after another, repeated, then the stock Proxmox VE file, whose
     GRUB_CMDLINE_LINUX_DEFAULT is the one that counts."""
     from mlxfix import grubfile
@@ -190,7 +190,7 @@ def big_grub(size: int) -> bytes:
             continue  # a package template, say: mlxfix refuses it, so it would not measure the edit
         real.append(data)
     body = b"".join(real)
-    room = size - len(stock)
+    room = size - len(stock) - 64  # headroom for the edit: what mlxfix writes must stay within its 1 MiB limit
     data = (body * (room // len(body) + 1))[:room]
     data = data[: data.rfind(b"\n") + 1]
     return data + b"#" * (room - len(data) - 1) + b"\n" + stock
