@@ -21,7 +21,18 @@ if TYPE_CHECKING:
     from mlxfix.cmdline import Param
     from mlxfix.host import Snapshot
 
-__all__ = ["GrubbyPlan", "entries", "mismatched", "plan_grubby", "simulate_grubby"]
+__all__ = [
+    "GrubbyPlan",
+    "change_for",
+    "command",
+    "entries",
+    "grubenv",
+    "mismatched",
+    "plan_grubby",
+    "same_apart_from_options",
+    "same_words",
+    "simulate_grubby",
+]
 
 ENTRIES = "/boot/loader/entries/*.conf"
 GRUBENV = "/boot/grub2/grubenv"
@@ -47,7 +58,7 @@ class GrubbyPlan(NamedTuple):
     after: str | None
 
 
-def _grubenv(snap: Snapshot) -> dict[str, str]:
+def grubenv(snap: Snapshot) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in (snap.text(GRUBENV) or "").splitlines():
         if line.startswith("#"):
@@ -60,7 +71,7 @@ def _grubenv(snap: Snapshot) -> dict[str, str]:
 
 def entries(snap: Snapshot) -> list[Entry]:
     """The BLS entries with their effective kernel options (``$kernelopts`` resolved from grubenv)."""
-    env = _grubenv(snap)
+    env = grubenv(snap)
     found = []
     for path in snap.globs.get(ENTRIES, []):
         text = snap.text(path) or ""
@@ -103,7 +114,20 @@ def mismatched(snap: Snapshot, expected: dict[str, str]) -> list[str]:
     return [path for path, args in expected.items() if Counter(now.get(path, "").split()) != Counter(args.split())]
 
 
-def _change(args: str, param: Param) -> tuple[list[str], list[str], str] | None:
+def same_apart_from_options(a: bytes, b: bytes) -> bool:
+    """Whether two versions of an entry differ at most in their options line (what grubby changes)."""
+
+    def rest(data: bytes) -> list[bytes]:
+        return [ln for ln in data.splitlines() if not ln.strip().startswith(b"options")]
+
+    return rest(a) == rest(b)
+
+
+def same_words(a: str, b: str) -> bool:
+    return Counter(a.split()) == Counter(b.split())
+
+
+def change_for(args: str, param: Param) -> tuple[list[str], list[str], str] | None:
     """(remove, add, target) for one entry, or None when it already holds the parameter."""
     changes = cmdline.ensure(args, param)
     if not changes:
@@ -118,14 +142,17 @@ def _change(args: str, param: Param) -> tuple[list[str], list[str], str] | None:
 def plan_grubby(snap: Snapshot, param: Param) -> GrubbyPlan:
     found = entries(snap)
     if not found:
-        raise Refused("GRUB_ENABLE_BLSCFG=true but there are no BLS entries in /boot/loader/entries", path="/boot/loader/entries")
+        raise Refused(
+            "GRUB with BLS (grub2-bls) keeps the kernel arguments in BLS entries, and /boot/loader/entries has none",
+            path="/boot/loader/entries",
+        )
     files = [e.path for e in found]
     notes: list[str] = []
     if any("$kernelopts" in (snap.text(e.path) or "") for e in found) and snap.data(GRUBENV) is not None:
         files.append(GRUBENV)
         notes.append(f"the entries take $kernelopts from {GRUBENV} (RHEL 8): grubby updates it there")
     before = found[0].args
-    changes = [(e, c) for e in found if (c := _change(e.args, param)) is not None]
+    changes = [(e, c) for e in found if (c := change_for(e.args, param)) is not None]
     if not changes:
         notes.append(f"every BLS entry already has {param.text}")
         return GrubbyPlan([], notes, [], {}, before, before)
@@ -133,10 +160,10 @@ def plan_grubby(snap: Snapshot, param: Param) -> GrubbyPlan:
     expected = {e.path: c[2] for e, c in changes}
     if len({e.args for e in found}) == 1:
         remove, add, _ = changes[0][1]
-        commands.append(_command("ALL", remove, add, f"set {param.text} in the boot entries of all kernels"))
+        commands.append(command("ALL", remove, add, f"set {param.text} in the boot entries of all kernels"))
     else:
         for e, (remove, add, _) in changes:
-            commands.append(_command(e.kernel, remove, add, f"set {param.text} in the boot entry of {e.kernel}"))
+            commands.append(command(e.kernel, remove, add, f"set {param.text} in the boot entry of {e.kernel}"))
     for e, (remove, add, target) in changes:
         commas = [arg for arg in remove + add if "," in arg]
         if commas:
@@ -151,7 +178,7 @@ def plan_grubby(snap: Snapshot, param: Param) -> GrubbyPlan:
     return GrubbyPlan(commands, notes, files, expected, before, changes[0][1][2])
 
 
-def _command(kernel: str, remove: list[str], add: list[str], why: str) -> GrubbyCommand:
+def command(kernel: str, remove: list[str], add: list[str], why: str) -> GrubbyCommand:
     argv = ["grubby", f"--update-kernel={kernel}"]
     if remove:
         argv.append(f"--remove-args={' '.join(remove)}")

@@ -7,11 +7,12 @@ facts come in a Snapshot gathered by the host.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import grubfile
 from mlxfix.errors import FileError, Refused, UsageError
-from mlxfix.evaluate import evaluate
+from mlxfix.evaluate import Unknown, evaluate
 
 if TYPE_CHECKING:
     from mlxfix.evaluate import Evaluation
@@ -24,6 +25,7 @@ GRUB_D = "/etc/default/grub.d"
 KERNEL_CMDLINE = "/etc/kernel/cmdline"
 PVE_UUIDS = "/etc/kernel/proxmox-boot-uuids"
 EFI = "/sys/firmware/efi"
+SECURE_BOOT = f"{EFI}/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e0b02d6b6b4b"
 
 # name -> (title, where the command line lives)
 SETUPS: dict[str, tuple[str, str]] = {
@@ -103,6 +105,7 @@ def gather_request() -> tuple[list[str], list[str], list[str], list[str]]:
         "/boot/grub2/grub.cfg",
         "/boot/grub2/grubenv",
         "/etc/kernel/install.conf",
+        SECURE_BOOT,
     ]
     listings = [
         GRUB_D,
@@ -113,6 +116,8 @@ def gather_request() -> tuple[list[str], list[str], list[str], list[str]]:
         "/boot/efi/EFI",
         "/usr/lib/modules",
         "/usr/lib/modules/*",
+        "/lib/modules",
+        "/lib/modules/*",
         "/ostree",
     ]
     globs = [f"{GRUB_D}/*.cfg", "/boot/efi/EFI/*/grub.cfg", "/boot/loader/entries/*.conf"]
@@ -155,8 +160,23 @@ def _os_release(snap: Snapshot) -> dict[str, str]:
 
 
 def _bls_enabled(snap: Snapshot) -> bool:
+    """GRUB_ENABLE_BLSCFG as sh computes it; a value that cannot be known is refused, not guessed:
+    BLS or not decides where the command line lives."""
     ev = grub_evaluation(snap)
-    return ev is not None and ev.value("GRUB_ENABLE_BLSCFG") == "true"
+    if ev is None:
+        return False
+    value = ev.value("GRUB_ENABLE_BLSCFG")
+    if isinstance(value, Unknown):
+        sources = grub_sources(snap)
+        where = sources[value.file] if 0 <= value.file < len(sources) else None
+        line = where.position(value.pos)[0] if where is not None and value.pos >= 0 else None
+        raise Refused(
+            f"cannot know whether GRUB uses BLS entries: GRUB_ENABLE_BLSCFG {value.reason}",
+            path=where.path if where is not None else GRUB,
+            line=line,
+            hint="set GRUB_ENABLE_BLSCFG=true or false plainly, or pass --boot-setup grub2-bls (or grub2)",
+        )
+    return value == "true"
 
 
 def _grub2_cfg(snap: Snapshot, efi: bool) -> tuple[str, str]:
@@ -165,7 +185,9 @@ def _grub2_cfg(snap: Snapshot, efi: bool) -> tuple[str, str]:
     if efi:
         for path in snap.globs.get("/boot/efi/EFI/*/grub.cfg", []):
             text = snap.text(path) or ""
-            if "configfile" not in text or "menuentry" in text or "blscfg" in text:
+            # A stub (Fedora's configfile, openSUSE's source) only points at /boot/grub2/grub.cfg.
+            stub = re.search(r"^\s*(configfile|source)\b", text, re.MULTILINE) is not None
+            if not stub or "menuentry" in text or "blscfg" in text:
                 return path, f"{path} is the configuration the EFI loader reads"
     return "/boot/grub2/grub.cfg", "/boot/grub2/grub.cfg is the configuration in use"
 
@@ -175,23 +197,34 @@ def _kernels(snap: Snapshot) -> tuple[tuple[str, ...], ...]:
     /usr/lib/modules/VERSION/vmlinuz (Fedora, Arch) or /boot/vmlinuz-VERSION (Debian)."""
     boot = set(snap.listings.get("/boot") or [])
     found = []
-    for version in snap.listings.get("/usr/lib/modules") or []:
-        if version.startswith("."):
-            continue
-        modules = snap.listings.get(f"/usr/lib/modules/{version}") or []
-        if "vmlinuz" in modules:
-            image = f"/usr/lib/modules/{version}/vmlinuz"
-        elif f"vmlinuz-{version}" in boot:
-            image = f"/boot/vmlinuz-{version}"
-        else:
-            continue
-        initrds = [f"/boot/{n}" for n in (f"initrd.img-{version}", f"initramfs-{version}.img") if n in boot]
-        found.append((version, image, *initrds[:1]))
+    seen = set()
+    for base in ("/usr/lib/modules", "/lib/modules"):  # /lib/modules: a host without merged /usr
+        for version in snap.listings.get(base) or []:
+            if not version.startswith(".") and version not in seen:
+                seen.add(version)
+                found.extend(_kernel(snap, boot, base, version))
     return tuple(found)
 
 
-def detect(snap: Snapshot, override: str | None = None) -> BootSetup:
-    """The boot setup of the host the snapshot was taken from; Refused when none is known."""
+def _kernel(snap: Snapshot, boot: set[str], base: str, version: str) -> list[tuple[str, ...]]:
+    modules = snap.listings.get(f"{base}/{version}") or []
+    if "vmlinuz" in modules:
+        image = f"{base}/{version}/vmlinuz"
+    elif f"vmlinuz-{version}" in boot:
+        image = f"/boot/vmlinuz-{version}"
+    else:
+        return []
+    initrds = [f"/boot/{n}" for n in (f"initrd.img-{version}", f"initramfs-{version}.img") if n in boot]
+    return [(version, image, *initrds[:1])]
+
+
+def _secure_boot(snap: Snapshot) -> bool:
+    """The SecureBoot EFI variable: four bytes of attributes, then 1 when Secure Boot is on."""
+    data = snap.data(SECURE_BOOT)
+    return data is not None and len(data) >= 5 and data[4] == 1
+
+
+def _check_readable(snap: Snapshot) -> None:
     for path in (GRUB, KERNEL_CMDLINE):
         info = snap.files.get(path)
         if info is not None and not info.exists and info.error and "ermission" in info.error:
@@ -202,6 +235,12 @@ def detect(snap: Snapshot, override: str | None = None) -> BootSetup:
         info = snap.files[path]
         if info.exists and info.data is None:  # grub-mkconfig sources every existing *.cfg: it would fail or hang
             raise FileError(f"{info.problem()}: update-grub would fail on it (it sources every grub.d/*.cfg)", path=path)
+
+
+def detect(snap: Snapshot, override: str | None = None, param: str = "pci=realloc=off") -> BootSetup:
+    """The boot setup of the host the snapshot was taken from; Refused when none is known (``param``
+    is named in the advice of a refusal)."""
+    _check_readable(snap)
     efi = snap.exists(EFI)
     osr = _os_release(snap)
     distro = osr.get("PRETTY_NAME") or osr.get("ID") or "unknown distribution"
@@ -210,29 +249,45 @@ def detect(snap: Snapshot, override: str | None = None) -> BootSetup:
     kernels = _kernels(snap)
 
     if override is not None:
-        if override not in SETUPS:
-            raise UsageError(f"unknown boot setup {override!r}: choose one of {', '.join(SETUPS)}")
-        evidence.append(f"--boot-setup {override} given: detection skipped")
-        cfg = "/boot/grub/grub.cfg" if override == "grub" else _grub2_cfg(snap, efi)[0]
-        return BootSetup(override, tuple(evidence), grub_cfg=cfg, kernels=kernels)
+        return _forced(snap, override, evidence, efi, kernels)
 
-    if snap.exists("/run/ostree-booted") or snap.listings.get("/ostree") is not None:
+    ostree = [p for p in ("/run/ostree-booted", "/ostree") if snap.exists(p) or snap.listings.get(p) is not None]
+    if ostree:
         raise Refused(
-            "this host boots an OSTree image; its kernel arguments are managed by rpm-ostree, not by files mlxfix edits",
-            hint="run: rpm-ostree kargs --append-if-missing=pci=realloc=off, then reboot",
+            f"this host boots an OSTree image ({' and '.join(ostree)} exist); its kernel arguments are managed by"
+            " rpm-ostree, not by files mlxfix edits",
+            hint=f"run: rpm-ostree kargs --append-if-missing={param}, then reboot",
         )
 
     status = snap.outputs.get("proxmox-boot-tool status", "")
     if snap.exists(PVE_UUIDS):
         evidence.append(f"{PVE_UUIDS} exists: the ESPs are managed by proxmox-boot-tool")
-        mode = "uefi" if "configured with: uefi" in status else "grub" if "configured with: grub" in status else None
+        uefi, grub_mode = "configured with: uefi" in status, "configured with: grub" in status
+        if uefi and grub_mode:
+            raise Refused(
+                "proxmox-boot-tool status shows ESPs configured with uefi and with grub: one file cannot fix both",
+                path=PVE_UUIDS,
+                hint=f"add {param} to /etc/kernel/cmdline and to GRUB_CMDLINE_LINUX_DEFAULT, then: proxmox-boot-tool refresh",
+            )
+        mode = "uefi" if uefi else "grub" if grub_mode else None
         if status:
             evidence.append(f"proxmox-boot-tool status: {'configured with: ' + mode if mode else 'no mode reported'}")
-        if mode == "uefi" or (mode is None and efi and snap.exists(KERNEL_CMDLINE)):
+        elif efi:
+            evidence.append("proxmox-boot-tool status was not run (a --root tree): judged from the files")
+        if mode is None and efi and _secure_boot(snap):
+            evidence.append("Secure Boot is on: proxmox-boot-tool boots with GRUB then (systemd-boot is not signed)")
+        elif mode == "uefi" or (mode is None and efi and snap.exists(KERNEL_CMDLINE)):
+            if not snap.exists(KERNEL_CMDLINE):
+                raise Refused(
+                    f"proxmox-boot-tool boots this host with systemd-boot, but {KERNEL_CMDLINE} does not exist",
+                    path=KERNEL_CMDLINE,
+                    hint=f"create it with the current options (from /proc/cmdline, without BOOT_IMAGE) plus {param}",
+                )
             evidence.append(f"{KERNEL_CMDLINE} holds the command line; /etc/default/grub is not used")
             return BootSetup("proxmox-systemd-boot", tuple(evidence))
 
     has_grub = snap.exists(GRUB)
+    systemd_boot = snap.exists(KERNEL_CMDLINE) and "kernel-install" in tools
     if has_grub:
         evidence.append(f"{GRUB} exists")
         if _bls_enabled(snap):
@@ -249,25 +304,54 @@ def detect(snap: Snapshot, override: str | None = None) -> BootSetup:
             cfg, why = _grub2_cfg(snap, efi)
             evidence.append(f"grub2-mkconfig is installed; {why}")
             return BootSetup("grub2", tuple(evidence), grub_cfg=cfg)
-        if "grub-mkconfig" in tools:
+        if "grub-mkconfig" in tools and not (systemd_boot and not snap.exists("/boot/grub/grub.cfg")):
             evidence.append("grub-mkconfig is installed (no update-grub wrapper)")
             return BootSetup("grub", tuple(evidence), grub_cfg="/boot/grub/grub.cfg")
+        if "grub-mkconfig" in tools:
+            evidence.append("grub-mkconfig is installed but there is no /boot/grub/grub.cfg: GRUB is not what boots")
+        else:
+            evidence.append("but no update-grub, grub-mkconfig or grub2-mkconfig is installed")
 
-    if snap.exists(KERNEL_CMDLINE) and ({"kernel-install", "bootctl"} & tools):
-        evidence.append(f"{KERNEL_CMDLINE} exists and kernel-install/bootctl is installed")
+    if systemd_boot:
+        evidence.append(f"{KERNEL_CMDLINE} exists and kernel-install is installed")
         if not kernels:
             raise Refused("systemd-boot host without installed kernels under /usr/lib/modules", path=KERNEL_CMDLINE)
         return BootSetup("systemd-boot", tuple(evidence), kernels=kernels)
+    if snap.exists(KERNEL_CMDLINE):
+        evidence.append(f"{KERNEL_CMDLINE} exists, but kernel-install (which reads it) is not installed")
 
     entries = snap.globs.get("/boot/loader/entries/*.conf", [])
     if entries:
         raise Refused(
             "the kernel command line is only in the boot loader entries (no /etc/default/grub, no /etc/kernel/cmdline)",
             path=entries[0],
-            hint="create /etc/kernel/cmdline with the current options plus pci=realloc=off, or edit the entries by hand",
+            hint=f"create /etc/kernel/cmdline with the current options plus {param}, or edit the entries by hand",
         )
     found = "; ".join(evidence)
     raise Refused(
         f"no boot setup mlxfix knows was found ({found})",
-        hint="add pci=realloc=off to the kernel command line with your boot loader's tool, or pass --boot-setup",
+        hint=f"add {param} to the kernel command line with your boot loader's tool, or pass --boot-setup",
     )
+
+
+def check_setup_name(name: str | None) -> None:
+    """--boot-setup NAME, checked before anything is read."""
+    if name is not None and name not in SETUPS:
+        raise UsageError(f"unknown boot setup {name!r}: choose one of {', '.join(SETUPS)}")
+
+
+def _forced(snap: Snapshot, name: str, evidence: list[str], efi: bool, kernels: tuple[tuple[str, ...], ...]) -> BootSetup:
+    """--boot-setup NAME: detection skipped, but not what that setup cannot do without."""
+    check_setup_name(name)
+    evidence.append(f"--boot-setup {name} given: detection skipped")
+    if name in ("systemd-boot", "proxmox-systemd-boot") and not snap.exists(KERNEL_CMDLINE):
+        raise Refused(f"--boot-setup {name}: {KERNEL_CMDLINE} does not exist", path=KERNEL_CMDLINE)
+    if name == "systemd-boot" and not kernels:
+        raise Refused(
+            "--boot-setup systemd-boot: no installed kernel under /usr/lib/modules for kernel-install to add again",
+            path=KERNEL_CMDLINE,
+        )
+    if name.startswith("grub") and not snap.exists(GRUB):
+        raise Refused(f"--boot-setup {name}: {GRUB} does not exist", path=GRUB)
+    cfg = "/boot/grub/grub.cfg" if name == "grub" else _grub2_cfg(snap, efi)[0]
+    return BootSetup(name, tuple(evidence), grub_cfg=cfg, kernels=kernels)

@@ -253,7 +253,7 @@ def conflicts(line: str, param: Param) -> list[str]:
     """The tokens or pci options that contradict or repeat ``param`` (what ``ensure`` removes)."""
     tokens = kernel_params(split(line))
     removals, _ = _plan(line, param)
-    return [tokens[r.token].text if r.option is None else tokens[r.token].options()[r.option].text for r in removals]
+    return [tokens[r.token].text if r.option is None else "pci=" + tokens[r.token].options()[r.option].text for r in removals]
 
 
 def contains(line: str, param: Param) -> bool:

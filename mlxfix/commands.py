@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mlxfix.bootsetup import detect, gather_request
+from mlxfix.bootsetup import check_setup_name, detect, gather_request
 from mlxfix.errors import FileError, MlxfixError, Refused
 
 if TYPE_CHECKING:
@@ -102,11 +102,22 @@ def plan_apply(host: Host, param_text: str, boot_setup: str | None) -> tuple[Pla
     from mlxfix.plan import make_apply_plan
 
     param = Param.parse(param_text)
+    check_setup_name(boot_setup)
     snap = snapshot(host)
-    setup = detect(snap, boot_setup)
+    setup = detect(snap, boot_setup, param.text)
     interrupted = _interrupted(snap)
     plan = make_apply_plan(snap, setup, param, finishing=interrupted)
+    if not host.runs_commands and not plan.writes and plan.commands and not interrupted:
+        plan = _only_on_the_host(plan, f"the files already hold {param.text}")
     return plan, snap
+
+
+def _only_on_the_host(plan: Plan, why: str) -> Plan:
+    """Under --root, a plan that would only run commands (grubby, after the files were already
+    written) changes nothing in the tree: it is no change, and the commands are left to the admin."""
+    todo = "; ".join(shlex.join(c.argv) for c in plan.commands)
+    warning = f"--root: {why}; on the host itself, run: {todo}"
+    return plan._replace(commands=(), warnings=(*plan.warnings, warning))
 
 
 def apply(
@@ -168,6 +179,7 @@ def plan_rollback(host: Host, backup_id: str | None, force: bool, boot_setup: st
     from mlxfix import backup
     from mlxfix.plan import make_rollback_plan
 
+    check_setup_name(boot_setup)
     snap = snapshot(host)
     intent = backup.read_intent(host) if snap.exists(INTENT) else None
     chosen = backup_id
@@ -178,6 +190,8 @@ def plan_rollback(host: Host, backup_id: str | None, force: bool, boot_setup: st
     snap.files.update(current.files)
     setup = _setup_for(snap, manifest, boot_setup)
     plan = make_rollback_plan(snap, setup, manifest, stored, force=force, interrupted=intent is not None)
+    if not host.runs_commands and not plan.writes and plan.commands and intent is None:
+        plan = _only_on_the_host(plan, "nothing to restore in the tree")
     if intent is not None:
         plan = plan._replace(notes=(*plan.notes, f"an earlier {intent.action} was interrupted: this rollback finishes it"))
     return plan, snap, intent is not None

@@ -480,11 +480,21 @@ def _verify(
 def _notes(sources: Sequence[GrubFile], ev: Evaluation, b: Binding, variable: str, anchor: str, param: Param) -> tuple[str, ...]:
     notes: list[str] = []
     f = sources[b.file]
-    if b.file > 0:
-        earlier = [h for h in ev.history.get(variable, []) if h.file == 0 and h.assign is not None]
-        if earlier:
-            line = sources[0].position(earlier[-1].assign.start)[0]  # type: ignore[union-attr]
-            notes.append(f"{f.path} overrides {variable} set in {sources[0].path}:{line}; the drop-in is the one that counts")
+    if b.file > 0 and b.assign is not None:
+        here = f"{f.path}:{f.position(b.assign.start)[0]}"
+        earlier = [h for h in ev.history.get(variable, []) if h.assign is not None and h.assign is not b.assign]
+        raw = f.text[b.assign.value.start : b.assign.value.end]
+        appends = re.search(rf"\$(?:{variable}\b|\{{{variable}[}}:+=?-])", raw) is not None
+        if earlier and appends:
+            h = earlier[-1]
+            there = f"{sources[h.file].path}:{sources[h.file].position(h.assign.start)[0]}"  # type: ignore[union-attr]
+            notes.append(f"{here} appends to {variable} as set in {there}: each part is edited where it is written")
+        elif earlier:
+            h = earlier[-1]
+            there = f"{sources[h.file].path}:{sources[h.file].position(h.assign.start)[0]}"  # type: ignore[union-attr]
+            notes.append(f"{here} overrides {variable} set in {there}; the drop-in is the one that counts")
+        else:
+            notes.append(f"{here} is where {variable} is set (grub-mkconfig reads /etc/default/grub, then grub.d/*.cfg in order)")
     other = ev.value(anchor)
     if isinstance(other, str):
         clash = cmdline.conflicts(other, param)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from mlxfix import bls, cmdline, kernelcmdline
 from mlxfix.bootsetup import GRUB, KERNEL_CMDLINE, BootSetup, grub_evaluation, grub_sources
 from mlxfix.digest import sha256
-from mlxfix.errors import FileError
+from mlxfix.errors import FileError, Refused
 from mlxfix.evaluate import Unknown
 from mlxfix.grubedit import plan_grub_edit
 
@@ -232,6 +232,8 @@ def make_apply_plan(snap: Snapshot, setup: BootSetup, param: Param, *, finishing
         anchor = "GRUB_CMDLINE_LINUX_DEFAULT" if setup.variable == "GRUB_CMDLINE_LINUX" else "GRUB_CMDLINE_LINUX"
         edit = plan_grub_edit(sources, param, setup.variable, anchor, grub_evaluation(snap))
         target = f"{edit.path}:{edit.line}" if edit.line else edit.path
+        others = [fe.path for fe in edit.files if fe.path != edit.path]
+        target = ", ".join([target, *others])
         notes += edit.notes
         for fe in edit.files:
             info = snap.files[fe.path] if fe.path != GRUB else main
@@ -258,6 +260,12 @@ def make_apply_plan(snap: Snapshot, setup: BootSetup, param: Param, *, finishing
         target = KERNEL_CMDLINE
         before, after = fedit.before, fedit.after
         if not any(t.key == "root" for t in cmdline.split(fedit.before)):
+            if setup.name == "proxmox-systemd-boot":  # proxmox-boot-tool copies it as it is: no root=, no boot
+                raise Refused(
+                    f"{KERNEL_CMDLINE} has no root= parameter: Proxmox VE boots from it as it is, and would not find its root",
+                    path=KERNEL_CMDLINE,
+                    hint="put the current options in it first (from /proc/cmdline, without BOOT_IMAGE), then run mlxfix again",
+                )
             warnings.append(f"{KERNEL_CMDLINE} has no root= parameter; check that this host's boot does not need one")
         if fedit.changed:
             writes.append(_write(info, fedit.data, f"the kernel command line gets {param.text}"))
@@ -271,7 +279,11 @@ def make_apply_plan(snap: Snapshot, setup: BootSetup, param: Param, *, finishing
             commands.append(Command(tuple(argv), "regenerate the boot configuration from the edited files"))
     if finishing:
         notes.append(f"finishing the apply interrupted earlier ({finishing}): the boot configuration is regenerated")
-    reason = f"apply: {param.text} in {setup.location}"
+    reason = f"apply: {param.text} in {target.split(':')[0] if target else setup.location}"
+    if setup.edits_grub:
+        reason = f"apply: {param.text} in {setup.variable} of {target or GRUB}"
+        if setup.name == "grub2-bls":
+            reason += ", and the BLS entries"
     return Plan(
         "apply",
         param.text,
@@ -326,21 +338,43 @@ def make_rollback_plan(
     writes: list[FileWrite] = []
     notes: list[str] = [f"boot setup: {setup.title}", f"backup {manifest.id} from {manifest.created} ({manifest.reason})"]
     drift: list[str] = []
+    param = _param(manifest.param)
+    bls_saved = bls_now = {}
+    if setup.name == "grub2-bls":  # what the entries held when the backup was made, and now
+        bls_saved = {e.path: e for e in bls.entries(_with_files(snap, stored))}
+        bls_now = {e.path: e for e in bls.entries(snap)}
+    commands: list[Command] = []
+    expected: dict[str, str] = {}
+    changed_by_grubby: list[str] = []
     for entry in manifest.files:
         info = snap.files.get(entry.path)
         current = info.data if info is not None and info.exists else None
         original = stored[entry.path]
+        if entry.path == bls.GRUBENV and setup.name == "grub2-bls":
+            # Never copied back: saved_entry and boot_success change on their own. grubby puts the
+            # kernel options back, and only them.
+            reverse = _reverse_kernelopts(snap, stored, param, bls_now)
+            if reverse is not None:
+                command, wanted, drifted = reverse
+                commands.append(command)
+                expected.update(wanted)
+                drift += [entry.path] if drifted else []
+            continue
         if current is not None and sha256(current) == entry.sha256:
             notes.append(f"{entry.path} already holds the backed-up bytes")
             continue
         if current is None and info is not None and info.exists:
-            raise FileError(f"cannot read it: {info.error or 'unknown error'}", path=entry.path)
-        command_managed = entry.written_sha256 is None  # grubby wrote it, not mlxfix: no drift check
+            raise FileError(info.problem() or "unreadable", path=entry.path)
+        command_managed = entry.written_sha256 is None  # grubby wrote it, not mlxfix
         if command_managed and current is None:
             notes.append(f"{entry.path} is gone (its kernel was removed since): not recreated")
             continue
         current_sha = sha256(current) if current is not None else None
-        if not command_managed and current_sha != entry.written_sha256:
+        if command_managed:
+            # A BLS entry grubby changed: it may be put back only if nothing but what grubby did changed it.
+            if not _as_grubby_left_it(entry.path, original, current, param, bls_saved, bls_now):
+                drift.append(entry.path)
+        elif current_sha != entry.written_sha256:
             drift.append(entry.path)
         writes.append(
             FileWrite(
@@ -354,13 +388,19 @@ def make_rollback_plan(
                 existed=current is not None,
             )
         )
-    commands: list[Command] = []
     if setup.name == "grub2-bls":
         saved = {e.path for e in manifest.files}
         for bls_entry in bls.entries(snap):
-            if bls_entry.path not in saved and not cmdline.ensure(bls_entry.args, _param(manifest.param)):
+            if bls_entry.path not in saved and not cmdline.ensure(bls_entry.args, param):
                 grubby = ("grubby", f"--update-kernel={bls_entry.kernel}", f"--remove-args={manifest.param}")
                 commands.append(Command(grubby, f"{bls_entry.kernel} was installed after the backup", regenerates=False))
+                changed_by_grubby.append(bls_entry.path)
+                expected[bls_entry.path] = bls.simulate_grubby(bls_entry.args, [manifest.param], [])
+    if any(c.argv[0] == "grubby" and "--update-kernel=ALL" in c.argv for c in commands):
+        changed_by_grubby.append(bls.GRUBENV)
+    # What grubby is about to change is saved first, like every file of an apply: a grubby that does
+    # something else is undone from this rollback's own backup.
+    backup_only = tuple(snap.files[p] for p in dict.fromkeys(changed_by_grubby) if snap.data(p) is not None)
     if writes or commands or interrupted:
         for argv in setup.regenerate():
             commands.append(Command(tuple(argv), "regenerate the boot configuration from the restored files"))
@@ -387,5 +427,41 @@ def make_rollback_plan(
         backup_id=manifest.id,
         reason=f"rollback of backup {manifest.id}",
         target=", ".join(w.path for w in writes),
+        backup_only=backup_only,
+        expected_entries=tuple(sorted(expected.items())),
         drift=tuple(drift),
     )
+
+
+def _as_grubby_left_it(
+    path: str, saved: bytes, current: bytes | None, param: Param, bls_saved: dict[str, bls.Entry], bls_now: dict[str, bls.Entry]
+) -> bool:
+    """Whether a BLS entry is just as the apply's grubby left it: the same file but for the options,
+    and the options the saved ones with the parameter added (so copying the saved bytes back loses
+    nothing of anyone else's)."""
+    before, now = bls_saved.get(path), bls_now.get(path)
+    if current is None or before is None or now is None or not bls.same_apart_from_options(saved, current):
+        return False
+    change = bls.change_for(before.args, param)
+    return change is not None and bls.same_words(now.args, change[2])
+
+
+def _reverse_kernelopts(
+    snap: Snapshot, stored: dict[str, bytes], param: Param, bls_now: dict[str, bls.Entry]
+) -> tuple[Command, dict[str, str], bool] | None:
+    """RHEL 8: the grubby command that takes the parameter out of grubenv's kernelopts again (and puts
+    back what it replaced), the arguments each $kernelopts entry must hold then, and whether someone
+    else changed kernelopts since (a drift, which needs --force). None when there is nothing to undo."""
+    saved = bls.grubenv(_with_files(snap, {bls.GRUBENV: stored[bls.GRUBENV]})).get("kernelopts")
+    now = bls.grubenv(snap).get("kernelopts")
+    if saved is None or now is None or bls.same_words(saved, now):
+        return None
+    change = bls.change_for(saved, param)
+    if change is None:  # the apply did not change kernelopts: someone else did, and it is theirs
+        return None
+    remove, add, target = change
+    drifted = not bls.same_words(now, target)
+    users = [p for p, e in bls_now.items() if "$kernelopts" in (snap.text(p) or "")]
+    wanted = {p: bls.simulate_grubby(bls_now[p].args, add, remove) for p in users}
+    argv = bls.command("ALL", add, remove, f"take {param.text} out of kernelopts again").argv
+    return Command(tuple(argv), "put the saved kernel options back in grubenv", regenerates=False), wanted, drifted

@@ -66,7 +66,7 @@ def test_each_setup_is_detected_and_planned(tree: str, setup: str, edited: str, 
 
 def test_the_cloud_image_dropin_is_named_with_the_reason() -> None:
     proc = run("apply", "--dry-run", "--root", str(EXAMPLES / "ubuntu-cloud"))
-    assert "50-cloudimg-settings.cfg overrides GRUB_CMDLINE_LINUX_DEFAULT set in /etc/default/grub" in proc.stdout
+    assert "50-cloudimg-settings.cfg:11 overrides GRUB_CMDLINE_LINUX_DEFAULT set in /etc/default/grub:10" in proc.stdout
 
 
 def test_bls_puts_the_parameter_in_grub_cmdline_linux_for_new_kernels() -> None:
@@ -394,3 +394,197 @@ def test_ubuntu_cloud_dropin_with_the_real_update_grub(sandbox: Path) -> None:
     normal = [ln for ln in linux_options(sandbox / "boot/grub/grub.cfg") if "recovery" not in ln and "single" not in ln]
     assert normal
     assert all("console=ttyS0" in ln and P in ln for ln in normal)
+
+
+# -- BLS rollback: only what grubby did is undone -----------------------------------------------------------
+
+
+def _as_grubby_would(entry: Path, extra: str = "") -> None:
+    """What the apply's grubby does to an entry (under --root nothing runs, so the test does it)."""
+    text = re.sub(r"^options (.*)$", lambda m: f"options {m.group(1)} {P}{extra}", entry.read_text(), flags=re.MULTILINE)
+    entry.write_text(text)
+
+
+def test_bls_rollback_puts_back_entries_grubby_changed(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "fedora-bls")
+    entries = sorted((root / "boot/loader/entries").iterdir())
+    originals = [e.read_bytes() for e in entries]
+    assert run("apply", "--yes", "--root", str(root)).returncode == 0
+    for e in entries:
+        _as_grubby_would(e)
+    proc = run("rollback", "--yes", "--json", "--root", str(root))
+    assert proc.returncode == 0, proc.stderr
+    assert [e.read_bytes() for e in entries] == originals
+    assert (root / "etc/default/grub").read_bytes() == (EXAMPLES / "fedora-bls/etc/default/grub").read_bytes()
+
+
+def test_bls_rollback_will_not_undo_an_admins_later_change_without_force(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "fedora-bls")
+    entries = sorted((root / "boot/loader/entries").iterdir())
+    assert run("apply", "--yes", "--root", str(root)).returncode == 0
+    _as_grubby_would(entries[0])
+    _as_grubby_would(entries[1], " nomodeset")  # the admin added nomodeset after mlxfix
+    changed = entries[1].read_bytes()
+    proc = run("rollback", "--yes", "--json", "--root", str(root))
+    assert proc.returncode == 1
+    assert "changed after mlxfix wrote it" in proc.stderr
+    assert entries[1].name in proc.stderr
+    assert any("nomodeset" in f["diff"] for f in json_of(proc.stdout)["files"])  # type: ignore[union-attr]
+    assert entries[1].read_bytes() == changed
+    assert run("rollback", "--yes", "--force", "--root", str(root)).returncode == 0
+
+
+def test_rhel8_rollback_keeps_what_grub_changed_in_grubenv_since(tmp_path: Path) -> None:
+    """saved_entry and boot_success change on their own: rollback asks grubby to take the parameter out
+    of kernelopts, and never copies the old grubenv back."""
+    root = copy_example(tmp_path, "rhel8-kernelopts")
+    grubenv = root / "boot/grub2/grubenv"
+    assert run("apply", "--yes", "--root", str(root)).returncode == 0
+    text = grubenv.read_text().replace("rhgb quiet ", f"rhgb quiet {P} ").replace("boot_success=0", "boot_success=1")
+    grubenv.write_text(text)
+    doc = json_of(run("rollback", "--yes", "--json", "--root", str(root)).stdout)
+    assert doc["exit_code"] == 0
+    assert [c["argv"] for c in doc["commands"]] == [["grubby", "--update-kernel=ALL", f"--remove-args={P}"]]  # type: ignore[index]
+    assert "/boot/grub2/grubenv" not in [f["path"] for f in doc["files"]]  # type: ignore[union-attr]
+    assert grubenv.read_text() == text  # under --root grubby is reported, not run: grubenv is untouched
+
+
+# -- detection at its edges ---------------------------------------------------------------------------------
+
+
+def setup_of(root: Path, *args: str) -> tuple[int, dict[str, object], str]:
+    proc = run("apply", "--dry-run", "--json", "--root", str(root), *args)
+    doc = json_of(proc.stdout)
+    return proc.returncode, doc, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["GRUB_ENABLE_BLSCFG=${GRUB_ENABLE_BLSCFG:-true}", "GRUB_ENABLE_BLSCFG=$(echo true)", "[ -e /x ] && GRUB_ENABLE_BLSCFG=true"],
+)
+def test_a_bls_switch_that_cannot_be_known_is_refused_not_guessed(tmp_path: Path, line: str) -> None:
+    root = copy_example(tmp_path, "fedora-bls")
+    grub = root / "etc/default/grub"
+    grub.write_text(re.sub(r"^GRUB_ENABLE_BLSCFG=.*$", line, grub.read_text(), flags=re.MULTILINE))
+    code, doc, err = setup_of(root)
+    assert code == 1
+    assert "cannot know whether GRUB uses BLS entries" in err
+    assert "/etc/default/grub:" in err
+    assert doc["files"] == []
+
+
+def test_the_opensuse_efi_stub_is_not_taken_for_the_config(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "centos7-grub2")
+    (root / "sys/firmware/efi").mkdir(parents=True)
+    stub = root / "boot/efi/EFI/opensuse/grub.cfg"
+    stub.parent.mkdir(parents=True)
+    stub.write_text('search --fs-uuid --set=root 1234\nset prefix=($root)/boot/grub2\nsource "${prefix}/grub.cfg"\n')
+    _, doc, _ = setup_of(root)
+    assert [c["argv"] for c in doc["commands"]] == [["grub2-mkconfig", "-o", "/boot/grub2/grub.cfg"]]  # type: ignore[index]
+
+
+def test_a_leftover_grub_on_a_systemd_boot_host_does_not_win(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "systemd-boot")
+    (root / "etc/default").mkdir(parents=True, exist_ok=True)
+    (root / "etc/default/grub").write_text('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
+    tool = root / "usr/bin/grub-mkconfig"
+    tool.parent.mkdir(parents=True, exist_ok=True)
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    _, doc, _ = setup_of(root)
+    assert doc["boot_setup"]["name"] == "systemd-boot"  # type: ignore[index]
+    assert any("no /boot/grub/grub.cfg" in e for e in doc["boot_setup"]["evidence"])  # type: ignore[index]
+
+
+def test_kernel_install_is_what_makes_a_systemd_boot_host(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "systemd-boot")
+    for ki in root.rglob("kernel-install"):
+        ki.unlink()
+    bootctl = root / "usr/bin/bootctl"
+    bootctl.parent.mkdir(parents=True, exist_ok=True)
+    bootctl.write_text("#!/bin/sh\n")
+    bootctl.chmod(0o755)
+    code, doc, err = setup_of(root)
+    assert code == 1
+    assert "kernel-install (which reads it) is not installed" in err
+    assert doc["files"] == []
+
+
+def test_systemd_boot_forced_without_kernels_is_refused(tmp_path: Path) -> None:
+    code, _, err = setup_of(copy_example(tmp_path, "pve-systemd-boot"), "--boot-setup", "systemd-boot")
+    assert code == 1
+    assert "no installed kernel" in err
+
+
+def test_refusal_advice_names_the_parameter_asked_for(tmp_path: Path) -> None:
+    for tree in ("fedora-silverblue", "loader-entries-only"):
+        code, _, err = setup_of(EXAMPLES / tree, "--param", "iommu=pt")
+        assert code == 1
+        assert "iommu=pt" in err
+        assert "pci=realloc=off" not in err
+    assert (
+        "/run/ostree-booted" in setup_of(EXAMPLES / "fedora-silverblue")[2]
+        or "/ostree" in setup_of(EXAMPLES / "fedora-silverblue")[2]
+    )
+
+
+def test_proxmox_secure_boot_tree_is_a_grub_host(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "pve-systemd-boot")
+    var = root / "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e0b02d6b6b4b"
+    var.parent.mkdir(parents=True, exist_ok=True)
+    var.write_bytes(b"\x06\x00\x00\x00\x01")
+    (root / "usr/sbin").mkdir(parents=True, exist_ok=True)
+    (root / "usr/sbin/update-grub").write_text("#!/bin/sh\n")
+    (root / "usr/sbin/update-grub").chmod(0o755)
+    _, doc, _ = setup_of(root)
+    assert doc["boot_setup"]["name"] == "grub-debian"  # type: ignore[index]
+    assert any("Secure Boot is on" in e for e in doc["boot_setup"]["evidence"])  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("content", "words"), [(None, "does not exist"), ("\n", "has no root= parameter")])
+def test_proxmox_systemd_boot_without_a_usable_kernel_cmdline_is_refused(tmp_path: Path, content: str | None, words: str) -> None:
+    root = copy_example(tmp_path, "pve-systemd-boot")
+    cmdline = root / "etc/kernel/cmdline"
+    if content is None:
+        cmdline.unlink()
+        (root / "sys/firmware/efi").mkdir(parents=True, exist_ok=True)
+    else:
+        cmdline.write_text(content)
+    code, _, err = setup_of(root, *(["--boot-setup", "proxmox-systemd-boot"] if content is None else []))
+    assert code == 1
+    assert words in err
+
+
+def test_an_unknown_boot_setup_name_is_a_usage_error_everywhere(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "pve-missing-uar")
+    for command in ("apply", "rollback"):
+        proc = run(command, "--dry-run", "--boot-setup", "lilo", "--root", str(root))
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert "unknown boot setup 'lilo'" in proc.stderr
+
+
+def test_a_dropin_that_appends_is_named_as_appending(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "ubuntu-cloud")
+    (root / "etc/default/grub.d/60-append.cfg").write_text(
+        'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT mitigations=off"\n'
+    )
+    _, doc, _ = setup_of(root)
+    assert any(
+        "60-append.cfg:1 appends to GRUB_CMDLINE_LINUX_DEFAULT as set in /etc/default/grub.d/50-cloudimg-settings.cfg" in n
+        for n in doc["notes"]
+    )  # type: ignore[union-attr]
+
+
+def test_a_second_apply_on_a_bls_tree_changes_nothing(tmp_path: Path) -> None:
+    """Under --root grubby cannot run: once /etc/default/grub holds the parameter, there is nothing left
+    to do in the tree (no new backup, changed false), and grubby is named for the host."""
+    root = copy_example(tmp_path, "fedora-bls")
+    first = json_of(run("apply", "--yes", "--json", "--root", str(root)).stdout)
+    assert first["changed"] is True
+    after_first = snapshot(root)
+    second = json_of(run("apply", "--yes", "--json", "--root", str(root)).stdout)
+    assert (second["changed"], second["backup"], second["exit_code"]) == (False, None, 0)
+    assert any("grubby --update-kernel=ALL" in w for w in second["warnings"])  # type: ignore[union-attr]
+    assert snapshot(root) == after_first
+    assert run("rollback", "--yes", "--root", str(root)).returncode == 0
+    assert (root / "etc/default/grub").read_bytes() == (EXAMPLES / "fedora-bls/etc/default/grub").read_bytes()
