@@ -386,6 +386,9 @@ def _maybe_reboot(report: ChangeReport, host: Host, *, reboot: bool | None, yes:
     boot_id = (host.read(BOOT_ID).data or b"").decode().strip() or None
     argv = reboot_command(host)
     result = host.run(argv, timeout=60)
+    if not result.ok and argv[0] == "systemd-run":  # no systemd as PID 1 (a container?): shutdown, then
+        argv = ["shutdown", "-r", "+1", "mlxfix: rebooting to apply the kernel command line"]
+        result = host.run(argv, timeout=60)
     report.reboot = (tuple(argv), result.exit_code, result.tail())
     if not result.ok:
         report.warnings.append(f"could not schedule the reboot ({' '.join(argv)}: exit {result.exit_code}); reboot by hand")

@@ -224,12 +224,16 @@ class SshHost:
         return (self.label, self.root, self.ssh_options) == (other.label, other.root, other.ssh_options)
 
     def _ssh_argv(self) -> list[str]:
-        argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(self.connect_timeout)}"]
+        # ssh takes the first value given for an option: the user's --ssh-option come before mlxfix's
+        # defaults, so that --ssh-option ConnectTimeout=5 is the timeout. BatchMode=yes comes first of
+        # all: no prompt, and no host key accepted without asking, whatever the options say.
+        argv = ["ssh", "-T", "-o", "BatchMode=yes"]
+        for option in self.ssh_options:
+            argv += ["-o", option]
+        argv += ["-o", f"ConnectTimeout={int(self.connect_timeout)}"]
         argv += ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
         if self.port is not None:
             argv += ["-p", str(self.port)]
-        for option in self.ssh_options:
-            argv += ["-o", option]
         return [*argv, "--", f"{self.user}@{self.host}" if self.user else self.host, f"sh -c {shlex.quote(_ROOT_SHELL)}"]
 
     def start(self) -> None:
@@ -288,6 +292,11 @@ class SshHost:
     def _connection_error(self, exc: BaseException, stderr: str = "") -> HostError:
         text = stderr + " " + " ".join(str(getattr(exc, a, "") or "") for a in ("stderr", "stdout")) + " " + str(exc)
         where = self.label
+        if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Offending" in text:
+            return HostError(
+                f"{where}: the host key has CHANGED since it was recorded in known_hosts: this may be an attack, or a"
+                " reinstalled host; check it out of band before you remove the old key (mlxfix will not connect)"
+            )
         if "Host key verification failed" in text or "authenticity of host" in text:
             return HostError(
                 f"{where}: the host key is not known; check it and add it to known_hosts (mlxfix never accepts it silently)"
@@ -543,9 +552,22 @@ class SshHost:
         self.round_trips += 1
         # In the session's own shell, not a subshell: fd 9 stays open, and so the lock stays held, for as
         # long as the connection lives. "command exec" keeps a failed redirection from ending the shell.
-        code, _, err = session.run(f'command exec 9>>{q} || exit_code=2; [ -n "$exit_code" ] || flock -n 9', retcode=None)
+        # As LocalHost.lock: a private regular file (a FIFO or a link planted there is refused, opening
+        # a FIFO would block), flock'd at once or not at all (1: busy), then our pid in it.
+        steps = [
+            "e=",
+            f"if [ -L {q} ] || {{ [ -e {q} ] && [ ! -f {q} ]; }}; then e=3; fi",
+            f'[ -n "$e" ] || (umask 077; : >>{q}) || e=2',
+            f'[ -n "$e" ] || command exec 9>>{q} || e=2',
+            '[ -n "$e" ] || flock -n 9 || e=1',
+            f'[ -n "$e" ] || printf "%s\\n" "$$" >{q} || e=2',
+            '(exit "${e:-0}")',
+        ]
+        code, _, err = session.run("; ".join(steps), retcode=None)
         if code == 1:
             raise Busy(f"another mlxfix is running on {self.label} (it holds the lock); try again when it is done", path=path)
+        if code == 3:
+            raise HostError("refusing to use it as the lock: it is not a regular file", path=path)
         if code != 0:
             raise HostError(f"cannot take the lock: {_first_line(err) or f'exit code {code}'}", path=path)
         try:

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,9 +73,9 @@ class Fleet:
     hosts: dict[str, dict[str, object]] = field(default_factory=dict)
     trees: dict[str, Path] = field(default_factory=dict)
 
-    def add(self, name: str, connection: str) -> Path:
+    def add(self, name: str, connection: str, example: str = "pve-missing-uar") -> Path:
         tree = self.tmp / "trees" / name
-        shutil.copytree(EXAMPLES / "pve-missing-uar", tree, symlinks=True)
+        shutil.copytree(EXAMPLES / example, tree, symlinks=True)
         if connection == "local":
             how: dict[str, object] = {"ansible_connection": "local"}
         else:
@@ -95,7 +96,7 @@ class Fleet:
         self.trees[name] = tree
         return tree
 
-    def play(self, *args: str) -> Play:
+    def play(self, *args: str, extra_vars: dict[str, object] | None = None) -> Play:
         if not ANSIBLE_PLAYBOOK.exists():
             pytest.fail(f"{ANSIBLE_PLAYBOOK} is missing: install the test extras (pip install -e '.[test]')")
         inventory = self.tmp / "inventory.json"  # YAML inventory, written as JSON: no INI quoting
@@ -108,6 +109,7 @@ class Fleet:
                             "mlxfix_command": f"{sys.executable} -m mlxfix",
                             "mlxfix_environment": {"PYTHONPATH": str(ROOT)},
                             "mlxfix_skip_reboot": True,
+                            **(extra_vars or {}),
                         },
                     }
                 }
@@ -253,3 +255,39 @@ def test_a_refusing_host_stops_the_rollout(fleet: Fleet) -> None:
     assert "pve-later" not in recap, play.output
     assert snapshot(later) == later_before
     assert grub(later) == ORIGINAL
+
+
+@pytest.fixture
+def rebooting_sshd(tmp_path: Path):  # an sshd whose sessions see a boot id the test can change
+    from tests.namespace import require_root
+    from tests.sshd import Sshd
+
+    require_root()
+    bootid = tmp_path / "bootid"
+    bootid.write_text(f"{uuid.uuid4()}\n")
+    script = f'set -e; mount --make-rprivate /; mount --bind {bootid} /proc/sys/kernel/random/boot_id; exec "$@"'
+    server = Sshd(wrapper=["unshare", "-m", "sh", "-c", script, "sh"])
+    yield server, bootid
+    server.stop()
+
+
+def test_changed_hosts_reboot_one_at_a_time_and_a_bad_one_fails_the_play(tmp_path: Path, rebooting_sshd) -> None:
+    """The reboot is Ansible's own reboot module; only the command it runs is replaced (it gives the
+    "host" a new boot id, as a reboot does). Then verify: the first host's tree is one where the fix
+    works after the reboot, the second one's is the story host, still broken: the play fails there."""
+    server, bootid = rebooting_sshd
+    fleet = Fleet(tmp_path, server)
+    good = fleet.add("good", "ssh", example="pve-fixed")
+    grub = good / GRUB
+    grub.write_bytes(grub.read_bytes().replace(b" pci=realloc=off", b""))  # to change, then verified fixed
+    fleet.add("bad", "ssh")
+    reboot = f"sh -c 'echo rebooted >> {tmp_path}/reboots; cat /proc/sys/kernel/random/uuid > {bootid}'"
+    play = fleet.play(extra_vars={"mlxfix_skip_reboot": False, "mlxfix_reboot_command": reboot, "mlxfix_reboot_timeout": 120})
+    assert play.returncode != 0, play.output
+    recap = play.recap
+    assert recap["good"]["failed"] == 0, play.output
+    assert recap["good"]["changed"] == 2, play.output  # the apply, and the reboot
+    assert recap["bad"]["failed"] == 1, play.output
+    assert "mlxfix verify failed on bad" in play.output
+    assert (tmp_path / "reboots").read_text() == "rebooted\nrebooted\n"  # each host once, one after the other
+    assert b"pci=realloc=off" in grub.read_bytes()

@@ -278,3 +278,43 @@ def test_the_early_glance_at_the_command_line_is_conservative() -> None:
     assert _early_connection(["diagnose", "--host"]) is None
     assert _early_connection(["diagnose", "--host", "bad host!"]) is None  # typer's run reports it
     assert _early_connection(["diagnose", "--host", "a", "--root", "relative/dir"]) is None
+
+
+def test_ssh_options_given_win_over_mlxfixs_defaults(sshd: Sshd) -> None:
+    """ssh takes the first value of an option: --ssh-option ConnectTimeout=2 must be the timeout (a
+    listener that never answers would otherwise hold on for mlxfix's 15 s)."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)  # accepts, never sends a banner
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        proc = run("diagnose", "--json", "--host", f"root@127.0.0.1:{port}", "--ssh-option", "ConnectTimeout=2", *sshd.options())
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 1
+    assert elapsed < 10, elapsed
+    assert f"root@127.0.0.1:{port}" in json_of(proc.stdout)["errors"][0]  # type: ignore[index]
+
+
+def test_a_changed_host_key_is_called_out_not_offered_for_adding(sshd: Sshd) -> None:
+    stranger = (sshd.dir / "stranger_key.pub").read_text().split()
+    (sshd.dir / "changed_known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {stranger[0]} {stranger[1]}\n")
+    options = sshd.options(known_hosts="changed_known_hosts")
+    proc = remote(sshd, "diagnose", "--root", str(EXAMPLES / "pve-missing-uar"), options=options)
+    assert proc.returncode == 1
+    assert "host key has CHANGED" in proc.stderr
+    assert "add it to known_hosts" not in proc.stderr
+
+
+def test_the_lock_on_the_target_is_private_and_names_its_holder(sshd: Sshd, tmp_path: Path) -> None:
+    there = tree(tmp_path)
+    assert remote(sshd, "apply", "--yes", "--root", str(there)).returncode == 0
+    lock = there / "var/lib/mlxfix/lock"
+    assert lock.stat().st_mode & 0o777 == 0o600
+    assert lock.read_text().strip().isdigit()
+    lock.unlink()
+    os.mkfifo(lock)
+    proc = remote(sshd, "rollback", "--yes", "--root", str(there))
+    assert proc.returncode == 1
+    assert "not a regular file" in proc.stderr
