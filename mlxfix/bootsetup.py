@@ -160,12 +160,16 @@ def _os_release(snap: Snapshot) -> dict[str, str]:
 
 
 def _bls_enabled(snap: Snapshot) -> bool:
-    """GRUB_ENABLE_BLSCFG as sh computes it; a value that cannot be known is refused, not guessed:
-    BLS or not decides where the command line lives."""
+    """GRUB_ENABLE_BLSCFG as sh computes it; a value that cannot be known is refused, not guessed,
+    where BLS is possible at all (entries or grubby on the host): it decides where the command line
+    lives."""
     ev = grub_evaluation(snap)
     if ev is None:
         return False
     value = ev.value("GRUB_ENABLE_BLSCFG")
+    bls_plausible = bool(snap.globs.get("/boot/loader/entries/*.conf")) or bool(snap.tools.get("grubby"))
+    if isinstance(value, Unknown) and not bls_plausible:
+        return False  # no BLS entries, no grubby: whatever the file says, GRUB has no entries to read
     if isinstance(value, Unknown):
         sources = grub_sources(snap)
         where = sources[value.file] if 0 <= value.file < len(sources) else None

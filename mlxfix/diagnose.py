@@ -491,16 +491,18 @@ def analyse(snap: Snapshot, configured: str | None, configured_source: str, log_
     return diagnosis._replace(advice=tuple(_advice(diagnosis, log)))
 
 
-_LOGGED_CMDLINE = re.compile(r"\b[Cc]ommand line: (.*)")
+_LOGGED_CMDLINE = re.compile(r"[Cc]ommand line: (.*)")
 
 
 def _log_of_another_boot(log_text: str | None, running: str | None) -> str:
     """A log file (kern.log) may end before this boot: its "Kernel command line:" says which boot it is."""
     if not log_text or running is None:
         return ""
-    found = None
-    for m in _LOGGED_CMDLINE.finditer(log_text):
-        found = m
+    # The kernel logs its command line early in a boot: look right after the last banner (a log
+    # of hundreds of thousands of lines is not scanned again for it).
+    banner = log_text.rfind("Linux version ")
+    head = log_text[max(banner, 0) : max(banner, 0) + (64 << 10)]
+    found = _LOGGED_CMDLINE.search(head)
     if found is None:
         return ""
     logged = found.group(1).strip()
