@@ -21,10 +21,10 @@ from mlxfix.errors import FileError, Refused, UsageError
 from mlxfix.host import STATE_DIR, checkpoint
 
 if TYPE_CHECKING:
-    from mlxfix.host import Host
+    from mlxfix.host import Host, Snapshot
     from mlxfix.plan import Plan
 
-__all__ = ["Intent", "Listing", "Manifest", "ManifestFile", "create", "list_backups", "load", "read_intent"]
+__all__ = ["Intent", "Listing", "Manifest", "ManifestFile", "create", "list_backups", "load", "parse_intent", "read_intent"]
 
 BACKUPS = f"{STATE_DIR}/backups"
 INTENT = f"{STATE_DIR}/intent.json"
@@ -107,8 +107,7 @@ def create(host: Host, plan: Plan, hostname: str) -> Manifest:
     """Save the exact bytes, mode and owner of every file the plan changes; return the manifest. A
     failure leaves no partial backup behind."""
     backup_id = new_id()
-    host.make_private_dir(STATE_DIR)
-    host.make_private_dir(BACKUPS)
+    host.make_private_dir(BACKUPS)  # (STATE_DIR: made private by execute.exclusive)
     partial = f"{BACKUPS}/.partial-{backup_id}"
     host.make_private_dir(partial)
     try:
@@ -161,13 +160,14 @@ def _fill(host: Host, plan: Plan, hostname: str, backup_id: str, partial: str) -
     body = _json_bytes(manifest, indent=2)
     host.create_file(f"{partial}/manifest.json", body)
     checkpoint("backup-written")
-    # Read everything back before trusting it.
+    # Read everything back, in one batch, before trusting it.
+    back_snap = host.gather([*(f"{partial}/{stored}" for stored in saved), f"{partial}/manifest.json"])
     for stored, data in saved.items():
-        back = host.read(f"{partial}/{stored}")
-        if back.data is None or sha256(back.data) != sha256(data):
+        copy = back_snap.files[f"{partial}/{stored}"]
+        if copy.data is None or sha256(copy.data) != sha256(data):
             host.remove_tree(partial)
             raise Refused("the backup did not read back identical; nothing was changed", path=f"{partial}/{stored}")
-    back = host.read(f"{partial}/manifest.json")
+    back = back_snap.files[f"{partial}/manifest.json"]
     if back.data != body:
         host.remove_tree(partial)
         raise Refused("the backup manifest did not read back identical; nothing was changed", path=f"{partial}/manifest.json")
@@ -218,10 +218,29 @@ class Listing(NamedTuple):
     damaged: dict[str, str]  # backup id -> why it cannot be restored (a copy does not match its sha256)
 
 
-def list_backups(host: Host) -> Listing:
-    """The backups, newest first, each one checked (manifest and copies, read in one batch), and a
-    problem line for each one that cannot be used."""
-    names = host.listdir(BACKUPS)
+def _gather(host: Host, backup_id: str = "*") -> Snapshot:
+    """Backups (all of them, or one) in one round trip: the directory, the manifests, the copies."""
+    listing = BACKUPS if backup_id == "*" else f"{BACKUPS}/{backup_id}"
+    return host.gather([], [listing], [f"{BACKUPS}/{backup_id}/manifest.json", f"{BACKUPS}/{backup_id}/*.orig"])
+
+
+def _copies(snap: Snapshot, manifest: Manifest) -> tuple[dict[str, bytes], str | None]:
+    """A backup's saved files by the path they came from, every one checked against its sha256, and
+    why the backup cannot be restored (None when it can)."""
+    stored: dict[str, bytes] = {}
+    for entry in manifest.files:
+        path = f"{BACKUPS}/{manifest.id}/{entry.stored}"
+        info = snap.files.get(path)
+        if info is None or info.data is None or info.is_symlink:
+            return stored, f"the saved copy of {entry.path} is missing or unreadable ({path})"
+        if sha256(info.data) != entry.sha256:
+            return stored, f"the saved copy of {entry.path} is corrupted (its sha256 does not match the manifest) ({path})"
+        stored[entry.path] = info.data
+    return stored, None
+
+
+def _listing(host: Host, snap: Snapshot) -> Listing:
+    names = snap.listings.get(BACKUPS)
     problems: list[str] = []
     if names is None:
         info = host.read(BACKUPS)
@@ -230,25 +249,19 @@ def list_backups(host: Host) -> Listing:
         elif info.exists and not info.is_dir:
             problems.append(f"{BACKUPS}: not a directory")
         return Listing([], problems, {})
-    ids = [n for n in names if _ID.fullmatch(n)]
-    snap = host.gather([f"{BACKUPS}/{n}/manifest.json" for n in ids], globs=[f"{BACKUPS}/{n}/*.orig" for n in ids])
     manifests: list[Manifest] = []
     damaged: dict[str, str] = {}
-    for name in ids:
+    for name in (n for n in names if _ID.fullmatch(n)):
         try:
             manifest = _parse_manifest(snap.data(f"{BACKUPS}/{name}/manifest.json"), name)
         except FileError as exc:
             problems.append(str(exc))
             continue
         manifests.append(manifest)
-        for entry in manifest.files:
-            copy = snap.files.get(f"{BACKUPS}/{name}/{entry.stored}")
-            data = copy.data if copy is not None else None
-            if data is None or sha256(data) != entry.sha256:
-                why = "missing" if data is None else "corrupted (its sha256 does not match the manifest)"
-                damaged[name] = f"the saved copy of {entry.path} is {why}"
-                problems.append(f"{BACKUPS}/{name}: {damaged[name]}; it will not be restored")
-                break
+        why = _copies(snap, manifest)[1]
+        if why is not None:
+            damaged[name] = why
+            problems.append(f"{BACKUPS}/{name}: {why}; it will not be restored")
     manifests.sort(key=lambda m: (m.created, m.id), reverse=True)
     for name in names:
         if name.startswith(".partial-"):
@@ -256,33 +269,32 @@ def list_backups(host: Host) -> Listing:
     return Listing(manifests, problems, damaged)
 
 
+def list_backups(host: Host) -> Listing:
+    """The backups, newest first, each one checked (manifest and copies, read in one batch), and a
+    problem line for each one that cannot be used."""
+    return _listing(host, _gather(host))
+
+
 def load(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]:
     """A backup and its files, every file checked against its sha256 (``None``: the newest backup of
     an apply that saved files; one made by a run that only finished an interrupted apply holds none)."""
     if backup_id is None:
-        listing = list_backups(host)
+        snap = _gather(host)
+        listing = _listing(host, snap)
         applied = [m for m in listing.manifests if m.action == "apply" and m.files]
         if not applied:
             detail = f" ({listing.problems[0]})" if listing.problems else ""
             raise Refused(f"there is no backup of an apply to restore under {BACKUPS}{detail}")
-        backup_id = applied[0].id
-    check_id(backup_id)
-    if host.listdir(f"{BACKUPS}/{backup_id}") is None:
-        raise UsageError(f"there is no backup {backup_id} (see: mlxfix backups)")
-    snap = host.gather([f"{BACKUPS}/{backup_id}/manifest.json"], globs=[f"{BACKUPS}/{backup_id}/*.orig"])
-    manifest = _parse_manifest(snap.data(f"{BACKUPS}/{backup_id}/manifest.json"), backup_id)
-    stored: dict[str, bytes] = {}
-    for entry in manifest.files:
-        path = f"{BACKUPS}/{backup_id}/{entry.stored}"
-        info = snap.files.get(path)
-        if info is None or info.data is None or info.is_symlink:
-            raise FileError("a file of the backup is missing or unreadable; refusing to restore from it", path=path)
-        if sha256(info.data) != entry.sha256:
-            raise FileError(
-                f"the saved copy of {entry.path} is corrupted (its sha256 does not match the manifest); refusing to restore it",
-                path=path,
-            )
-        stored[entry.path] = info.data
+        manifest = applied[0]
+    else:
+        check_id(backup_id)
+        snap = _gather(host, backup_id)
+        if snap.listings.get(f"{BACKUPS}/{backup_id}") is None:
+            raise UsageError(f"there is no backup {backup_id} (see: mlxfix backups)")
+        manifest = _parse_manifest(snap.data(f"{BACKUPS}/{backup_id}/manifest.json"), backup_id)
+    stored, why = _copies(snap, manifest)
+    if why is not None:
+        raise FileError(f"{why}; refusing to restore from it", path=f"{BACKUPS}/{manifest.id}")
     return manifest, stored
 
 
@@ -293,16 +305,21 @@ def _json_bytes(model: BaseModel, indent: int | None = None) -> bytes:
 
 
 def read_intent(host: Host) -> Intent | None:
-    info = host.read(INTENT)
-    if info.data is None:
+    return parse_intent(host.read(INTENT).data)
+
+
+def parse_intent(data: bytes | None) -> Intent | None:
+    """The intent record an interrupted run left (None: there is none)."""
+    if data is None:
         return None
     try:
-        return Intent.model_validate(json.loads(info.data))
+        return Intent.model_validate(json.loads(data))
     except (ValueError, RecursionError):  # not JSON, or not an intent record: still an interrupted run
         return Intent(action="unknown", backup="", started="", param="", files=[])
 
 
-def write_intent(host: Host, plan: Plan, manifest: Manifest) -> None:
+def write_intent(host: Host, plan: Plan, manifest: Manifest, *, replace: bool = True) -> None:
+    """The record of a change in progress (``replace``: one an interrupted run left is there)."""
     intent = Intent(
         action=plan.action,
         backup=manifest.id,
@@ -311,7 +328,8 @@ def write_intent(host: Host, plan: Plan, manifest: Manifest) -> None:
         files=[w.path for w in plan.writes],
         restores=plan.backup_id,
     )
-    host.remove(INTENT)
+    if replace:
+        host.remove(INTENT)
     host.create_file(INTENT, _json_bytes(intent))
     checkpoint("after-intent")
 

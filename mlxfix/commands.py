@@ -181,13 +181,14 @@ def plan_rollback(host: Host, backup_id: str | None, force: bool, boot_setup: st
 
     check_setup_name(boot_setup)
     snap = snapshot(host)
-    intent = backup.read_intent(host) if snap.exists(INTENT) else None
+    intent = backup.parse_intent(snap.data(INTENT)) if snap.exists(INTENT) else None
     chosen = backup_id
     if chosen is None and intent is not None:  # finish what was interrupted
         chosen = (intent.restores if intent.action == "rollback" else intent.backup) or None
     manifest, stored = backup.load(host, chosen)
-    current = host.gather([f.path for f in manifest.files])
-    snap.files.update(current.files)
+    missing = [f.path for f in manifest.files if f.path not in snap.files]  # most are in the snapshot already
+    if missing:
+        snap.files.update(host.gather(missing).files)
     setup = _setup_for(snap, manifest, boot_setup)
     plan = make_rollback_plan(snap, setup, manifest, stored, force=force, interrupted=intent is not None)
     if not host.runs_commands and not plan.writes and plan.commands and intent is None:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from mlxfix.backup import Manifest
-    from mlxfix.host import CommandResult, Host
+    from mlxfix.host import CommandResult, Host, Snapshot
     from mlxfix.plan import Plan
 
 __all__ = ["CommandOutcome", "Outcome", "exclusive", "execute"]
@@ -120,14 +120,21 @@ def _validate(host: Host, plan: Plan) -> None:
 _WRITTEN_DIRS = ("/etc/default", "/etc/default/grub.d", "/etc/kernel", "/boot/loader/entries", "/boot/grub2")
 
 
-def _discard_temp_files(host: Host, plan: Plan) -> list[str]:
-    """Temp files a killed run left beside the files it writes (``.NAME.mlxfix-XXXXXX``)."""
+def _temp_patterns(plan: Plan) -> list[str]:
+    """Where temp files a killed run left can be: beside the files mlxfix writes (``.NAME.mlxfix-XXXXXX``)."""
     dirs = sorted({*_WRITTEN_DIRS, *(w.path.rsplit("/", 1)[0] or "/" for w in plan.writes)})
-    patterns = [f"{d}/.*.mlxfix-*" for d in dirs]
-    found = host.gather([], globs=patterns).globs
+    return [f"{d}/.*.mlxfix-*" for d in dirs]
+
+
+def _discard_leftovers(host: Host, plan: Plan, seen: Snapshot) -> list[str]:
+    """Remove what an interrupted run left (partial backups, temp files), as one batched read saw it."""
     gone = []
-    for pattern in patterns:
-        for path in found.get(pattern, []):
+    for name in seen.listings.get(backup.BACKUPS) or []:
+        if name.startswith(".partial-"):
+            host.remove_tree(f"{backup.BACKUPS}/{name}")
+            gone.append(f"{backup.BACKUPS}/{name}")
+    for pattern in _temp_patterns(plan):
+        for path in seen.globs.get(pattern, []):
             host.remove(path)
             gone.append(path)
     return gone
@@ -228,17 +235,20 @@ def exclusive(host: Host, action: str) -> Iterator[None]:
         yield
 
 
-def _preflight(host: Host, plan: Plan) -> None:
+def _preflight(host: Host, plan: Plan) -> Snapshot:
     """What must hold before the first backup: no package manager at work, directories nobody else
-    controls, and the files still what the plan was made from."""
+    controls, and the files still what the plan was made from. Returns the batched read it made
+    (the files, the backups directory, leftover temp files, the intent record)."""
     wait_for_package_managers(host)
     host.check_write_dirs([w.path for w in plan.writes])
-    now = host.gather([w.path for w in plan.writes]).files if plan.writes else {}
+    seen = host.gather([*(w.path for w in plan.writes), backup.INTENT], [backup.BACKUPS], _temp_patterns(plan))
+    now = seen.files
     for w in plan.writes:
         info = now[w.path]
         current = info.data if info.exists else None
         if (current if w.existed else None) != (w.before if w.existed else None):
             raise Refused("the file changed since mlxfix read it (another admin or a package?); run mlxfix again", path=w.path)
+    return seen
 
 
 def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = None, outcome: Outcome | None = None) -> Outcome:
@@ -249,12 +259,12 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
     if not plan.writes and not plan.commands:
         return outcome
     try:
-        _preflight(host, plan)
+        seen = _preflight(host, plan)
     except MlxfixError as exc:
         if not isinstance(exc, Busy):
             exc.message += "; nothing was changed"
         raise
-    for leftover in backup.discard_leftovers(host) + _discard_temp_files(host, plan):
+    for leftover in _discard_leftovers(host, plan, seen):
         progress.step(f"removed {leftover}, left by an interrupted run")
     manifest = backup.create(host, plan, hostname)
     outcome.backup = manifest
@@ -299,7 +309,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
         return err
 
     try:
-        backup.write_intent(host, plan, manifest)
+        backup.write_intent(host, plan, manifest, replace=seen.exists(backup.INTENT))
         for w in plan.writes:
             expect = w.before_sha256 if w.existed else None
             attempted.add(w.path)  # even a write that fails after its rename must be undone

@@ -214,7 +214,7 @@ class SshHost:
         self._session: Any = None
         self._starting: threading.Thread | None = None
         self._failure: HostError | None = None
-        self._uid: int | None = None
+        self._resolved: dict[str, str] = {}
 
     # -- the connection --------------------------------------------------------------------------------
 
@@ -358,13 +358,19 @@ class SshHost:
         return "" if self.root == "/" else self.root
 
     def resolve(self, path: str) -> str:
+        """The file a host path names, links followed inside the root; asked once per path and run
+        (mlxfix writes files, never links)."""
+        known = self._resolved.get(path)
+        if known is not None:
+            return known
         script = (
             f"r={shlex.quote(self._r())}; p={shlex.quote(path)}; n=0\n"
             'while [ -L "$r$p" ] && [ $n -lt 40 ]; do t=$(readlink "$r$p")\n'
             '  case "$t" in /*) p="$t" ;; *) p="$(dirname "$p")/$t" ;; esac; n=$((n + 1)); done\n'
             'printf %s "$r$p"'
         )
-        return self._sh(script, what=f"resolve {path}")[1]
+        self._resolved[path] = self._sh(script, what=f"resolve {path}")[1]
+        return self._resolved[path]
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -578,11 +584,13 @@ class SshHost:
                     self._session.run("exec 9>&-", retcode=None)
 
     def privileged(self) -> bool:
-        if self._uid is None:
-            self._uid = int(self._sh("id -u", what="ask who we are")[1].strip() or "-1")
+        """Root on the target (or a --root tree it can write): one question, one round trip."""
+        writable = "true" if self.root == "/" else f"[ -w {shlex.quote(self.root)} ]"
+        out = self._sh(f"id -u; if {writable}; then echo w; else echo -; fi", what="ask who we are")[1].split()
+        uid = int(out[0]) if out and out[0].isdigit() else -1
         if self.root == "/":
-            return self._uid == 0
-        return self._sh(f"[ -w {shlex.quote(self.root)} ]", check=False)[0] == 0
+            return uid == 0
+        return out[-1:] == ["w"]
 
 
 def _glob(pattern: str) -> str:
