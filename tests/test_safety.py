@@ -158,6 +158,47 @@ def test_every_crash_point_of_rollback(tmp_path: Path) -> None:
     figure("crash points explored in rollback", len(points))
 
 
+def _two_file_host(tmp_path: Path, name: str) -> Path:
+    """A plan that writes two files: the conflict goes from the main file, the parameter into a drop-in."""
+    root = fresh(tmp_path, name)
+    grub_path = root / "etc/default/grub"
+    grub_path.write_bytes(PVE_GRUB.replace(b'="quiet"', b'="quiet pci=realloc=on"'))
+    write(root, "/etc/default/grub.d/60-x.cfg", 'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT splash"\n')
+    return root
+
+
+def test_every_crash_point_of_an_apply_that_writes_two_files(tmp_path: Path) -> None:
+    template = _two_file_host(tmp_path, "template")
+    files = [template / "etc/default/grub", template / "etc/default/grub.d/60-x.cfg"]
+    old = [f.read_bytes() for f in files]
+    done = tmp_path / "done"
+    shutil.copytree(template, done, symlinks=True)
+    assert mlxfix(done, "apply").returncode == 0
+    new = [(done / f.relative_to(template)).read_bytes() for f in files]
+    assert all(a != b for a, b in zip(old, new, strict=True))  # both files change
+    probe = tmp_path / "probe"
+    shutil.copytree(template, probe, symlinks=True)
+    calls = ops(probe, "apply")
+    points = [f"op:{i}" for i in range(1, len(calls) + 1)] + STEPS
+    for point in points:
+        crashed = tmp_path / f"crash-{point}"
+        shutil.copytree(template, crashed, symlinks=True)
+        assert mlxfix(crashed, "apply", env={"MLXFIX_TEST_CRASH_AT": point}).returncode == -9, point
+        for f, before, after in zip(files, old, new, strict=True):
+            assert (crashed / f.relative_to(template)).read_bytes() in (before, after), (point, f.name)
+        backups_whole(crashed)
+        undo = tmp_path / f"undo-{point}"
+        shutil.copytree(crashed, undo, symlinks=True)
+        assert mlxfix(crashed, "apply").returncode == 0, point  # finishes: both new
+        assert [(crashed / f.relative_to(template)).read_bytes() for f in files] == new, point
+        back = mlxfix(undo, "rollback")  # or puts both back (nothing to do before the first backup)
+        assert back.returncode in (0, 1), (point, back.stderr)
+        assert [(undo / f.relative_to(template)).read_bytes() for f in files] == old, point
+        shutil.rmtree(crashed)
+        shutil.rmtree(undo)
+    figure("crash points explored in a two-file apply", len(points))
+
+
 def test_the_next_run_notices_an_interrupted_apply(tmp_path: Path) -> None:
     crashed = fresh(tmp_path, "crashed")
     assert mlxfix(crashed, "apply", env={"MLXFIX_TEST_CRASH_AT": "after-write"}).returncode == -9
