@@ -437,9 +437,37 @@ def _configured_cmdline(snap: Snapshot, setup: BootSetup | None, setup_error: st
         return (entries[0].args, f"BLS entry {entries[0].path}") if entries else (None, "no BLS entries")
     if setup.edits_grub:
         line = grub_command_line(snap)
-        return line, "/etc/default/grub" + (" and grub.d" if snap.globs.get("/etc/default/grub.d/*.cfg") else "")
+        where = "/etc/default/grub" + (" and grub.d" if snap.globs.get("/etc/default/grub.d/*.cfg") else "")
+        if line is None:
+            return None, f"{where}: not known without running them ({_why_unknown(snap)})"
+        return line, where
     text = snap.text(KERNEL_CMDLINE)
     return (text.strip() if text is not None else None), KERNEL_CMDLINE
+
+
+def _why_unknown(snap: Snapshot) -> str:
+    """Why sh's view of the grub files cannot be computed statically, in one phrase with file and line."""
+    from mlxfix.bootsetup import grub_evaluation, grub_sources
+    from mlxfix.evaluate import Unknown
+
+    for f in grub_sources(snap):
+        pos = f.binary_at()
+        if pos >= 0:
+            return f"{f.path}:{f.position(pos)[0]} is binary"
+        if f.error is not None:
+            return f"{f.path}:{f.position(f.error.pos)[0]}: {f.error.message}"
+    ev = grub_evaluation(snap)
+    sources = grub_sources(snap)
+    for name in ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT"):
+        value = ev.value(name) if ev is not None else None
+        if isinstance(value, Unknown):
+            where = (
+                f"{sources[value.file].path}:{sources[value.file].position(value.pos)[0]}: "
+                if 0 <= value.file < len(sources)
+                else ""
+            )
+            return f"{where}{name}: {value.reason}"
+    return "the grub files cannot be read"
 
 
 _LOG_FILES = ("/var/log/kern.log", "/var/log/dmesg")
