@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mlxfix.host import Host, Snapshot
     from mlxfix.plan import Plan
 
-__all__ = ["Intent", "Listing", "Manifest", "ManifestFile", "create", "list_backups", "load", "parse_intent", "read_intent"]
+__all__ = ["Intent", "Listing", "Manifest", "ManifestFile", "create", "list_backups", "load", "parse_intent"]
 
 BACKUPS = f"{STATE_DIR}/backups"
 INTENT = f"{STATE_DIR}/intent.json"
@@ -91,16 +91,6 @@ def check_id(backup_id: str) -> str:
     if not _ID.fullmatch(backup_id):
         raise UsageError(f"{backup_id!r} is not a backup id (they look like 20261125T021500.123Z-a1b2c3; see: mlxfix backups)")
     return backup_id
-
-
-def discard_leftovers(host: Host) -> list[str]:
-    """Remove incomplete backups an interrupted run left (call it under the lock)."""
-    gone = []
-    for name in host.listdir(BACKUPS) or []:
-        if name.startswith(".partial-"):
-            host.remove_tree(f"{BACKUPS}/{name}")
-            gone.append(f"{BACKUPS}/{name}")
-    return gone
 
 
 def create(host: Host, plan: Plan, hostname: str) -> Manifest:
@@ -302,10 +292,6 @@ def _json_bytes(model: BaseModel, indent: int | None = None) -> bytes:
     """A record as ASCII JSON. A file name that is not UTF-8 (lone surrogates in Python) is written
     as \\udcXX escapes, which json.loads turns back into the very same name: rollback must find it."""
     return json.dumps(model.model_dump(mode="json"), indent=indent).encode() + b"\n"
-
-
-def read_intent(host: Host) -> Intent | None:
-    return parse_intent(host.read(INTENT).data)
 
 
 def parse_intent(data: bytes | None) -> Intent | None:

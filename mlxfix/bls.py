@@ -19,7 +19,7 @@ from mlxfix.errors import Refused
 
 if TYPE_CHECKING:
     from mlxfix.cmdline import Param
-    from mlxfix.host import Snapshot
+    from mlxfix.facts import Snapshot
 
 __all__ = [
     "GrubbyPlan",

@@ -16,7 +16,7 @@ from mlxfix.evaluate import Unknown, evaluate
 
 if TYPE_CHECKING:
     from mlxfix.evaluate import Evaluation
-    from mlxfix.host import Snapshot
+    from mlxfix.facts import Snapshot
 
 __all__ = ["SETUPS", "BootSetup", "detect", "gather_request"]
 
@@ -150,6 +150,15 @@ def grub_evaluation(snap: Snapshot) -> Evaluation | None:
     return ev
 
 
+def locate(snap: Snapshot, value: Unknown) -> tuple[str, int | None]:
+    """The file and line an unknowable value comes from (the main file when it has no place)."""
+    sources = grub_sources(snap)
+    if 0 <= value.file < len(sources):
+        f = sources[value.file]
+        return f.path, f.position(value.pos)[0] if value.pos >= 0 else None
+    return GRUB, None
+
+
 def _os_release(snap: Snapshot) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in (snap.text("/etc/os-release") or "").splitlines():
@@ -171,12 +180,10 @@ def _bls_enabled(snap: Snapshot) -> bool:
     if isinstance(value, Unknown) and not bls_plausible:
         return False  # no BLS entries, no grubby: whatever the file says, GRUB has no entries to read
     if isinstance(value, Unknown):
-        sources = grub_sources(snap)
-        where = sources[value.file] if 0 <= value.file < len(sources) else None
-        line = where.position(value.pos)[0] if where is not None and value.pos >= 0 else None
+        path, line = locate(snap, value)
         raise Refused(
-            f"cannot know whether GRUB uses BLS entries: GRUB_ENABLE_BLSCFG {value.reason}",
-            path=where.path if where is not None else GRUB,
+            f"cannot know whether GRUB uses BLS entries: GRUB_ENABLE_BLSCFG: {value.reason}",
+            path=path,
             line=line,
             hint="set GRUB_ENABLE_BLSCFG=true or false plainly, or pass --boot-setup grub2-bls (or grub2)",
         )
@@ -277,7 +284,9 @@ def detect(snap: Snapshot, override: str | None = None, param: str = "pci=reallo
         if status:
             evidence.append(f"proxmox-boot-tool status: {'configured with: ' + mode if mode else 'no mode reported'}")
         elif efi:
-            evidence.append("proxmox-boot-tool status was not run (a --root tree): judged from the files")
+            evidence.append(
+                "proxmox-boot-tool status gave nothing (not run under --root, or not installed): judged from the files"
+            )
         if mode is None and efi and _secure_boot(snap):
             evidence.append("Secure Boot is on: proxmox-boot-tool boots with GRUB then (systemd-boot is not signed)")
         elif mode == "uefi" or (mode is None and efi and snap.exists(KERNEL_CMDLINE)):
@@ -319,7 +328,9 @@ def detect(snap: Snapshot, override: str | None = None, param: str = "pci=reallo
     if systemd_boot:
         evidence.append(f"{KERNEL_CMDLINE} exists and kernel-install is installed")
         if not kernels:
-            raise Refused("systemd-boot host without installed kernels under /usr/lib/modules", path=KERNEL_CMDLINE)
+            raise Refused(
+                "systemd-boot host without installed kernels under /usr/lib/modules or /lib/modules", path=KERNEL_CMDLINE
+            )
         return BootSetup("systemd-boot", tuple(evidence), kernels=kernels)
     if snap.exists(KERNEL_CMDLINE):
         evidence.append(f"{KERNEL_CMDLINE} exists, but kernel-install (which reads it) is not installed")
@@ -352,7 +363,7 @@ def _forced(snap: Snapshot, name: str, evidence: list[str], efi: bool, kernels: 
         raise Refused(f"--boot-setup {name}: {KERNEL_CMDLINE} does not exist", path=KERNEL_CMDLINE)
     if name == "systemd-boot" and not kernels:
         raise Refused(
-            "--boot-setup systemd-boot: no installed kernel under /usr/lib/modules for kernel-install to add again",
+            "--boot-setup systemd-boot: no installed kernel under /usr/lib/modules or /lib/modules for kernel-install to add",
             path=KERNEL_CMDLINE,
         )
     if name.startswith("grub") and not snap.exists(GRUB):

@@ -337,7 +337,11 @@ def _finish_change(
     render_change(report, out, style, show_plan=not shown)
     boot_id = None
     if report.error is None and report.changed and report.outcome is not None:
-        boot_id = _maybe_reboot(report, host, reboot=reboot, yes=yes, out=out)
+        try:
+            boot_id = _maybe_reboot(report, host, reboot=reboot, yes=yes, out=out)
+        except MlxfixError as exc:  # the change is made: say the reboot did not happen, keep the report
+            report.warnings.append(f"the reboot could not be scheduled ({exc}); reboot by hand")
+            out.write(style.yellow(f"warning: the reboot could not be scheduled ({exc}); reboot by hand") + "\n")
     code = report.error.exit_code if report.error is not None else ExitCode.OK
     if wait is not None and report.rebooting:
         from mlxfix import commands

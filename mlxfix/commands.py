@@ -6,7 +6,6 @@ happening); everything else is decided here or in the pure core.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -85,14 +84,14 @@ def _tidy_if_needed(host: Host, snap: Snapshot, progress: Progress | None) -> No
 
 
 def _interrupted(snap: Snapshot) -> str | None:
-    info = snap.files.get(INTENT)
-    if info is None or info.data is None:
+    """What an intent record in the snapshot says was interrupted (None: nothing was)."""
+    data = snap.data(INTENT)
+    if data is None:
         return None
-    from mlxfix.backup import Intent
+    from mlxfix.backup import parse_intent
 
-    try:
-        intent = Intent.model_validate(json.loads(info.data))
-    except (ValueError, RecursionError):
+    intent = parse_intent(data)
+    if intent is None or intent.action == "unknown":
         return "an earlier run (its intent record is unreadable)"
     return f"{intent.action} of {intent.started}, backup {intent.backup}"
 
@@ -145,24 +144,36 @@ def apply(
         if not confirm(plan):
             raise Refused("not confirmed; nothing was changed")
         report.confirmed = True
-        from mlxfix.execute import Outcome, exclusive, execute
-
-        with exclusive(host, "apply"):
-            again, _ = plan_apply(host, param, boot_setup)  # under the lock: no other run can be half-way
-            again = _without_commands(again, None) if no_update else again
-            if _changes(again) != _changes(plan):
-                if not (again.writes or again.commands):
-                    report.plan = again  # another run did it meanwhile
-                    return report
-                raise Refused("the host changed while the plan was shown (another mlxfix or an admin?); nothing was changed")
-            report.outcome = Outcome()
-            execute(host, again, _hostname(host), progress, report.outcome)
+        _execute_locked(host, report, lambda: plan_apply(host, param, boot_setup)[0], no_update, progress)
     except MlxfixError as exc:
         report.error = exc
         report.errors.append(str(exc))
     if report.outcome is not None:
         report.warnings += report.outcome.warnings
     return report
+
+
+def _execute_locked(
+    host: Host, report: ChangeReport, replan: Callable[[], Plan], no_update: bool, progress: Progress | None
+) -> None:
+    """Execute the confirmed plan (report.plan) under the lock, as planned again there: only under
+    the lock is an intent record one an interrupted run left, not a running one's. A plan made
+    there that differs from the one confirmed is not executed."""
+    from mlxfix.execute import Outcome, exclusive, execute, precheck
+
+    shown = report.plan
+    assert shown is not None
+    precheck(host, shown)
+    with exclusive(host, report.command):
+        again = replan()
+        again = _without_commands(again, None) if no_update else again
+        if _changes(again) != _changes(shown):
+            if not (again.writes or again.commands):
+                report.plan = again  # another run did it meanwhile
+                return
+            raise Refused("the host changed while the plan was shown (another mlxfix or an admin?); nothing was changed")
+        report.outcome = Outcome()
+        execute(host, again, _hostname(host), progress, report.outcome)
 
 
 def _changes(plan: Plan) -> tuple[object, ...]:
@@ -220,38 +231,32 @@ def rollback(
         report.plan = plan
         report.warnings += plan.warnings
         if plan.drift and not force:  # the diff is in the report (and the JSON's files) for review
+            from mlxfix.bls import GRUBENV
+
+            if plan.drift == (GRUBENV,):
+                why, review = "kernelopts in the file was changed since the apply", "check kernelopts in it"
+            else:
+                why, review = "the file was changed after mlxfix wrote it", "review the diff above"
             raise Refused(
-                "the file was changed after mlxfix wrote it; restoring the backup would undo that change too",
+                f"{why}; restoring the backup would undo that change too",
                 path=plan.drift[0],
-                hint=f"review the diff above, then run: mlxfix rollback --backup {plan.backup_id} --force",
+                hint=f"{review}, then run: mlxfix rollback --backup {plan.backup_id} --force",
             )
         if dry_run:
             return report
         if not (plan.writes or plan.commands):
-            if interrupted:
+            if interrupted:  # the files already hold the backup: the interrupted rollback is done
                 from mlxfix.execute import exclusive
 
                 with exclusive(host, "rollback"):
-                    backup.clear_intent(host)
+                    if plan_rollback(host, backup_id, force, boot_setup)[2]:  # still so, under the lock
+                        backup.clear_intent(host)
             _tidy_if_needed(host, snap, progress)
             return report
         if not confirm(plan):
             raise Refused("not confirmed; nothing was changed")
         report.confirmed = True
-        from mlxfix.execute import Outcome, exclusive, execute
-
-        with exclusive(host, "rollback"):
-            again, _, interrupted = plan_rollback(host, backup_id, force, boot_setup)
-            again = _without_commands(again, None) if no_update else again
-            if _changes(again) != _changes(plan):
-                if not (again.writes or again.commands):
-                    report.plan = again  # another run did it meanwhile
-                    return report
-                raise Refused("the host changed while the plan was shown (another mlxfix or an admin?); nothing was changed")
-            report.outcome = Outcome()
-            execute(host, again, _hostname(host), progress, report.outcome)
-            if interrupted:
-                backup.clear_intent(host)
+        _execute_locked(host, report, lambda: plan_rollback(host, backup_id, force, boot_setup)[0], no_update, progress)
     except MlxfixError as exc:
         report.error = exc
         report.errors.append(str(exc))
@@ -439,7 +444,8 @@ def _configured_cmdline(snap: Snapshot, setup: BootSetup | None, setup_error: st
         line = grub_command_line(snap)
         where = "/etc/default/grub" + (" and grub.d" if snap.globs.get("/etc/default/grub.d/*.cfg") else "")
         if line is None:
-            return None, f"{where}: not known without running them ({_why_unknown(snap)})"
+            them = "them" if " and " in where else "it"
+            return None, f"{where}: not known without running {them} ({_why_unknown(snap)})"
         return line, where
     text = snap.text(KERNEL_CMDLINE)
     return (text.strip() if text is not None else None), KERNEL_CMDLINE
@@ -447,7 +453,7 @@ def _configured_cmdline(snap: Snapshot, setup: BootSetup | None, setup_error: st
 
 def _why_unknown(snap: Snapshot) -> str:
     """Why sh's view of the grub files cannot be computed statically, in one phrase with file and line."""
-    from mlxfix.bootsetup import grub_evaluation, grub_sources
+    from mlxfix.bootsetup import grub_evaluation, grub_sources, locate
     from mlxfix.evaluate import Unknown
 
     for f in grub_sources(snap):
@@ -457,16 +463,11 @@ def _why_unknown(snap: Snapshot) -> str:
         if f.error is not None:
             return f"{f.path}:{f.position(f.error.pos)[0]}: {f.error.message}"
     ev = grub_evaluation(snap)
-    sources = grub_sources(snap)
     for name in ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT"):
         value = ev.value(name) if ev is not None else None
         if isinstance(value, Unknown):
-            where = (
-                f"{sources[value.file].path}:{sources[value.file].position(value.pos)[0]}: "
-                if 0 <= value.file < len(sources)
-                else ""
-            )
-            return f"{where}{name}: {value.reason}"
+            path, line = locate(snap, value)
+            return f"{path}:{line}: {name}: {value.reason}" if line else f"{path}: {name}: {value.reason}"
     return "the grub files cannot be read"
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from mlxfix import cmdline
 
 if TYPE_CHECKING:
-    from mlxfix.host import Snapshot
+    from mlxfix.facts import Snapshot
 
 __all__ = ["Device", "Diagnosis", "LogLine", "Verification", "analyse", "device_request", "verify"]
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from mlxfix.host import CommandResult, Host, Snapshot
     from mlxfix.plan import Plan
 
-__all__ = ["CommandOutcome", "Outcome", "exclusive", "execute"]
+__all__ = ["CommandOutcome", "Outcome", "exclusive", "execute", "precheck"]
 
 PACKAGE_LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/rpm/.rpm.lock")
 
@@ -126,13 +126,19 @@ def _temp_patterns(plan: Plan) -> list[str]:
     return [f"{d}/.*.mlxfix-*" for d in dirs]
 
 
-def _discard_leftovers(host: Host, plan: Plan, seen: Snapshot) -> list[str]:
-    """Remove what an interrupted run left (partial backups, temp files), as one batched read saw it."""
+def _remove_partials(host: Host, names: list[str]) -> list[str]:
+    """Remove the half-made backups (``.partial-*``) among the backup directory's entries."""
     gone = []
-    for name in seen.listings.get(backup.BACKUPS) or []:
+    for name in names:
         if name.startswith(".partial-"):
             host.remove_tree(f"{backup.BACKUPS}/{name}")
             gone.append(f"{backup.BACKUPS}/{name}")
+    return gone
+
+
+def _discard_leftovers(host: Host, plan: Plan, seen: Snapshot) -> list[str]:
+    """Remove what an interrupted run left (partial backups, temp files), as one batched read saw it."""
+    gone = _remove_partials(host, seen.listings.get(backup.BACKUPS) or [])
     for pattern in _temp_patterns(plan):
         for path in seen.globs.get(pattern, []):
             host.remove(path)
@@ -189,6 +195,9 @@ def _left_as_it_was(plan: Plan, outcome: Outcome) -> bool:
     replaced. A command killed by a signal (or by mlxfix's timeout) may have been cut off while it
     copied grub.cfg.new over grub.cfg: no such promise then."""
     atomic = {c.argv for c in plan.commands if c.atomic}
+    first_runs = [o for o in outcome.commands if not o.note]
+    if any(o.argv in atomic and o.exit_code == 0 for o in first_runs):
+        return False  # it did replace grub.cfg, from the edited files, before something else failed
     failed = [o for o in outcome.commands if o.exit_code not in (0, None)]
     return all(o.argv in atomic and o.exit_code is not None and 0 < o.exit_code < 124 for o in failed)
 
@@ -216,7 +225,7 @@ def tidy(host: Host, progress: Progress | None = None) -> None:
     """Remove what an interrupted run left (partial backups), under the lock."""
     progress = progress or Quiet()
     with host.lock(backup.LOCK):
-        for leftover in backup.discard_leftovers(host):
+        for leftover in _remove_partials(host, host.listdir(backup.BACKUPS) or []):
             progress.step(f"removed {leftover}, left by an interrupted run")
 
 
@@ -235,12 +244,22 @@ def exclusive(host: Host, action: str) -> Iterator[None]:
         yield
 
 
+def precheck(host: Host, plan: Plan) -> None:
+    """What is checked before the lock is even taken (so that a refusal leaves no trace, not even
+    the state directory): no package manager at work, and directories nobody else controls."""
+    try:
+        wait_for_package_managers(host)
+        host.check_write_dirs([w.path for w in plan.writes])
+    except MlxfixError as exc:
+        if not isinstance(exc, Busy):
+            exc.message += "; nothing was changed"
+        raise
+
+
 def _preflight(host: Host, plan: Plan) -> Snapshot:
-    """What must hold before the first backup: no package manager at work, directories nobody else
-    controls, and the files still what the plan was made from. Returns the batched read it made
-    (the files, the backups directory, leftover temp files, the intent record)."""
-    wait_for_package_managers(host)
-    host.check_write_dirs([w.path for w in plan.writes])
+    """What must hold before the first backup, under the lock: the files still what the plan was made
+    from. Returns the batched read it made (the files, the backups directory, leftover temp files,
+    the intent record)."""
     seen = host.gather([*(w.path for w in plan.writes), backup.INTENT], [backup.BACKUPS], _temp_patterns(plan))
     now = seen.files
     for w in plan.writes:
@@ -272,17 +291,18 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
     stored = {w.path: w.before for w in plan.writes} | {i.path: i.data or b"" for i in plan.backup_only}
 
     attempted: set[str] = set()
+    started: set[tuple[str, ...]] = set()  # commands begun (one interrupted by Ctrl-C included)
+    earlier_intent = seen.data(backup.INTENT)  # an interrupted run's record: this run may fail to finish it
 
     def fail(err: MlxfixError) -> MlxfixError:
         """Restore, regenerate from the restored files, and say how it ended."""
-        touched = attempted | ({i.path for i in plan.backup_only} if outcome.commands else set())
+        touched = attempted | ({i.path for i in plan.backup_only} if started else set())
         unrestored = _restore(host, manifest, stored, progress, touched, outcome)
         outcome.restored = not unrestored
         unregenerated: list[str] = []
         if not unrestored and host.runs_commands:
-            ran = {o.argv for o in outcome.commands}
             for c in plan.commands:
-                if c.regenerates and c.argv in ran:
+                if c.regenerates and c.argv in started:
                     again = _run(host, c.argv, progress)
                     outcome.commands.append(CommandOutcome(c.argv, again.exit_code, again.tail(), "run again after restoring"))
                     if not again.ok:
@@ -294,8 +314,18 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
             steps = [*_manual_steps(host, manifest, [], plan)]
             why = f"the original files were restored, but regenerating from them failed too ({', '.join(unregenerated)})"
             return NotRestored(f"{err}; {why}: the boot configuration may not match the files", steps)
+        if earlier_intent is not None:
+            # This run was finishing an interrupted one, and did not: its record must stay, as it was.
+            try:
+                backup.clear_intent(host)
+                host.create_file(backup.INTENT, earlier_intent)
+            except MlxfixError as exc:
+                why = f"the record of the apply interrupted earlier could not be kept ({exc})"
+                return NotRestored(f"{err}; {why}", _manual_steps(host, manifest, [], plan))
+            err.message += "; the apply interrupted earlier is still unfinished: run mlxfix again once that is fixed"
+            return err
         backup.clear_intent(host)
-        if not attempted and not outcome.commands:
+        if not attempted and not started:
             err.message += "; nothing was changed"
             with suppress(MlxfixError):  # a backup of a state that never changed: not worth keeping
                 host.remove_tree(f"{backup.BACKUPS}/{manifest.id}")
@@ -325,6 +355,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
                 outcome.commands.append(CommandOutcome(c.argv, None, "", why))
                 continue
             checkpoint(f"before-command-{c.argv[0]}")
+            started.add(c.argv)
             result = _run(host, c.argv, progress)
             outcome.commands.append(CommandOutcome(c.argv, result.exit_code, result.tail()))
             if not result.ok:

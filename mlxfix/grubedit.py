@@ -485,13 +485,11 @@ def _notes(sources: Sequence[GrubFile], ev: Evaluation, b: Binding, variable: st
         earlier = [h for h in ev.history.get(variable, []) if h.assign is not None and h.assign is not b.assign]
         raw = f.text[b.assign.value.start : b.assign.value.end]
         appends = re.search(rf"\$(?:{variable}\b|\{{{variable}[}}:+=?-])", raw) is not None
-        if earlier and appends:
-            h = earlier[-1]
-            there = f"{sources[h.file].path}:{sources[h.file].position(h.assign.start)[0]}"  # type: ignore[union-attr]
+        prev = earlier[-1].assign if earlier else None
+        there = f"{sources[earlier[-1].file].path}:{sources[earlier[-1].file].position(prev.start)[0]}" if prev else ""
+        if there and appends:
             notes.append(f"{here} appends to {variable} as set in {there}: each part is edited where it is written")
-        elif earlier:
-            h = earlier[-1]
-            there = f"{sources[h.file].path}:{sources[h.file].position(h.assign.start)[0]}"  # type: ignore[union-attr]
+        elif there:
             notes.append(f"{here} overrides {variable} set in {there}; the drop-in is the one that counts")
         else:
             notes.append(f"{here} is where {variable} is set (grub-mkconfig reads /etc/default/grub, then grub.d/*.cfg in order)")

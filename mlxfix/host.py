@@ -16,11 +16,11 @@ import errno
 import os
 import stat
 from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlxfix.digest import sha256
 from mlxfix.errors import Busy, FileError, HostError
+from mlxfix.facts import CommandResult, FileInfo, Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -36,76 +36,6 @@ __all__ = [
 
 MAX_READ = 16 << 20  # files larger than this are never read whole (logs are read from the end)
 STATE_DIR = "/var/lib/mlxfix"
-
-
-class FileInfo(NamedTuple):
-    """What a batched read learned about one path (``data`` None when absent or unreadable)."""
-
-    path: str
-    exists: bool
-    data: bytes | None = None
-    mode: int = 0
-    uid: int = 0
-    gid: int = 0
-    is_symlink: bool = False
-    link_target: str | None = None  # for symlinks: the link text, not resolved
-    is_dir: bool = False
-    error: str | None = None  # why it could not be read
-
-    def problem(self) -> str | None:
-        """Why the file has no bytes, in words (None when it has them)."""
-        if self.data is not None:
-            return None
-        if self.is_symlink and not self.exists:
-            return f"it is a symlink to {self.link_target}, which does not exist (or the links loop)"
-        if not self.exists:
-            return self.error.lower() if self.error else "no such file"
-        if self.is_dir:
-            return "it is a directory, not a file"
-        return f"cannot read it: {self.error or 'unknown error'}"
-
-
-class CommandResult(NamedTuple):
-    argv: tuple[str, ...]
-    exit_code: int
-    output: str  # stdout and stderr, interleaved as the command wrote them
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
-    def tail(self, lines: int = 20) -> str:
-        return "\n".join(self.output.rstrip("\n").splitlines()[-lines:])
-
-
-@dataclass
-class Snapshot:
-    """The answer to one batched read: files, directory listings, links and the tools on PATH."""
-
-    files: dict[str, FileInfo] = field(default_factory=dict)
-    listings: dict[str, list[str] | None] = field(default_factory=dict)  # None: no such directory
-    globs: dict[str, list[str]] = field(default_factory=dict)  # pattern -> matching paths, sorted
-    tools: dict[str, str | None] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)  # "cmd args" -> output, for status commands
-    exit_codes: dict[str, int] = field(default_factory=dict)  # "cmd args" -> its exit code
-    round_trips: int = 1
-    # What pure code derives from these files (parsed grub files, what sh makes of them), computed once
-    # per run however many steps ask; each entry remembers the bytes it came from.
-    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    def data(self, path: str) -> bytes | None:
-        info = self.files.get(path)
-        return info.data if info is not None else None
-
-    def text(self, path: str) -> str | None:
-        data = self.data(path)
-        return data.decode("utf-8", "replace") if data is not None else None
-
-    def exists(self, path: str) -> bool:
-        info = self.files.get(path)
-        if info is not None:
-            return info.exists
-        return self.listings.get(path) is not None
 
 
 class Host(Protocol):
@@ -495,7 +425,7 @@ class LocalHost:
 
     def _host_path(self, real: str) -> str:
         """A real path shown as the host path it stands for (messages name what the admin knows)."""
-        if self.root == "/" or not real.startswith(self.root):
+        if self.root == "/" or not (real == self.root or real.startswith(self.root + "/")):
             return real
         return real[len(self.root) :] or "/"
 

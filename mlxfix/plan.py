@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from mlxfix.backup import Manifest
     from mlxfix.cmdline import Param
     from mlxfix.evaluate import Evaluation
-    from mlxfix.host import FileInfo, Snapshot
+    from mlxfix.facts import FileInfo, Snapshot
 
 __all__ = ["Command", "FileWrite", "Plan", "ShellCheck", "make_apply_plan", "make_rollback_plan", "unified_diff"]
 
@@ -312,7 +312,7 @@ def _with_files(snap: Snapshot, new: dict[str, bytes]) -> Snapshot:
     """A copy of the snapshot in which some files hold new bytes (to describe the result)."""
     import copy
 
-    from mlxfix.host import FileInfo
+    from mlxfix.facts import FileInfo
 
     out = copy.copy(snap)
     out.files = dict(snap.files)

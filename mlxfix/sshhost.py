@@ -22,7 +22,8 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from mlxfix.errors import Busy, HostError, UsageError
-from mlxfix.host import MAX_READ, CommandResult, FileInfo, Snapshot, checkpoint
+from mlxfix.facts import CommandResult, FileInfo, Snapshot
+from mlxfix.host import MAX_READ, checkpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -363,12 +364,7 @@ class SshHost:
         known = self._resolved.get(path)
         if known is not None:
             return known
-        script = (
-            f"r={shlex.quote(self._r())}; p={shlex.quote(path)}; n=0\n"
-            'while [ -L "$r$p" ] && [ $n -lt 40 ]; do t=$(readlink "$r$p")\n'
-            '  case "$t" in /*) p="$t" ;; *) p="$(dirname "$p")/$t" ;; esac; n=$((n + 1)); done\n'
-            'printf %s "$r$p"'
-        )
+        script = f'r={shlex.quote(self._r())}; p={shlex.quote(path)}\n{_FOLLOW_LINKS}\nprintf %s "$r$p"'
         self._resolved[path] = self._sh(script, what=f"resolve {path}")[1]
         return self._resolved[path]
 
@@ -456,29 +452,34 @@ class SshHost:
         checkpoint("write-after-rename")
 
     def check_write_dirs(self, paths: Sequence[str]) -> None:
-        """As LocalHost.check_write_dirs, for all paths in one script: each one's directory, and every
-        directory above it up to the root, must be root's or ours and writable by no one else (a
+        """As LocalHost.check_write_dirs, for all paths in one script: each one's directory, resolved
+        physically (links in it followed, ``cd -P``), must lie inside the root, and it and every
+        directory above it up to the root must be root's or ours and writable by no one else (a
         sticky directory above excepted)."""
         if not paths:
             return
         q = shlex.quote
         script = (
             f"r={q(self._r())}; me=$(id -u); set -- {' '.join(q(p) for p in paths)}\n"
-            "for p; do n=0\n"
-            '  while [ -L "$r$p" ] && [ $n -lt 40 ]; do t=$(readlink "$r$p")\n'
-            '    case "$t" in /*) p="$t" ;; *) p="$(dirname "$p")/$t" ;; esac; n=$((n + 1)); done\n'
-            '  d=$(dirname "$r$p"); first=1\n'
-            '  while :; do s=$(stat -L -c "%u %a" "$d") || exit 3; set -- $s; m=$((0$2))\n'
+            'top=$(cd -P "${r:-/}" && pwd -P) || exit 3\n'
+            "for p; do\n"
+            f"  {_FOLLOW_LINKS}\n"
+            '  d=$(cd -P "$(dirname "$r$p")" 2>/dev/null && pwd -P) || {\n'
+            '    echo "cannot use the directory of $p" >&2; exit 3; }\n'
+            '  case "$d/" in "${top%/}/"*) ;; *)\n'
+            '    echo "refusing to write $p: its directory $d is outside the root" >&2; exit 3 ;; esac\n'
+            "  first=1\n"
+            '  while :; do s=$(stat -c "%u %a" "$d") || exit 3; set -- $s; m=$((0$2)); shown=${d#"${top%/}"}\n'
             '    [ "$1" = 0 ] || [ "$1" = "$me" ] || {\n'
-            '      echo "refusing to write into $(dirname "$p"): ${d#"$r"} belongs to uid $1" >&2; exit 3; }\n'
+            '      echo "refusing to write into $(dirname "$p"): ${shown:-/} belongs to uid $1" >&2; exit 3; }\n'
             '    if [ $((m & 022)) != 0 ] && { [ -n "$first" ] || [ $((m & 01000)) = 0 ]; }; then\n'
-            '      echo "refusing to write into $(dirname "$p"): other users can write to ${d#"$r"}" >&2; exit 3; fi\n'
-            '    [ "$d" = "${r:-/}" ] || [ "$d" = / ] && break; d=$(dirname "$d"); first=\n'
+            '      echo "refusing to write into $(dirname "$p"): other users can write to ${shown:-/}" >&2; exit 3; fi\n'
+            '    [ "$d" = "$top" ] || [ "$d" = / ] && break; d=$(dirname "$d"); first=\n'
             "  done\ndone"
         )
         code, out, err = self._sh(script, check=False, what="check the directories it writes to")
         if code != 0:
-            raise HostError(_first_line(err or out) or f"cannot check the directories (exit {code})")
+            raise HostError(_first_line(err or out) or f"cannot check the directories (exit {code})", path=paths[0])
 
     def make_private_dir(self, path: str) -> None:
         q = shlex.quote(self.real(path))
@@ -566,7 +567,7 @@ class SshHost:
             f'[ -n "$e" ] || (umask 077; : >>{q}) || e=2',
             f'[ -n "$e" ] || command exec 9>>{q} || e=2',
             '[ -n "$e" ] || flock -n 9 || e=1',
-            f'[ -n "$e" ] || printf "%s\\n" "$$" >{q} || e=2',
+            f'[ -n "$e" ] || printf "%s\\n" "$$" >{q} || {{ e=2; exec 9>&-; }}',
             '(exit "${e:-0}")',
         ]
         code, _, err = session.run("; ".join(steps), retcode=None)
@@ -591,6 +592,13 @@ class SshHost:
         if self.root == "/":
             return uid == 0
         return out[-1:] == ["w"]
+
+
+# Follow the links a host path $p names, inside the root $r, as a chroot would (40 at most).
+_FOLLOW_LINKS = (
+    'n=0; while [ -L "$r$p" ] && [ $n -lt 40 ]; do t=$(readlink "$r$p"); '
+    'case "$t" in /*) p="$t" ;; *) p="$(dirname "$p")/$t" ;; esac; n=$((n + 1)); done'
+)
 
 
 def _glob(pattern: str) -> str:

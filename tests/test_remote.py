@@ -318,3 +318,21 @@ def test_the_lock_on_the_target_is_private_and_names_its_holder(sshd: Sshd, tmp_
     proc = remote(sshd, "rollback", "--yes", "--root", str(there))
     assert proc.returncode == 1
     assert "not a regular file" in proc.stderr
+
+
+def test_writes_on_the_target_are_refused_below_a_directory_others_control(sshd: Sshd, tmp_path: Path) -> None:
+    above = tree(tmp_path, "above")
+    (above / "etc").chmod(0o777)
+    before = snapshot(above)
+    proc = remote(sshd, "apply", "--yes", "--root", str(above))
+    assert proc.returncode == 1, proc.stderr
+    assert "other users can write to /etc" in proc.stderr
+    assert snapshot(above) == before
+    escaping = tree(tmp_path, "escaping")  # a directory link that leaves the tree on the target
+    outside = tmp_path / "outside"
+    shutil.move(str(escaping / "etc/default"), outside)
+    (escaping / "etc/default").symlink_to(outside)
+    proc = remote(sshd, "apply", "--yes", "--root", str(escaping))
+    assert proc.returncode == 1, proc.stderr
+    assert "outside the root" in proc.stderr
+    assert (outside / "grub").read_bytes() == (EXAMPLES / "pve-missing-uar/etc/default/grub").read_bytes()

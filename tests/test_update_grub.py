@@ -209,3 +209,25 @@ def test_mlxfix_killed_during_the_regeneration_is_finished_by_the_next_run(sandb
     normal, _ = linux_lines(sandbox)
     assert normal
     assert all("pci=realloc=off" in ln for ln in normal)
+
+
+def test_a_failed_finish_keeps_the_interrupted_apply_on_record(sandbox: Path) -> None:
+    """Killed during the regeneration, then a re-run whose update-grub fails: the apply is still
+    unfinished, and the next run (with a working update-grub) must still know to finish it."""
+    wrapper = sandbox / "bin" / "update-grub"
+    wrapper.write_text('#!/bin/sh\nkill -9 $PPID\nexec /usr/sbin/update-grub "$@"\n')
+    wrapper.chmod(0o755)
+    assert mlxfix(sandbox, "apply", "--yes", path_prefix=str(sandbox / "bin")).returncode == -9
+    record = (sandbox / "state" / "intent.json").read_bytes()
+    bin_dir = _failing_update_grub(sandbox, times=99)
+    proc = mlxfix(sandbox, "apply", "--yes", path_prefix=bin_dir)
+    assert proc.returncode == 1, proc.stderr
+    assert "still unfinished" in proc.stderr
+    assert (sandbox / "state" / "intent.json").read_bytes() == record
+    (sandbox / "bin" / "update-grub").unlink()
+    proc = mlxfix(sandbox, "apply", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [c["argv"] for c in json_of(proc.stdout)["commands"]] == [["update-grub"]]  # type: ignore[index]
+    assert not (sandbox / "state" / "intent.json").exists()
+    normal, _ = linux_lines(sandbox)
+    assert all("pci=realloc=off" in ln for ln in normal)
