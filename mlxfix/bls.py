@@ -25,6 +25,7 @@ __all__ = [
     "GrubbyPlan",
     "change_for",
     "command",
+    "default_entry",
     "entries",
     "grubenv",
     "mismatched",
@@ -85,6 +86,23 @@ def entries(snap: Snapshot) -> list[Entry]:
         args = " ".join(" ".join(env.get(w[1:], w) if w.startswith("$") else w for w in options.split()).split())
         found.append(Entry(path, kernel, args))
     return found
+
+
+def default_entry(snap: Snapshot) -> Entry | None:
+    """The entry the next boot takes: grubenv's saved_entry (GRUB_DEFAULT=saved, Fedora's default),
+    else the newest kernel's, as blscfg sorts them; never the rescue entry unless it is all there is."""
+    found = entries(snap)
+    saved = grubenv(snap).get("saved_entry", "").strip()
+    for e in found:
+        if saved and e.path.rsplit("/", 1)[-1].removesuffix(".conf") == saved:
+            return e
+    normal = [e for e in found if "rescue" not in e.path.rsplit("/", 1)[-1]] or found
+    return max(normal, key=lambda e: _version_key(e.kernel)) if normal else None
+
+
+def _version_key(kernel: str) -> list[tuple[int, int | str]]:
+    """vmlinuz-6.11.10-300.fc41 after vmlinuz-6.11.9-300.fc41: numbers compared as numbers."""
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", kernel) if p]
 
 
 def simulate_grubby(args: str, remove: list[str], add: list[str]) -> str:
@@ -151,7 +169,8 @@ def plan_grubby(snap: Snapshot, param: Param) -> GrubbyPlan:
     if any("$kernelopts" in (snap.text(e.path) or "") for e in found) and snap.data(GRUBENV) is not None:
         files.append(GRUBENV)
         notes.append(f"the entries take $kernelopts from {GRUBENV} (RHEL 8): grubby updates it there")
-    before = found[0].args
+    default = default_entry(snap)
+    before = default.args if default is not None else found[0].args
     changes = [(e, c) for e in found if (c := change_for(e.args, param)) is not None]
     if not changes:
         notes.append(f"every BLS entry already has {param.text}")
@@ -175,7 +194,8 @@ def plan_grubby(snap: Snapshot, param: Param) -> GrubbyPlan:
         result = simulate_grubby(e.args, remove, add)
         if Counter(result.split()) != Counter(target.split()):
             raise Refused(f"grubby would turn the arguments into {result!r}, not {target!r}; edit the entry by hand", path=e.path)
-    return GrubbyPlan(commands, notes, files, expected, before, changes[0][1][2])
+    after = next((c[2] for e, c in changes if default is not None and e.path == default.path), changes[0][1][2])
+    return GrubbyPlan(commands, notes, files, expected, before, after)
 
 
 def command(kernel: str, remove: list[str], add: list[str], why: str) -> GrubbyCommand:

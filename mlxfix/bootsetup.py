@@ -26,6 +26,8 @@ KERNEL_CMDLINE = "/etc/kernel/cmdline"
 PVE_UUIDS = "/etc/kernel/proxmox-boot-uuids"
 EFI = "/sys/firmware/efi"
 SECURE_BOOT = f"{EFI}/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e0b02d6b6b4b"
+# Where boot loader entries live: $BOOT on the ESP or XBOOTLDR (the Boot Loader Specification).
+LOADER_ENTRIES = ("/boot/loader/entries/*.conf", "/boot/efi/loader/entries/*.conf", "/efi/loader/entries/*.conf")
 
 # name -> (title, where the command line lives)
 SETUPS: dict[str, tuple[str, str]] = {
@@ -120,7 +122,7 @@ def gather_request() -> tuple[list[str], list[str], list[str], list[str]]:
         "/lib/modules/*",
         "/ostree",
     ]
-    globs = [f"{GRUB_D}/*.cfg", "/boot/efi/EFI/*/grub.cfg", "/boot/loader/entries/*.conf"]
+    globs = [f"{GRUB_D}/*.cfg", "/boot/efi/EFI/*/grub.cfg", *LOADER_ENTRIES]
     return files, listings, globs, list(TOOLS)
 
 
@@ -177,7 +179,7 @@ def _bls_enabled(snap: Snapshot) -> bool:
         return False
     value = ev.value("GRUB_ENABLE_BLSCFG")
     bls_plausible = bool(snap.globs.get("/boot/loader/entries/*.conf")) or bool(snap.tools.get("grubby"))
-    if isinstance(value, Unknown) and not bls_plausible:
+    if not bls_plausible:
         return False  # no BLS entries, no grubby: whatever the file says, GRUB has no entries to read
     if isinstance(value, Unknown):
         path, line = locate(snap, value)
@@ -301,6 +303,10 @@ def detect(snap: Snapshot, override: str | None = None, param: str = "pci=reallo
 
     has_grub = snap.exists(GRUB)
     systemd_boot = snap.exists(KERNEL_CMDLINE) and "kernel-install" in tools
+    grub_cfgs = ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg", *snap.globs.get("/boot/efi/EFI/*/grub.cfg", [])]
+    if has_grub and systemd_boot and not any(snap.exists(p) for p in grub_cfgs):
+        evidence.append(f"{GRUB} exists, but there is no grub.cfg: GRUB is installed, not what boots")
+        has_grub = False
     if has_grub:
         evidence.append(f"{GRUB} exists")
         if _bls_enabled(snap):
@@ -317,13 +323,10 @@ def detect(snap: Snapshot, override: str | None = None, param: str = "pci=reallo
             cfg, why = _grub2_cfg(snap, efi)
             evidence.append(f"grub2-mkconfig is installed; {why}")
             return BootSetup("grub2", tuple(evidence), grub_cfg=cfg)
-        if "grub-mkconfig" in tools and not (systemd_boot and not snap.exists("/boot/grub/grub.cfg")):
+        if "grub-mkconfig" in tools:
             evidence.append("grub-mkconfig is installed (no update-grub wrapper)")
             return BootSetup("grub", tuple(evidence), grub_cfg="/boot/grub/grub.cfg")
-        if "grub-mkconfig" in tools:
-            evidence.append("grub-mkconfig is installed but there is no /boot/grub/grub.cfg: GRUB is not what boots")
-        else:
-            evidence.append("but no update-grub, grub-mkconfig or grub2-mkconfig is installed")
+        evidence.append("but no update-grub, grub-mkconfig or grub2-mkconfig is installed")
 
     if systemd_boot:
         evidence.append(f"{KERNEL_CMDLINE} exists and kernel-install is installed")
@@ -335,7 +338,7 @@ def detect(snap: Snapshot, override: str | None = None, param: str = "pci=reallo
     if snap.exists(KERNEL_CMDLINE):
         evidence.append(f"{KERNEL_CMDLINE} exists, but kernel-install (which reads it) is not installed")
 
-    entries = snap.globs.get("/boot/loader/entries/*.conf", [])
+    entries = [p for g in LOADER_ENTRIES for p in snap.globs.get(g, [])]
     if entries:
         raise Refused(
             "the kernel command line is only in the boot loader entries (no /etc/default/grub, no /etc/kernel/cmdline)",

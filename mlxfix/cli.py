@@ -548,7 +548,13 @@ _DIAGNOSE_EXIT = {
 
 @app.command()
 @_handled
-def diagnose(root: RootOpt = "/", as_json: JsonOpt = False, target: HostOpt = None, ssh_option: SshOpt = None) -> None:
+def diagnose(
+    root: RootOpt = "/",
+    as_json: JsonOpt = False,
+    boot_setup: SetupOpt = None,
+    target: HostOpt = None,
+    ssh_option: SshOpt = None,
+) -> None:
     """Is this host hit by the Missing UAR failure? Devices, BARs, driver, modules, kernel log,
     command line (running and configured), context; a verdict and advice.
 
@@ -558,7 +564,7 @@ def diagnose(root: RootOpt = "/", as_json: JsonOpt = False, target: HostOpt = No
     from mlxfix.render import Style, render_diagnosis
 
     host = _host(root, target, ssh_option)
-    d = commands.diagnose(host)
+    d = commands.diagnose(host, boot_setup)
     code = _DIAGNOSE_EXIT[d.status]
     out = _human(as_json)
     render_diagnosis(d, out, Style(out))

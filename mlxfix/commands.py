@@ -365,13 +365,14 @@ _DIAG_FILES = [
 _JOURNAL = ["journalctl", "-k", "-b", "0", "--no-pager", "-o", "short-monotonic"]
 
 
-def diagnose(host: Host) -> Diagnosis:
+def diagnose(host: Host, boot_setup: str | None = None) -> Diagnosis:
     """``mlxfix diagnose``: read the facts in two batched reads (the second one for what the first one
     found: the Mellanox devices, and the kernel log when the journal had none), then judge them."""
     from mlxfix import diagnose as diag
     from mlxfix.bootsetup import KERNEL_CMDLINE, TOOLS, gather_request
     from mlxfix.plan import world_writable
 
+    check_setup_name(boot_setup)
     files, listings, globs, _ = gather_request()
     commands = [["systemd-detect-virt", "--vm"], ["pveversion"], ["proxmox-boot-tool", "status"], _JOURNAL]
     snap = host.gather(
@@ -396,17 +397,18 @@ def diagnose(host: Host) -> Diagnosis:
         _merge(snap, extra)
     if log_commands and snap.exit_codes.get("dmesg") != 0:  # dmesg refused (dmesg_restrict?): the files, then
         _merge(snap, host.gather([], logs=_LOG_FILES))
-    setup, setup_error = _detected(snap)
+    setup, setup_error = _detected(snap, boot_setup)
     configured, source = _configured_cmdline(snap, setup, setup_error)
     log_text, log_source = _kernel_log(snap)
     diagnosis = diag.analyse(snap, configured, source, log_text, log_source)
     boot_files = ["/etc/default/grub", *snap.globs.get("/etc/default/grub.d/*.cfg", []), KERNEL_CMDLINE]
     warnings = [*diagnosis.warnings, *world_writable(snap, boot_files), *interrupted_warning(snap)]
-    return diagnosis._replace(
+    diagnosis = diagnosis._replace(
         warnings=tuple(warnings),
         boot_setup=(setup.name, setup.title, setup.evidence) if setup is not None else None,
         boot_setup_error=setup_error,
     )
+    return diagnosis._replace(advice=diag.advise(diagnosis))  # with the boot setup known now
 
 
 def interrupted_warning(snap: Snapshot) -> list[str]:
@@ -417,11 +419,12 @@ def interrupted_warning(snap: Snapshot) -> list[str]:
     return [f"an earlier run was interrupted ({what}): run mlxfix apply to finish it, or mlxfix rollback to undo it"]
 
 
-def _detected(snap: Snapshot) -> tuple[BootSetup | None, str]:
+def _detected(snap: Snapshot, override: str | None = None) -> tuple[BootSetup | None, str]:
+    """The boot setup, or why there is none (the file and the advice included)."""
     try:
-        return detect(snap), ""
+        return detect(snap, override), ""
     except MlxfixError as exc:
-        return None, exc.message
+        return None, str(exc) + (f" ({exc.hint})" if exc.hint else "")
 
 
 def _merge(snap: Snapshot, extra: Snapshot) -> None:
@@ -438,8 +441,8 @@ def _configured_cmdline(snap: Snapshot, setup: BootSetup | None, setup_error: st
     if setup is None:
         return None, f"unknown ({setup_error})"
     if setup.name == "grub2-bls":
-        entries = bls.entries(snap)
-        return (entries[0].args, f"BLS entry {entries[0].path}") if entries else (None, "no BLS entries")
+        entry = bls.default_entry(snap)
+        return (entry.args, f"BLS entry {entry.path}, the next boot's") if entry is not None else (None, "no BLS entries")
     if setup.edits_grub:
         line = grub_command_line(snap)
         where = "/etc/default/grub" + (" and grub.d" if snap.globs.get("/etc/default/grub.d/*.cfg") else "")

@@ -21,7 +21,7 @@ from mlxfix import cmdline
 if TYPE_CHECKING:
     from mlxfix.facts import Snapshot
 
-__all__ = ["Device", "Diagnosis", "LogLine", "Verification", "analyse", "device_request", "verify"]
+__all__ = ["Device", "Diagnosis", "LogLine", "Verification", "advise", "analyse", "device_request", "verify"]
 
 MELLANOX = "0x15b3"
 PCI = "/sys/bus/pci/devices"
@@ -162,6 +162,7 @@ class Diagnosis(NamedTuple):
     log_read: bool = True  # False: no kernel log of this boot could be read
     boot_setup: tuple[str, str, tuple[str, ...]] | None = None  # name, title, evidence (None: not detected)
     boot_setup_error: str = ""  # why no boot setup was detected
+    log_all: tuple[LogLine, ...] = ()  # every line of this boot's log that matters, the devices' too
 
 
 # -- reading the facts ----------------------------------------------------------------------------------
@@ -372,7 +373,7 @@ def _verdict(f: _Facts) -> tuple[str, tuple[str, ...]]:
         if bar2 is not None and bar2.assigned:
             ev.append("bound to vfio-pci for passthrough, with BAR 2 assigned")
             return "healthy", tuple(ev)
-        ev.append("bound to vfio-pci; the BARs could not be read")
+        ev.append(f"{f.address} is bound to vfio-pci but its BARs are unknown: cannot tell whether this is the bug")
         return "other-failure", tuple(ev)
     if driver is None and f.has_physfn and not bar2_missing:
         ev.append("a virtual function not in use on this host (no driver): normal until it is given to a VM")
@@ -488,7 +489,8 @@ def analyse(snap: Snapshot, configured: str | None, configured_source: str, log_
         status, tuple(devices), modules, running, running_realloc, configured, configured_realloc, configured_source,
         log_source, host_log, context, (), tuple(warnings), log_read=log_text is not None,
     )  # fmt: skip
-    return diagnosis._replace(advice=tuple(_advice(diagnosis, log)))
+    diagnosis = diagnosis._replace(log_all=tuple(log))
+    return diagnosis._replace(advice=advise(diagnosis))
 
 
 _LOGGED_CMDLINE = re.compile(r"[Cc]ommand line: (.*)")
@@ -511,10 +513,21 @@ def _log_of_another_boot(log_text: str | None, running: str | None) -> str:
     return "its last boot ran with another command line than /proc/cmdline: it may be the log of an earlier boot"
 
 
-def _advice(d: Diagnosis, log: list[LogLine]) -> list[str]:
-    """What to do next; printed, never done automatically."""
+_VM_ADVICE = (
+    "This is a VM: the fix belongs on the hypervisor host's kernel command line when the host's BAR 2 is missing "
+    "(QEMU hides SR-IOV from guests). Run mlxfix diagnose on the host, and mlxfix apply there."
+)
+
+
+def advise(d: Diagnosis) -> tuple[str, ...]:
+    """What to do next; printed, never done automatically. (Also once the boot setup is known: where
+    mlxfix cannot edit it, the next command is not mlxfix apply.)"""
+    return tuple(_advice(d))
+
+
+def _advice(d: Diagnosis) -> list[str]:
     out: list[str] = []
-    affected = [x for x in d.devices if x.status.startswith("affected")]
+    affected = [x for x in d.devices if x.status.startswith("affected") or x.status == "pending-reboot"]
     if d.status == "no-device":
         out.append("No Mellanox ConnectX-3 (mlx4) device is visible: nothing to fix here.")
         if d.context.virtual:
@@ -523,21 +536,24 @@ def _advice(d: Diagnosis, log: list[LogLine]) -> list[str]:
     if d.status == "pending-reboot":
         out.append(f"The fix is configured ({d.configured_source}) but the running kernel does not have it.")
         out.append("Reboot, then run: mlxfix verify")
+        if d.context.virtual:
+            out.append(_VM_ADVICE)
         return out
-    if any(ln.kind == "auto-realloc" for ln in log):
+    if any(ln.kind == "auto-realloc" for ln in d.log_all):
         out.append("The kernel enabled pci realloc by itself (CONFIG_PCI_REALLOC_ENABLE_AUTO): pci=realloc=off stops that.")
     if affected and d.context.virtual:
-        out.append(
-            "This is a VM: the fix belongs on the hypervisor host's kernel command line when the host's BAR 2 is missing "
-            "(QEMU hides SR-IOV from guests). Run mlxfix diagnose on the host, and mlxfix apply there."
-        )
-    if affected and d.running_realloc != "off" and not d.context.virtual:
-        out.append("Next: mlxfix apply --dry-run (review the diff), then mlxfix apply, reboot, mlxfix verify.")
+        out.append(_VM_ADVICE)
+    elif affected and d.running_realloc != "off":
+        if d.boot_setup is None and d.boot_setup_error:
+            out.append(f"mlxfix cannot add the parameter on this host: {d.boot_setup_error}")
+        else:
+            out.append("Next: mlxfix apply --dry-run (review the diff), then mlxfix apply, reboot, mlxfix verify.")
         if "Z87-A" in d.context.board:
             out.append(f"On this board ({d.context.board}) ASPM also had to be enabled in the BIOS in the reported case.")
-    if affected and d.running_realloc == "off":
+    elif affected:
         board = d.context.board
-        out.append("pci=realloc=off is already in effect and BAR 2 is still missing. Try, in this order:")
+        bars = "BAR 0" if all(x.status == "affected-dcs" for x in affected) else "BAR 2"
+        out.append(f"pci=realloc=off is already in effect and {bars} is still missing. Try, in this order:")
         aspm = "enable ASPM in the BIOS (reported necessary on an ASUS Z87-A)"
         if "Z87-A" in board:
             aspm += f": this board ({board}) is one of them"

@@ -114,6 +114,9 @@ def plan_grub_edit(
     ev = evaluation if evaluation is not None else evaluate(sources, watch={variable, anchor})
     b = ev.binding(variable)
     if b is None:
+        held = _held_by_the_other(ev, variable, anchor, param, "")
+        if held:
+            return GrubEdit(variable, param, None, "", (), sources[0].path, 0, "present", (held,))
         return _add_assignment(sources, ev, param, variable, anchor)
     if isinstance(b.value, Unknown):
         u = b.value
@@ -129,6 +132,20 @@ def plan_grub_edit(
     notes = _notes(sources, ev, b, variable, anchor, param)
     changes = tuple(_tidy(value, c) for c in cmdline.ensure(text, param))
     line = sources[b.file].position(b.assign.start)[0] if b.assign is not None else 0
+    held = _held_by_the_other(ev, variable, anchor, param, text) if changes else ""
+    if held:
+        return GrubEdit(variable, param, text, text, (), sources[b.file].path, line, "present", (*notes, held))
+    if _comes_first(variable) and isinstance(other := ev.value(anchor), str):
+        clash = [c for c in cmdline.conflicts(other, param) if c != param.text]
+        if clash:
+            at = ev.binding(anchor)
+            known = at is not None and at.assign is not None
+            raise Refused(
+                f"{anchor} has {' '.join(clash)}, which comes after {variable} on the kernel command line and would win",
+                path=sources[at.file].path if at is not None and known else None,
+                line=sources[at.file].position(at.assign.start)[0] if at is not None and at.assign is not None else None,
+                hint=f"take {' '.join(clash)} out of {anchor} first, then run mlxfix again",
+            )
     if not changes:
         return GrubEdit(variable, param, text, text, (), sources[b.file].path, line, "present", notes)
     splices: list[_Splice] = []
@@ -139,6 +156,24 @@ def plan_grub_edit(
     files = _splice_files(sources, splices, where)
     checked = _verify(sources, ev, files, variable, expected, param, where)
     return GrubEdit(variable, param, text, expected, files, sources[b.file].path, line, "edited", notes, checked)
+
+
+def _comes_first(variable: str) -> bool:
+    """grub-mkconfig writes ``${GRUB_CMDLINE_LINUX} ${GRUB_CMDLINE_LINUX_DEFAULT}`` on normal entries."""
+    return variable == "GRUB_CMDLINE_LINUX"
+
+
+def _held_by_the_other(ev: Evaluation, variable: str, anchor: str, param: Param, text: str) -> str:
+    """A note when the normal entries already get ``param`` through the other variable (and this one
+    says nothing against it): then there is nothing to add, only a duplicate."""
+    other = ev.value(anchor)
+    if not isinstance(other, str) or not cmdline.contains(other, param):
+        return ""
+    line = f"{text} {other}" if _comes_first(variable) else f"{other} {text}"
+    against = [c for c in cmdline.conflicts(text, param) if c != param.text]
+    if against or not cmdline.in_effect(line, param):
+        return ""
+    return f"{anchor} already has {param.text}: the normal boot entries get it from there"
 
 
 # -- mapping changes of the value onto source bytes --------------------------------------------------
@@ -494,8 +529,8 @@ def _notes(sources: Sequence[GrubFile], ev: Evaluation, b: Binding, variable: st
         else:
             notes.append(f"{here} is where {variable} is set (grub-mkconfig reads /etc/default/grub, then grub.d/*.cfg in order)")
     other = ev.value(anchor)
-    if isinstance(other, str):
-        clash = cmdline.conflicts(other, param)
+    if isinstance(other, str) and not _comes_first(variable):
+        clash = [c for c in cmdline.conflicts(other, param) if c != param.text]
         if clash:
             notes.append(
                 f"{anchor} also has {' '.join(clash)}: normal entries get {param.text} (it comes later), recovery entries do not"

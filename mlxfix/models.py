@@ -376,6 +376,7 @@ class DiagnoseResult(_Model):
     modules: dict[str, bool]
     cmdline: CmdlineState
     boot_setup: BootSetupInfo | None  # null when no boot setup mlxfix knows was found
+    boot_setup_error: str | None = None  # then: why (what was found, and what to do instead)
     kernel_log: KernelLog
     context: ContextInfo
     advice: list[str]
@@ -457,6 +458,7 @@ def diagnose_result(host: str, root: str, d: Diagnosis, exit_code: int) -> Diagn
         boot_setup=BootSetupInfo(name=d.boot_setup[0], title=d.boot_setup[1], evidence=list(d.boot_setup[2]))
         if d.boot_setup is not None
         else None,
+        boot_setup_error=d.boot_setup_error or None,
         kernel_log=KernelLog(source=d.log_source, lines=_log(d.log)),
         context=ContextInfo(
             virtual=c.virtual, virtual_evidence=c.virtual_evidence, proxmox=c.proxmox, uefi=c.uefi, board=c.board, bios=c.bios

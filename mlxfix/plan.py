@@ -370,11 +370,16 @@ def make_rollback_plan(
             notes.append(f"{entry.path} is gone (its kernel was removed since): not recreated")
             continue
         current_sha = sha256(current) if current is not None else None
-        if command_managed:
-            # A BLS entry grubby changed: it may be put back only if nothing but what grubby did changed it.
-            if not _as_grubby_left_it(entry.path, original, current, param, bls_saved, bls_now):
-                drift.append(entry.path)
-        elif current_sha != entry.written_sha256:
+        if command_managed and not force and not _as_grubby_left_it(entry.path, original, current, param, bls_saved, bls_now):
+            # A BLS entry changed since by someone else too: grubby takes out only what the apply put
+            # in (and puts back what it replaced), the rest of their change stays.
+            undo = _reverse_entry(entry.path, param, bls_saved, bls_now)
+            if undo is not None:
+                commands.append(undo[0])
+                expected.update(undo[1])
+                changed_by_grubby.append(entry.path)
+            continue
+        if not command_managed and current_sha != entry.written_sha256:
             drift.append(entry.path)
         writes.append(
             FileWrite(
@@ -444,6 +449,26 @@ def _as_grubby_left_it(
         return False
     change = bls.change_for(before.args, param)
     return change is not None and bls.same_words(now.args, change[2])
+
+
+def _reverse_entry(
+    path: str, param: Param, bls_saved: dict[str, bls.Entry], bls_now: dict[str, bls.Entry]
+) -> tuple[Command, dict[str, str]] | None:
+    """The grubby command that undoes the apply in one BLS entry someone changed since, and the
+    arguments the entry must hold then (None: the apply changed nothing there)."""
+    before, now = bls_saved.get(path), bls_now.get(path)
+    if before is None or now is None:
+        return None
+    change = bls.change_for(before.args, param)
+    if change is None:
+        return None
+    remove, add, _ = change
+    present = [a for a in add if a in now.args.split()]
+    if not present and all(r in now.args.split() for r in remove):
+        return None  # already undone
+    argv = bls.command(now.kernel, present, remove, f"take {param.text} out of {now.kernel} again").argv
+    why = f"{path} was changed since the apply: grubby undoes only the apply's part"
+    return Command(tuple(argv), why, regenerates=False), {path: bls.simulate_grubby(now.args, present, remove)}
 
 
 def _reverse_kernelopts(

@@ -418,20 +418,46 @@ def test_bls_rollback_puts_back_entries_grubby_changed(tmp_path: Path) -> None:
     assert (root / "etc/default/grub").read_bytes() == (EXAMPLES / "fedora-bls/etc/default/grub").read_bytes()
 
 
-def test_bls_rollback_will_not_undo_an_admins_later_change_without_force(tmp_path: Path) -> None:
+def test_bls_rollback_keeps_an_admins_later_change_to_an_entry(tmp_path: Path) -> None:
+    """An entry changed since the apply is not copied back (that would undo the admin's change):
+    grubby takes out only what the apply put in. --force copies the saved bytes back."""
     root = copy_example(tmp_path, "fedora-bls")
     entries = sorted((root / "boot/loader/entries").iterdir())
+    originals = [e.read_bytes() for e in entries]
     assert run("apply", "--yes", "--root", str(root)).returncode == 0
     _as_grubby_would(entries[0])
     _as_grubby_would(entries[1], " nomodeset")  # the admin added nomodeset after mlxfix
     changed = entries[1].read_bytes()
-    proc = run("rollback", "--yes", "--json", "--root", str(root))
-    assert proc.returncode == 1
-    assert "changed after mlxfix wrote it" in proc.stderr
-    assert entries[1].name in proc.stderr
-    assert any("nomodeset" in f["diff"] for f in json_of(proc.stdout)["files"])  # type: ignore[union-attr]
-    assert entries[1].read_bytes() == changed
-    assert run("rollback", "--yes", "--force", "--root", str(root)).returncode == 0
+    doc = json_of(run("rollback", "--dry-run", "--json", "--root", str(root)).stdout)
+    assert doc["exit_code"] == 0
+    kernel = "/boot/" + re.search(r"^linux /(\S+)", changed.decode(), re.MULTILINE).group(1)  # type: ignore[union-attr]
+    assert [c["argv"] for c in doc["commands"]] == [["grubby", f"--update-kernel={kernel}", f"--remove-args={P}"]]  # type: ignore[index]
+    assert [f["path"] for f in doc["files"]] == ["/etc/default/grub", f"/boot/loader/entries/{entries[0].name}"]  # type: ignore[union-attr]
+    assert run("rollback", "--yes", "--root", str(root)).returncode == 0
+    assert entries[0].read_bytes() == originals[0]
+    assert entries[1].read_bytes() == changed  # under --root grubby is named for the host, not run
+    forced = copy_example(tmp_path / "forced", "fedora-bls")
+    entry = sorted((forced / "boot/loader/entries").iterdir())[1]
+    assert run("apply", "--yes", "--root", str(forced)).returncode == 0
+    _as_grubby_would(entry, " nomodeset")
+    assert run("rollback", "--yes", "--force", "--root", str(forced)).returncode == 0
+    assert entry.read_bytes() == originals[1]
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_bls_rollback_with_grubby_keeps_an_admins_later_option(sandbox: Path) -> None:
+    (sandbox / "default" / "grub").write_text(FEDORA_GRUB)
+    entries = [bls_entry(sandbox, v, "root=/dev/vda3 ro quiet") for v in ("6.11.4-301.fc41.x86_64", "6.11.6-300.fc41.x86_64")]
+    originals = [e.read_bytes() for e in entries]
+    b = binds(sandbox, "default", "boot", "state")
+    mask = ("/usr/sbin/update-grub",)
+    assert namespace.run(b, "apply", "--yes", path_prefix=FAKES, mask=mask).returncode == 0
+    entries[1].write_text(entries[1].read_text().replace(f"quiet {P}", f"quiet {P} nomodeset"))
+    proc = namespace.run(b, "rollback", "--yes", path_prefix=FAKES, mask=mask)
+    assert proc.returncode == 0, proc.stderr
+    assert entries[0].read_bytes() == originals[0]
+    assert "options root=/dev/vda3 ro quiet nomodeset\n" in entries[1].read_text()
 
 
 def test_rhel8_rollback_keeps_what_grub_changed_in_grubenv_since(tmp_path: Path) -> None:
@@ -493,7 +519,7 @@ def test_a_leftover_grub_on_a_systemd_boot_host_does_not_win(tmp_path: Path) -> 
     tool.chmod(0o755)
     _, doc, _ = setup_of(root)
     assert doc["boot_setup"]["name"] == "systemd-boot"  # type: ignore[index]
-    assert any("no /boot/grub/grub.cfg" in e for e in doc["boot_setup"]["evidence"])  # type: ignore[index]
+    assert any("there is no grub.cfg" in e for e in doc["boot_setup"]["evidence"])  # type: ignore[index]
 
 
 def test_kernel_install_is_what_makes_a_systemd_boot_host(tmp_path: Path) -> None:
@@ -588,3 +614,54 @@ def test_a_second_apply_on_a_bls_tree_changes_nothing(tmp_path: Path) -> None:
     assert snapshot(root) == after_first
     assert run("rollback", "--yes", "--root", str(root)).returncode == 0
     assert (root / "etc/default/grub").read_bytes() == (EXAMPLES / "fedora-bls/etc/default/grub").read_bytes()
+
+
+def test_diagnose_reads_the_entry_the_next_boot_takes_not_the_rescue_one(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "fedora-bls")
+    entries = sorted((root / "boot/loader/entries").iterdir())
+    for e in entries:
+        e.write_text(e.read_text().replace("rhgb quiet", f"rhgb quiet {P}"))
+    rescue = entries[0].with_name(entries[0].name.split("-")[0] + "-0-rescue.conf")
+    rescue.write_text("title rescue\nversion 0-rescue\nlinux /vmlinuz-0-rescue-abc\noptions root=/dev/vda3 ro\n")
+    (root / "sys/bus/pci/devices").mkdir(parents=True, exist_ok=True)
+    doc = json_of(run("diagnose", "--json", "--root", str(root)).stdout)
+    assert doc["cmdline"]["configured_realloc"] == "off"  # type: ignore[index]
+    assert "rescue" not in doc["cmdline"]["configured_source"]  # type: ignore[index]
+
+
+def test_debian_booting_with_systemd_boot_is_not_a_grub_host(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "systemd-boot")
+    (root / "etc/default").mkdir(parents=True, exist_ok=True)
+    (root / "etc/default/grub").write_bytes(PVE_GRUB)
+    (root / "usr/sbin").mkdir(parents=True, exist_ok=True)
+    (root / "usr/sbin/update-grub").write_text("#!/bin/sh\n")
+    (root / "usr/sbin/update-grub").chmod(0o755)
+    _, doc, _ = setup_of(root)
+    assert doc["boot_setup"]["name"] == "systemd-boot"  # type: ignore[index]
+
+
+def test_bls_refuses_a_conflict_in_the_variable_that_comes_later(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "fedora-bls")
+    grub = root / "etc/default/grub"
+    grub.write_text(grub.read_text() + 'GRUB_CMDLINE_LINUX_DEFAULT="pci=realloc"\n')
+    code, doc, err = setup_of(root)
+    assert code == 1
+    assert "GRUB_CMDLINE_LINUX_DEFAULT has pci=realloc, which comes after GRUB_CMDLINE_LINUX" in err
+    assert doc["files"] == []
+
+
+def test_a_parameter_already_in_grub_cmdline_linux_is_in_place(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "pve-missing-uar")
+    grub = root / "etc/default/grub"
+    grub.write_bytes(PVE_GRUB.replace(b'GRUB_CMDLINE_LINUX=""', f'GRUB_CMDLINE_LINUX="{P}"'.encode()))
+    code, doc, _ = setup_of(root)
+    assert (code, doc["would_change"], doc["files"], doc["commands"]) == (0, False, [], [])
+    assert any("GRUB_CMDLINE_LINUX already has" in n for n in doc["notes"])  # type: ignore[union-attr]
+
+
+def test_diagnose_takes_boot_setup_too(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "pve-systemd-boot")
+    (root / "sys/bus/pci/devices").mkdir(parents=True, exist_ok=True)
+    proc = run("diagnose", "--json", "--boot-setup", "grub-debian", "--root", str(root))
+    assert json_of(proc.stdout)["boot_setup"]["name"] == "grub-debian"  # type: ignore[index]
+    assert run("diagnose", "--boot-setup", "lilo", "--root", str(root)).returncode == 2

@@ -57,7 +57,7 @@ def test_example_trees(tree: str, status: str, code: int) -> None:
 def test_the_story_host_in_detail() -> None:
     _, doc = diagnose(EXAMPLES / "pve-missing-uar")
     assert sorted(doc) == sorted(
-        ["version", "mlxfix_version", "command", "host", "root", "status", "devices", "modules", "cmdline", "boot_setup", "kernel_log",
+        ["version", "mlxfix_version", "command", "host", "root", "status", "devices", "modules", "cmdline", "boot_setup", "boot_setup_error", "kernel_log",
          "context", "advice", "warnings", "errors", "exit_code", "ssh"]
     )  # fmt: skip
     for address in ("0000:01:00.0", "0000:02:00.0"):
@@ -478,3 +478,30 @@ def test_diagnose_and_verify_print_one_json_document_on_errors(tmp_path: Path) -
         assert doc["status"] == "error"
         assert doc["errors"]
         assert "Traceback" not in proc.stderr
+
+
+def test_a_vm_gets_the_host_advice_also_when_pending_or_already_off(tmp_path: Path) -> None:
+    pending = host(tmp_path / "pending", cpu_flags="fpu hypervisor sse2")
+    write(pending, "/etc/default/grub", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"\n')
+    pci_device(pending, device="0x1004", driver=None, resource=cx3_resource(bar0=None, bar2=None))
+    code, doc = diagnose(pending)
+    assert code == 11
+    assert "hypervisor host" in " ".join(doc["advice"])  # type: ignore[arg-type]
+    off = host(tmp_path / "off", cpu_flags="fpu hypervisor sse2", cmdline="root=/dev/vda1 pci=realloc=off")
+    pci_device(off, device="0x1004", driver=None, resource=cx3_resource(bar0=None, bar2=None))
+    advice = " ".join(diagnose(off)[1]["advice"])  # type: ignore[arg-type]
+    assert "hypervisor host" in advice
+    assert "mstconfig" not in advice  # not against a VF inside the guest
+
+
+def test_an_affected_host_mlxfix_cannot_edit_is_told_what_to_do_instead(tmp_path: Path) -> None:
+    root = host(tmp_path)
+    write(root, "/run/ostree-booted", "")
+    pci_device(root, driver=None, resource=cx3_resource(bar2=None))
+    code, doc = diagnose(root)
+    assert code == 10
+    advice = " ".join(doc["advice"])  # type: ignore[arg-type]
+    assert "rpm-ostree kargs --append-if-missing=pci=realloc=off" in advice
+    assert "mlxfix apply --dry-run" not in advice
+    assert doc["boot_setup"] is None
+    assert "OSTree" in doc["boot_setup_error"]  # type: ignore[operator]
