@@ -107,6 +107,7 @@ def gather_request() -> tuple[list[str], list[str], list[str], list[str]]:
         "/boot/grub2/grub.cfg",
         "/boot/grub2/grubenv",
         "/etc/kernel/install.conf",
+        "/proc/cmdline",  # is a reboot still due for what is configured?
         SECURE_BOOT,
     ]
     listings = [
@@ -356,6 +357,15 @@ def check_setup_name(name: str | None) -> None:
     """--boot-setup NAME, checked before anything is read."""
     if name is not None and name not in SETUPS:
         raise UsageError(f"unknown boot setup {name!r}: choose one of {', '.join(SETUPS)}")
+
+
+def recorded(snap: Snapshot, name: str, why: str) -> BootSetup:
+    """The boot setup a backup was made with, to undo it the same way: its files may be what the
+    rollback puts back, so none of them has to be there now."""
+    check_setup_name(name)
+    efi = snap.exists(EFI)
+    cfg = "/boot/grub/grub.cfg" if name == "grub" else _grub2_cfg(snap, efi)[0]
+    return BootSetup(name, (why,), grub_cfg=cfg, kernels=_kernels(snap))
 
 
 def _forced(snap: Snapshot, name: str, evidence: list[str], efi: bool, kernels: tuple[tuple[str, ...], ...]) -> BootSetup:

@@ -181,9 +181,12 @@ def _ask(question: str) -> bool:
     sys.stderr.flush()
     try:
         answer = sys.stdin.readline()
-    except (EOFError, KeyboardInterrupt):
+    except EOFError:
         sys.stderr.write("\n")
         return False
+    except KeyboardInterrupt:  # Ctrl-C is an interruption (130), not a "no"
+        sys.stderr.write("\n")
+        raise
     return answer.strip().lower() in ("y", "yes")
 
 

@@ -48,6 +48,7 @@ class ChangeReport:
     confirmed: bool = False
     verification: Verification | None = None  # --wait: verify after the host came back
     reboot: tuple[tuple[str, ...], int, str] | None = None  # the reboot command that ran: argv, exit code, output
+    left_to_run: tuple[tuple[str, ...], ...] = ()  # --no-update: the commands the admin must run
 
     @property
     def changed(self) -> bool:
@@ -270,26 +271,26 @@ def _without_commands(plan: Plan, report: ChangeReport | None) -> Plan:
     if plan.commands and report is not None:
         todo = "; ".join(shlex.join(c.argv) for c in plan.commands)
         report.warnings.append(f"--no-update: the boot configuration was not regenerated; run: {todo}")
+        report.left_to_run = tuple(c.argv for c in plan.commands)
     return plan._replace(commands=())
 
 
 def _setup_for(snap: Snapshot, manifest: Manifest, override: str | None) -> BootSetup:
     """The boot setup to regenerate with after a restore: --boot-setup if given, else the one the
     backup was made with (an apply forced with --boot-setup is undone the same way)."""
+    from mlxfix.bootsetup import recorded
+
     if override is not None:
         return detect(snap, override)
-    recorded = detect(snap, manifest.boot_setup)
     try:
-        now = detect(snap)
-    except Refused:
+        now: BootSetup | None = detect(snap)
+    except MlxfixError:  # a file the rollback puts back may be missing now
         now = None
     if now is not None and now.name == manifest.boot_setup:
         return now
     why = f"backup {manifest.id} was made with boot setup {manifest.boot_setup}: it is undone with it"
-    evidence = (*recorded.evidence[:-1], why)
-    if now is not None:
-        evidence += (f"(detection now finds {now.name})",)
-    return recorded._replace(evidence=evidence)
+    setup = recorded(snap, manifest.boot_setup, why)
+    return setup._replace(evidence=(*setup.evidence, f"(detection now finds {now.name})")) if now is not None else setup
 
 
 def backups(host: Host) -> Listing:

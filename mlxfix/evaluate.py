@@ -182,6 +182,10 @@ class Evaluation:
     final: dict[str, Binding] = field(default_factory=dict)
     history: dict[str, list[Binding]] = field(default_factory=dict)
     poisoned: Unknown | None = None  # set once a statement may have changed any variable at all
+    # The first statement that may end the shell itself (exit, exec, an error sh stops at), not just the
+    # file (return): grub-mkconfig, which sources these files, would end there. (Edits never add or move
+    # one: an evaluation resumed from a checkpoint does not repeat it.)
+    stops: Unknown | None = None
     # The state before each statement that assigns a watched name, and at the end of each file: where
     # the evaluation of an edited copy of these files can resume (see ``evaluate``).
     checkpoints: list[Checkpoint] = field(default_factory=list, repr=False)
@@ -486,6 +490,8 @@ class _Evaluator:
         if fx.terminates is not None:
             pos, kind = fx.terminates
             self.exits = self.exits or kind != "return"
+            if kind != "return" and self.result.stops is None:
+                self.result.stops = Unknown(f"sh may stop at the '{kind}' on {self.where(file, pos)}", file, pos)
             self.skippable = Unknown(f"the shell may stop at the '{kind}' on {self.where(file, pos)} before this", file, pos)
 
     # -- effects of opaque shell ---------------------------------------------------------------------
@@ -534,7 +540,10 @@ class _Evaluator:
             return
         name = head.plain()
         if name is None:
-            fx.everything = fx.everything or (head.start, "a command whose name is computed at run time may change any variable")
+            raw = self.files[self.current].text[head.start : head.end]
+            shown = raw if len(raw) <= 40 else raw[:37] + "..."
+            why = f"the command {shown} (its name is quoted or computed at run time; not an assignment) may change any variable"
+            fx.everything = fx.everything or (head.start, why)
             return
         if name in _SOURCERS:
             fx.everything = fx.everything or (
@@ -545,14 +554,14 @@ class _Evaluator:
         if name in _TERMINATORS or (name == "exec" and len(words) > 1):
             fx.terminates = fx.terminates or (head.start, name)
             return
+        if name == "alias":
+            fx.everything = fx.everything or (head.start, "'alias' may make the lines after it mean something else")
+            return
+        if name == "local" and not ctx.startswith("function"):
+            fx.terminates = fx.terminates or (head.start, "local (outside a function sh stops with an error)")
+            return
         if name in _SETTERS or name == "export":
-            for arg in words[1:]:
-                if isinstance(arg, Assign):
-                    fx.assigned.setdefault(arg.name, (arg.start, ctx))
-                elif name != "export":
-                    plain = arg.plain()
-                    if plain is not None and plain.isidentifier():
-                        fx.assigned.setdefault(plain, (arg.start, ctx))
+            self.effects_of_setter(name, words[1:], ctx, fx)
             return
         if name == "printf" and len(words) > 2 and isinstance(words[1], Word) and words[1].plain() == "-v":
             target = words[2].plain() if isinstance(words[2], Word) else None
@@ -575,6 +584,32 @@ class _Evaluator:
                 head.start,
                 f"'{name}' may be a function from {self.foreign_functions.reason} and change any variable",
             )
+
+    def effects_of_setter(self, name: str, args: list[Word | Assign], ctx: str, fx: _Effects) -> None:
+        """export, readonly, local, read, unset...: what their operands may set. A quoted
+        ``export "NAME=value"`` assigns as much as a plain one; an operand sh computes at run time
+        (``export $V=x``) may name any variable; an option sh rejects (``export -n``) stops the file."""
+        for arg in args:
+            if isinstance(arg, Assign):
+                fx.assigned.setdefault(arg.name, (arg.start, ctx))
+                continue
+            plain = arg.plain()
+            if plain is None:
+                why = f"'{name}' with a quoted or computed operand may set any variable"
+                fx.everything = fx.everything or (arg.start, why)
+                return
+            if plain.startswith("-") and name in ("export", "readonly"):
+                if plain != "-p":
+                    fx.terminates = fx.terminates or (arg.start, f"{name} {plain} (sh rejects the option and stops)")
+                    return
+                continue
+            target = plain.split("=", 1)[0]
+            if "=" in plain or name != "export":
+                if target.isidentifier():
+                    fx.assigned.setdefault(target, (arg.start, ctx))
+                elif "=" in plain:
+                    fx.terminates = fx.terminates or (arg.start, f"{name} {plain.split('=', 1)[0]}= (not a name: sh stops)")
+                    return
 
     def effects_of_word(self, word: Word, ctx: str, fx: _Effects) -> None:
         for name, pos in _assigned_in_word(word, self.files[self.current].text):

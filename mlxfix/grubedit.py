@@ -77,6 +77,13 @@ def check_editable(f: GrubFile) -> None:
     """Refuse files mlxfix must not touch: oversized, binary, invalid shell, package templates."""
     if len(f.data) > MAX_BYTES:
         raise Refused(f"the file is {len(f.data)} bytes, over the 1 MiB mlxfix accepts", path=f.path)
+    if f.data.startswith(b"\xef\xbb\xbf"):
+        raise Refused(
+            "the file starts with a UTF-8 byte order mark: sh reads its first word as a command name, not as an assignment",
+            path=f.path,
+            line=1,
+            hint="remove the three bytes EF BB BF at the start of the file",
+        )
     pos = f.binary_at()
     if pos >= 0:
         line, col = f.position(pos)
@@ -112,6 +119,14 @@ def plan_grub_edit(
     for f in sources:
         check_editable(f)
     ev = evaluation if evaluation is not None else evaluate(sources, watch={variable, anchor})
+    if ev.stops is not None:  # grub-mkconfig sources these files: it would end there, without a grub.cfg
+        u = ev.stops
+        raise _refuse(
+            sources,
+            u.file,
+            u.pos,
+            f"{u.reason}: grub-mkconfig, which sources this file, would stop there too and never write grub.cfg",
+        )
     b = ev.binding(variable)
     if b is None:
         held = _held_by_the_other(ev, variable, anchor, param, "")

@@ -392,6 +392,7 @@ class LocalHost:
                 if os.geteuid() == 0:
                     os.fchown(fd, uid, gid)
                 os.fchmod(fd, stat.S_IMODE(mode))
+                _copy_xattrs(real, fd)
                 _HOOKS.check("fsync", path)
                 os.fsync(fd)
             finally:
@@ -583,6 +584,17 @@ class LocalHost:
         if self.root == "/":
             return os.geteuid() == 0
         return os.access(self.root, os.W_OK)
+
+
+def _copy_xattrs(source: str, fd: int) -> None:
+    """The file's extended attributes (an SELinux label, ACLs, user.*) onto its replacement: a new
+    inode has none. One that cannot be copied fails the write (nothing is replaced)."""
+    try:
+        names = os.listxattr(source)
+    except OSError:  # absent, or a file system without xattrs: nothing to keep
+        return
+    for name in names:
+        os.setxattr(fd, name, os.getxattr(source, name))
 
 
 def _take_lock(fd: int, path: str) -> None:

@@ -136,6 +136,10 @@ def change_result(report: ChangeReport, exit_code: int) -> ChangeResult:
             commands = [
                 CommandRecord(argv=list(c.argv), ran=False, exit_code=None, output_tail="", note=note) for c in plan.commands
             ]
+    commands += [
+        CommandRecord(argv=list(argv), ran=False, exit_code=None, output_tail="", note="--no-update: run it yourself")
+        for argv in report.left_to_run
+    ]
     if report.reboot is not None:
         argv, code, tail = report.reboot
         commands.append(CommandRecord(argv=list(argv), ran=True, exit_code=code, output_tail=tail, note="reboot"))

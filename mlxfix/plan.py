@@ -92,6 +92,7 @@ class Plan(NamedTuple):
     backup_only: tuple[FileInfo, ...] = ()  # files a command changes (grubby): saved, not written
     expected_entries: tuple[tuple[str, str], ...] = ()  # BLS entry -> its arguments after grubby
     drift: tuple[str, ...] = ()  # rollback: files changed after mlxfix wrote them (restoring needs --force)
+    running_differs: bool = False  # /proc/cmdline is not yet what this plan configures (a reboot is due)
 
     @property
     def changed(self) -> bool:
@@ -99,7 +100,9 @@ class Plan(NamedTuple):
 
     @property
     def reboot_required(self) -> bool:
-        return self.changed
+        """A reboot is due: the plan changes what the next boot gets, or the running kernel does not
+        have it yet (configured earlier, not rebooted since)."""
+        return self.changed or self.running_differs
 
 
 def unified_diff(path: str, before: bytes, after: bytes, context: int = 3) -> str:
@@ -109,8 +112,10 @@ def unified_diff(path: str, before: bytes, after: bytes, context: int = 3) -> st
     middle goes to difflib, whose matching is quadratic in the worst case (a one-line edit of a
     1 MiB file: 0.45 s through difflib alone, a few ms this way).
     """
-    a = before.decode("utf-8", "replace").splitlines(keepends=True)
-    b = after.decode("utf-8", "replace").splitlines(keepends=True)
+    # surrogateescape: a byte that is not UTF-8 (a Latin-1 comment) stays itself, so that the diff
+    # printed applies to the file with patch(1); the JSON shows it as \xNN (see models.dump).
+    a = _lines(before.decode("utf-8", "surrogateescape"))
+    b = _lines(after.decode("utf-8", "surrogateescape"))
     head, limit = 0, min(len(a), len(b))
     while head < limit and a[head] == b[head]:
         head += 1
@@ -137,6 +142,12 @@ def unified_diff(path: str, before: bytes, after: bytes, context: int = 3) -> st
             out += ["-" + ln for ln in a[i1:i2]]
             out += ["+" + ln for ln in b[j1:j2]]
     return "".join(ln if ln.endswith("\n") else ln + "\n\\ No newline at end of file\n" for ln in out)
+
+
+def _lines(text: str) -> list[str]:
+    """Lines as patch(1) sees them: ended by "\n" only (str.splitlines also splits at \v, \f, \x1c...)."""
+    parts = text.split("\n")
+    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
 
 
 def _hunks(ops: list[tuple[str, int, int, int, int]], n: int) -> list[list[tuple[str, int, int, int, int]]]:
@@ -279,6 +290,8 @@ def make_apply_plan(snap: Snapshot, setup: BootSetup, param: Param, *, finishing
             commands.append(Command(tuple(argv), "regenerate the boot configuration from the edited files"))
     if finishing:
         notes.append(f"finishing the apply interrupted earlier ({finishing}): the boot configuration is regenerated")
+    running = snap.text("/proc/cmdline")
+    running_differs = running is not None and not cmdline.in_effect(running.strip(), param)
     reason = f"apply: {param.text} in {target.split(':')[0] if target else setup.location}"
     if setup.edits_grub:
         reason = f"apply: {param.text} in {setup.variable} of {target or GRUB}"
@@ -299,6 +312,7 @@ def make_apply_plan(snap: Snapshot, setup: BootSetup, param: Param, *, finishing
         target=target,
         backup_only=tuple(backup_only),
         expected_entries=expected_entries,
+        running_differs=running_differs,
     )
 
 
@@ -435,6 +449,7 @@ def make_rollback_plan(
         backup_only=backup_only,
         expected_entries=tuple(sorted(expected.items())),
         drift=tuple(drift),
+        running_differs=(running := snap.text("/proc/cmdline")) is not None and cmdline.in_effect(running.strip(), param),
     )
 
 

@@ -58,6 +58,16 @@ class Style:
         return "\n".join(out)
 
 
+def _write_bytes_as_they_are(out: TextIO, text: str) -> None:
+    """A diff's bytes that are not UTF-8 (held as lone surrogates) go out as themselves, so that the
+    printed diff applies with patch(1); a stream that cannot take them (not mlxfix's own stdout,
+    which main() sets up for it) gets U+FFFD instead of a traceback."""
+    try:
+        out.write(text)
+    except UnicodeEncodeError:
+        out.write(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
 def render_plan(plan: Plan, out: TextIO, style: Style, *, runs_commands: bool = True) -> None:
     """The plan as an admin reviews it: setup, diff, command line before/after, commands."""
     p = out.write
@@ -73,7 +83,7 @@ def render_plan(plan: Plan, out: TextIO, style: Style, *, runs_commands: bool = 
     if plan.writes:
         p("\n")
         for w in plan.writes:
-            p(style.diff(w.diff()) + "\n")
+            _write_bytes_as_they_are(out, style.diff(w.diff()) + "\n")
     if plan.before is not None or plan.after is not None:
         p(f"\n{style.bold('Kernel command line')} (as configured, normal boot entries):\n")
         p(f"  before: {plan.before if plan.before is not None else '(not known statically)'}\n")
@@ -123,7 +133,8 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
     if not plan.writes and not plan.commands:
         if report.command == "apply":
             p(style.green(f"Nothing to do: {plan.param} is already in place.") + "\n")
-            p("If the running kernel lacks it, reboot (check with: mlxfix diagnose).\n")
+            if plan.running_differs:
+                p("The running kernel does not have it yet: reboot, then run: mlxfix verify\n")
         else:
             p(style.green(f"Nothing to do: the files already hold what backup {plan.backup_id} saved.") + "\n")
         return
@@ -140,7 +151,7 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
 def render_backups(listing: Listing, out: TextIO, style: Style) -> None:
     p = out.write
     manifests, problems, damaged = listing
-    if not manifests:
+    if not manifests and not any("cannot be read" in problem for problem in problems):
         p("No backups.\n")
     for m in manifests:
         mark = style.red("  [DAMAGED: cannot be restored]") if m.id in damaged else ""

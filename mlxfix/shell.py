@@ -710,6 +710,8 @@ class _Parser:
                 continue
             if self.pos >= self.n or self.text[self.pos] in "\n#":
                 continue
+            if lenient and self.at("("):  # "word (" is a function definition to dash, in `...` too
+                raise self.error("unexpected '('")
             if (stop_paren and self.at(")")) or lenient:
                 return commands
             raise self.error(f"unexpected {self.describe_here()}")

@@ -442,7 +442,10 @@ class SshHost:
             "trap 'rm -f \"$tmp\"' EXIT\n"
             f'printf %s {q(_b64(data))} | base64 -d > "$tmp"\n'
             f'chown {uid}:{gid} "$tmp" 2>/dev/null || [ "$(id -u)" != 0 ]\n'
-            f'chmod {mode & 0o7777:o} "$tmp"\nsync "$tmp"\n'
+            f'chmod {mode & 0o7777:o} "$tmp"\n'
+            # xattrs (an SELinux label, ACLs): the new inode would have none; keep the old file's
+            '[ ! -e "$t" ] || cp --attributes-only --preserve=xattr "$t" "$tmp"\n'
+            'sync "$tmp"\n'
             f'{check}mv -f "$tmp" "$t"\ntrap - EXIT\nsync "$d"'
         )
         checkpoint("write-before-rename")

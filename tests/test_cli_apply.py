@@ -235,7 +235,9 @@ def test_no_update_writes_and_names_the_command(host: Path) -> None:
     code, out, _ = invoke("apply", "--yes", "--no-update", "--root", str(host), "--json")
     assert code == 0
     doc = json_of(out)
-    assert doc["commands"] == []
+    assert doc["commands"] == [
+        {"argv": ["update-grub"], "ran": False, "exit_code": None, "output_tail": "", "note": "--no-update: run it yourself"}
+    ]
     assert any("update-grub" in w for w in doc["warnings"])  # type: ignore[union-attr]
     assert grub(host) == EXPECTED
 
@@ -430,3 +432,77 @@ def test_empty_no_color_keeps_colour_and_any_value_removes_it() -> None:
                 del os.environ["NO_COLOR"]
             else:
                 os.environ["NO_COLOR"] = old
+
+
+def test_a_rollback_puts_back_a_file_deleted_since(host: Path) -> None:
+    invoke("apply", "--yes", "--root", str(host))
+    (host / "etc/default/grub").unlink()
+    proc = run("rollback", "--yes", "--root", str(host))
+    assert proc.returncode == 1  # a change made after mlxfix wrote it: shown, --force needed
+    assert "changed after mlxfix wrote it" in proc.stderr
+    assert run("rollback", "--yes", "--force", "--root", str(host)).returncode == 0
+    assert grub(host) == PVE_GRUB
+
+
+def test_diffs_keep_bytes_that_are_not_utf8_so_patch_applies_them(host: Path, tmp_path: Path) -> None:
+    original = b'# Conf\xe9 par l\'\xe9quipe\nGRUB_CMDLINE_LINUX_DEFAULT="qu\xe9iet"\n'
+    write(host, "/etc/default/grub", original)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlxfix", "apply", "--dry-run", "--root", str(host)], capture_output=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    diff = proc.stdout[proc.stdout.index(b"--- a/") : proc.stdout.index(b"\nKernel command line")] + b"\n"
+    target = tmp_path / "grub"
+    target.write_bytes(original)
+    patched = subprocess.run(["patch", str(target)], input=diff, capture_output=True, check=False)
+    assert patched.returncode == 0, patched.stdout + patched.stderr
+    assert target.read_bytes() == original.replace(b'qu\xe9iet"', b'qu\xe9iet pci=realloc=off"')
+
+
+def test_a_fix_configured_but_not_running_still_requires_a_reboot() -> None:
+    from tests.conftest import EXAMPLES
+
+    doc = json_of(run("apply", "--dry-run", "--json", "--root", str(EXAMPLES / "pve-pending-reboot")).stdout)
+    assert (doc["would_change"], doc["reboot_required"]) == (False, False)  # a dry run requires nothing
+    proc = run("apply", "--yes", "--json", "--root", str(EXAMPLES / "pve-pending-reboot"))
+    doc = json_of(proc.stdout)
+    assert (doc["changed"], doc["reboot_required"]) == (False, True)
+    assert "does not have it yet: reboot" in proc.stderr
+
+
+def test_extended_attributes_of_the_grub_file_are_kept(host: Path) -> None:
+    path = host / "etc/default/grub"
+    os.setxattr(path, "user.mlxfix-test", b"kept")
+    assert invoke("apply", "--yes", "--root", str(host))[0] == 0
+    assert os.getxattr(path, "user.mlxfix-test") == b"kept"
+    assert invoke("rollback", "--yes", "--root", str(host))[0] == 0
+    assert os.getxattr(path, "user.mlxfix-test") == b"kept"
+
+
+def test_ctrl_c_at_the_question_is_an_interruption_and_changes_nothing(host: Path) -> None:
+    import pty
+    import time
+
+    before = snapshot(host)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: mlxfix on a terminal of its own
+        os.execv(sys.executable, [sys.executable, "-m", "mlxfix", "apply", "--root", str(host)])
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"[y/N]" not in seen and time.monotonic() < deadline:
+        try:
+            seen += os.read(fd, 4096)
+        except OSError:
+            break
+    assert b"Apply these changes? [y/N]" in seen
+    os.write(fd, b"\x03")  # Ctrl-C, through the terminal's line discipline: SIGINT
+    while True:
+        try:
+            if not os.read(fd, 4096):
+                break
+        except OSError:
+            break
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 130
+    assert snapshot(host) == before

@@ -252,6 +252,15 @@ def test_already_present_changes_nothing() -> None:
         ("GRUB_DEFAULT=0\nX=a\\", 2, "ends in a backslash"),
         ('X="pci=realloc=on"\nGRUB_CMDLINE_LINUX_DEFAULT="quiet $X"\n', 1, "would also change X"),
         ('Y=\nGRUB_CMDLINE_LINUX_DEFAULT="${Y:-pci=realloc}"\n', 2, "comes from an expansion"),
+        # Assignments that are not plain ones, and lines sh stops at (grub-mkconfig would never write grub.cfg):
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nexport "GRUB_CMDLINE_LINUX_DEFAULT=splash"\n', 2, "quoted or computed operand"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nV=X; export $V=splash\n', 2, "quoted or computed operand"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\ncommand export GRUB_CMDLINE_LINUX_DEFAULT=splash\n', 2, "changed by the command"),
+        ("alias e=export\ne GRUB_CMDLINE_LINUX_DEFAULT=splash\n", 2, "from the code run on line 1"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nexport -n GRUB_CMDLINE_LINUX_DEFAULT\n', 2, "sh rejects the option"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nlocal x\n', 2, "outside a function"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nexec true\n', 2, "would stop there too and never write grub.cfg"),
+        ('\xef\xbb\xbfGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "byte order mark"),
     ],
 )
 def test_refusals_name_file_line_and_reason(text: str, line: int, reason: str) -> None:
