@@ -2,7 +2,9 @@
 
 Files are sourced in a clean environment (``env -i``) with a PATH of harmless stubs, stdin from
 /dev/null and a time limit; the values are printed by an EXIT trap so that a file that calls ``exit``
-still reports.
+still reports. Real and mutated files may redirect output anywhere (``> /boot/grub/custom.cfg``, a
+mutated ``2> /dev/nul``): as root, sh runs as nobody on copies in a directory of its own, so that
+what they write cannot land on the machine running the tests.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ _HARMLESS = ("sed", "awk", "cat", "grep", "tr", "cut", "head", "tail", "uname", 
 def stub_path() -> str:
     """A directory of harmless commands, used as PATH while sourcing."""
     d = Path(tempfile.mkdtemp(prefix="mlxfix-stubs-"))
+    d.chmod(0o755)  # nobody runs them
     for tool in _HARMLESS:
         for prefix in ("/usr/bin", "/bin"):
             if os.path.exists(f"{prefix}/{tool}"):
@@ -53,20 +56,30 @@ def names_in(datas: Iterable[bytes]) -> list[str]:
 def sh_values(paths: Sequence[Path | str], names: Sequence[str]) -> dict[str, str | None]:
     """Source ``paths`` in order with /bin/sh; return each name's value (None when unset)."""
     printers = "".join(f'printf "%s\\0" "${{{n}-{UNSET}}}"; ' for n in names)
-    sources = "".join(f". '{p}'; " for p in paths)
-    script = f"trap '{printers}' EXIT; {sources}"
-    proc = subprocess.run(
-        ["env", "-i", f"PATH={stub_path()}", "/bin/sh", "-c", script],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=20,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="mlxfix-oracle-") as work:
+        os.chmod(work, 0o755)
+        copies = []
+        for i, p in enumerate(paths):
+            copy = Path(work) / f"{i}-{Path(p).name}"
+            copy.write_bytes(Path(p).read_bytes())
+            copy.chmod(0o644)
+            copies.append(copy)
+        sources = "".join(f". '{c}'; " for c in copies)
+        script = f"trap '{printers}' EXIT; {sources}"
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        proc = subprocess.run(
+            [*nobody, "env", "-i", f"PATH={stub_path()}", "/bin/sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=20,
+            check=False,
+            cwd=work,
+        )
     values = proc.stdout.decode("latin-1").split("\0")
     assert len(values) == len(names) + 1, (proc.returncode, proc.stderr[-500:])
     return {n: (None if v == UNSET else v) for n, v in zip(names, values, strict=False)}
 
 
 def sh_accepts(path: Path | str) -> bool:
-    """Whether ``sh -n`` parses the file."""
+    """Whether ``sh -n`` parses the file (``-n`` runs nothing)."""
     return subprocess.run(["/bin/sh", "-n", str(path)], capture_output=True, check=False).returncode == 0
