@@ -63,6 +63,7 @@ class Manifest(BaseModel):
     boot_setup: str
     files: list[ManifestFile]
     commands: list[list[str]]
+    finishes: str | None = None  # the backup of the interrupted apply this run finished
 
 
 class Intent(BaseModel):
@@ -146,6 +147,7 @@ def _fill(host: Host, plan: Plan, hostname: str, backup_id: str, partial: str) -
         boot_setup=plan.setup.name,
         files=files,
         commands=[list(c.argv) for c in plan.commands],
+        finishes=plan.finishing_backup,
     )
     body = _json_bytes(manifest, indent=2)
     host.create_file(f"{partial}/manifest.json", body)
@@ -267,7 +269,23 @@ def list_backups(host: Host) -> Listing:
 
 def load(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]:
     """A backup and its files, every file checked against its sha256 (``None``: the newest backup of
-    an apply that saved files; one made by a run that only finished an interrupted apply holds none)."""
+    an apply that saved files). A backup made by a run that finished an interrupted apply comes with
+    the one it finished: together they hold what the files were before either run."""
+    manifest, stored = _load_one(host, backup_id)
+    seen = {manifest.id}
+    earlier_id = manifest.finishes
+    while earlier_id is not None and earlier_id not in seen and len(seen) < 16:
+        seen.add(earlier_id)
+        earlier, earlier_stored = _load_one(host, earlier_id)
+        older = {f.path: f for f in earlier.files}
+        files = [older.pop(f.path, f) for f in manifest.files] + list(older.values())
+        manifest = manifest.model_copy(update={"files": files, "reason": f"{manifest.reason}; with backup {earlier.id}"})
+        stored = {**stored, **earlier_stored}  # the earlier run saw the files first
+        earlier_id = earlier.finishes
+    return manifest, stored
+
+
+def _load_one(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]:
     if backup_id is None:
         snap = _gather(host)
         listing = _listing(host, snap)
@@ -314,9 +332,10 @@ def write_intent(host: Host, plan: Plan, manifest: Manifest, *, replace: bool = 
         files=[w.path for w in plan.writes],
         restores=plan.backup_id,
     )
-    if replace:
-        host.remove(INTENT)
-    host.create_file(INTENT, _json_bytes(intent))
+    if replace:  # an interrupted run's record: replaced atomically, so that one is there at every instant
+        host.write_atomic(INTENT, _json_bytes(intent), mode=0o600, uid=0, gid=0, expect_sha256=None)
+    else:
+        host.create_file(INTENT, _json_bytes(intent))
     checkpoint("after-intent")
 
 

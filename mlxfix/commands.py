@@ -69,19 +69,40 @@ class ChangeReport:
         return self.plan.reboot_required
 
 
+# Temp files a killed write leaves beside its target (.NAME.mlxfix-XXXXXX), where mlxfix writes.
+LEFTOVERS = tuple(
+    f"{d}/.*.mlxfix-*"
+    for d in ("/etc/default", "/etc/default/grub.d", "/etc/kernel", "/boot/loader/entries", "/boot/grub2", "/var/lib/mlxfix")
+)
+
+
 def snapshot(host: Host, *, with_status: bool = True) -> Snapshot:
-    """One batched read of everything detection and planning need."""
+    """One batched read of everything detection and planning need (and what an interrupted run left)."""
     files, listings, globs, tools = gather_request()
     status = [["proxmox-boot-tool", "status"]] if with_status else []
-    return host.gather([*files, INTENT], [*listings, BACKUPS], globs, tools, status)
+    return host.gather([*files, INTENT], [*listings, BACKUPS], [*globs, *LEFTOVERS], tools, status)
 
 
 def _tidy_if_needed(host: Host, snap: Snapshot, progress: Progress | None) -> None:
-    """A run with nothing to change still clears what an interrupted one left (partial backups)."""
-    if any(n.startswith(".partial-") for n in snap.listings.get(BACKUPS) or []) and host.privileged():
+    """A run with nothing to change still clears what an interrupted one left (partial backups,
+    temp files)."""
+    partial = any(n.startswith(".partial-") for n in snap.listings.get(BACKUPS) or [])
+    temp = [p for g in LEFTOVERS for p in snap.globs.get(g, [])]
+    if (partial or temp) and host.privileged():
         from mlxfix.execute import tidy
 
-        tidy(host, progress)
+        tidy(host, temp, progress)
+
+
+def _interrupted_backup(snap: Snapshot) -> str | None:
+    """The backup an interrupted apply made (what a run that finishes it must remember)."""
+    data = snap.data(INTENT)
+    if data is None:
+        return None
+    from mlxfix.backup import parse_intent
+
+    intent = parse_intent(data)
+    return intent.backup if intent is not None and intent.action == "apply" and intent.backup else None
 
 
 def _interrupted(snap: Snapshot) -> str | None:
@@ -106,7 +127,7 @@ def plan_apply(host: Host, param_text: str, boot_setup: str | None) -> tuple[Pla
     snap = snapshot(host)
     setup = detect(snap, boot_setup, param.text)
     interrupted = _interrupted(snap)
-    plan = make_apply_plan(snap, setup, param, finishing=interrupted)
+    plan = make_apply_plan(snap, setup, param, finishing=interrupted, finishing_backup=_interrupted_backup(snap))
     if not host.runs_commands and not plan.writes and plan.commands and not interrupted:
         plan = _only_on_the_host(plan, f"the files already hold {param.text}")
     return plan, snap

@@ -7,6 +7,7 @@ from enum import IntEnum
 __all__ = [
     "Busy",
     "CommandFailed",
+    "ConnectionLost",
     "ExitCode",
     "FileError",
     "HostError",
@@ -86,6 +87,13 @@ class Refused(MlxfixError):
 
 class HostError(MlxfixError):
     """Reading, writing or running something on the host failed."""
+
+
+class ConnectionLost(HostError):
+    """The SSH connection dropped while mlxfix held the lock on the target: nothing more is done
+    over a new connection (another run may hold the lock by then); the state is the target's to say."""
+
+    exit_code = ExitCode.NOT_RESTORED
 
 
 class CommandFailed(MlxfixError):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from mlxfix import backup
 from mlxfix.digest import sha256
-from mlxfix.errors import Busy, CommandFailed, HostError, Interrupted, MlxfixError, NotRestored, Refused
+from mlxfix.errors import Busy, CommandFailed, ConnectionLost, HostError, Interrupted, MlxfixError, NotRestored, Refused
 from mlxfix.host import STATE_DIR, checkpoint
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def _validate(host: Host, plan: Plan) -> None:
 
 
 # Where mlxfix ever writes: an interrupted run's temp files can only be there.
-_WRITTEN_DIRS = ("/etc/default", "/etc/default/grub.d", "/etc/kernel", "/boot/loader/entries", "/boot/grub2")
+_WRITTEN_DIRS = ("/etc/default", "/etc/default/grub.d", "/etc/kernel", "/boot/loader/entries", "/boot/grub2", STATE_DIR)
 
 
 def _temp_patterns(plan: Plan) -> list[str]:
@@ -184,6 +184,8 @@ def _restore(
                 host.write_atomic(entry.path, data, mode=entry.mode, uid=entry.uid, gid=entry.gid, expect_sha256=now)
                 _verify_written(host, entry.path, data)
             progress.step(f"restored {entry.path} from backup {manifest.id}")
+        except ConnectionLost:
+            raise
         except MlxfixError:
             failed.append(entry.path)
     return failed
@@ -221,12 +223,18 @@ def _run(host: Host, argv: tuple[str, ...], progress: Progress) -> CommandResult
     return result
 
 
-def tidy(host: Host, progress: Progress | None = None) -> None:
-    """Remove what an interrupted run left (partial backups), under the lock."""
+def tidy(host: Host, temp_files: list[str], progress: Progress | None = None) -> None:
+    """Remove what an interrupted run left (partial backups, the temp files seen), under the lock."""
     progress = progress or Quiet()
-    with host.lock(backup.LOCK):
-        for leftover in _remove_partials(host, host.listdir(backup.BACKUPS) or []):
-            progress.step(f"removed {leftover}, left by an interrupted run")
+    try:
+        with exclusive(host, "tidy"):
+            for leftover in _remove_partials(host, host.listdir(backup.BACKUPS) or []):
+                progress.step(f"removed {leftover}, left by an interrupted run")
+            for path in temp_files:
+                host.remove(path)
+                progress.step(f"removed {path}, left by an interrupted run")
+    except Busy:  # another mlxfix is at work: what it writes is its own; the next idle run tidies
+        return
 
 
 @contextmanager
@@ -285,7 +293,11 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
         raise
     for leftover in _discard_leftovers(host, plan, seen):
         progress.step(f"removed {leftover}, left by an interrupted run")
-    manifest = backup.create(host, plan, hostname)
+    try:
+        manifest = backup.create(host, plan, hostname)
+    except MlxfixError as exc:  # (a partial backup removes itself)
+        exc.message += "; nothing was changed"
+        raise
     outcome.backup = manifest
     progress.step(f"backup {manifest.id} saved under {backup.BACKUPS}/{manifest.id}")
     stored = {w.path: w.before for w in plan.writes} | {i.path: i.data or b"" for i in plan.backup_only}
@@ -295,7 +307,17 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
     earlier_intent = seen.data(backup.INTENT)  # an interrupted run's record: this run may fail to finish it
 
     def fail(err: MlxfixError) -> MlxfixError:
-        """Restore, regenerate from the restored files, and say how it ended."""
+        """Restore, regenerate from the restored files, and say how it ended. Not over a new SSH
+        connection after the one holding the lock dropped: the target keeps its intent record, and
+        the next run there finishes or undoes the change."""
+        if isinstance(err, ConnectionLost):
+            return err
+        try:
+            return undo(err)
+        except ConnectionLost as lost:
+            return lost
+
+    def undo(err: MlxfixError) -> MlxfixError:
         touched = attempted | ({i.path for i in plan.backup_only} if started else set())
         unrestored = _restore(host, manifest, stored, progress, touched, outcome)
         outcome.restored = not unrestored
@@ -316,9 +338,8 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
             return NotRestored(f"{err}; {why}: the boot configuration may not match the files", steps)
         if earlier_intent is not None:
             # This run was finishing an interrupted one, and did not: its record must stay, as it was.
-            try:
-                backup.clear_intent(host)
-                host.create_file(backup.INTENT, earlier_intent)
+            try:  # atomically: a record is there at every instant
+                host.write_atomic(backup.INTENT, earlier_intent, mode=0o600, uid=0, gid=0, expect_sha256=None)
             except MlxfixError as exc:
                 why = f"the record of the apply interrupted earlier could not be kept ({exc})"
                 return NotRestored(f"{err}; {why}", _manual_steps(host, manifest, [], plan))

@@ -93,6 +93,7 @@ class Plan(NamedTuple):
     expected_entries: tuple[tuple[str, str], ...] = ()  # BLS entry -> its arguments after grubby
     drift: tuple[str, ...] = ()  # rollback: files changed after mlxfix wrote them (restoring needs --force)
     running_differs: bool = False  # /proc/cmdline is not yet what this plan configures (a reboot is due)
+    finishing_backup: str | None = None  # apply: the backup of the interrupted apply this one finishes
 
     @property
     def changed(self) -> bool:
@@ -221,7 +222,9 @@ def command_line_of(ev: Evaluation) -> str | None:
     return " ".join(p for p in parts if isinstance(p, str) and p.strip()).strip()
 
 
-def make_apply_plan(snap: Snapshot, setup: BootSetup, param: Param, *, finishing: str | None = None) -> Plan:
+def make_apply_plan(
+    snap: Snapshot, setup: BootSetup, param: Param, *, finishing: str | None = None, finishing_backup: str | None = None
+) -> Plan:
     """The plan that makes ``param`` hold in this host's boot configuration.
 
     ``finishing`` names an interrupted earlier apply: its regeneration runs again even when the files
@@ -313,6 +316,7 @@ def make_apply_plan(snap: Snapshot, setup: BootSetup, param: Param, *, finishing
         backup_only=tuple(backup_only),
         expected_entries=expected_entries,
         running_differs=running_differs,
+        finishing_backup=finishing_backup,
     )
 
 

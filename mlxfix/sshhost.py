@@ -21,7 +21,7 @@ import threading
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from mlxfix.errors import Busy, HostError, UsageError
+from mlxfix.errors import Busy, ConnectionLost, HostError, UsageError
 from mlxfix.facts import CommandResult, FileInfo, Snapshot
 from mlxfix.host import MAX_READ, checkpoint
 
@@ -216,6 +216,8 @@ class SshHost:
         self._starting: threading.Thread | None = None
         self._failure: HostError | None = None
         self._resolved: dict[str, str] = {}
+        self._locked = False  # the session's shell holds the lock (fd 9)
+        self._lost: ConnectionLost | None = None  # the connection dropped while it held the lock
 
     # -- the connection --------------------------------------------------------------------------------
 
@@ -277,7 +279,10 @@ class SshHost:
             return ""
 
     def _connect(self) -> Any:
-        """The one connection: started if it was not, waited for if it is still starting."""
+        """The one connection: started if it was not, waited for if it is still starting. Not again
+        after it dropped while holding the lock: another mlxfix may hold it by now."""
+        if self._lost is not None:
+            raise self._lost
         if self._session is None and self._failure is None:
             if self._starting is None:
                 self.start()
@@ -309,6 +314,19 @@ class SshHost:
         if "Connection refused" in text or "No route to host" in text or "timed out" in text or "Connection closed" in text:
             return HostError(f"{where}: unreachable ({_first_line(text)})")
         return HostError(f"{where}: the SSH connection failed ({_first_line(text)})")
+
+    def _dropped(self, what: str, exc: BaseException) -> HostError:
+        """The error for a connection that dropped while trying to ``what``."""
+        self.close()
+        if self._locked:
+            self._locked = False
+            self._lost = ConnectionLost(
+                f"{self.label}: the connection was lost in the middle of the change (while trying to {what}); the target"
+                " holds the old or the new files, and the record of this run: once it is reachable, run"
+                f" mlxfix apply --host {self.label} to finish, or mlxfix rollback --host {self.label} to undo"
+            )
+            return self._lost
+        return HostError(f"{self.label}: the connection was lost while trying to {what} ({_first_line(str(exc))})")
 
     def close(self) -> None:
         """End the shell and the connection (without ShellSession.close's fixed 50 ms sleep)."""
@@ -344,10 +362,9 @@ class SshHost:
         try:
             code, out, err = session.run(wrapped, retcode=None)
         except Exception as exc:  # the connection dropped, or the shell died
-            self.close()
-            raise HostError(f"{self.label}: the connection was lost while trying to {what} ({_first_line(str(exc))})") from None
+            raise self._dropped(what, exc) from None
         if check and code != 0:
-            raise HostError(f"{self.label}: cannot {what}: {_first_line(err or out) or f'exit code {code}'}")
+            raise HostError(f"{self.label}: cannot {what}: {_plain_error(err or out) or f'exit code {code}'}")
         return int(code) if isinstance(code, int) else 1, out, err
 
     # -- paths -----------------------------------------------------------------------------------------
@@ -435,23 +452,24 @@ class SshHost:
             )
         script = (
             f'set -e\nt={q(target)}; d=$(dirname "$t")\n'
-            'set -- $(stat -c "%u %a" "$d")  # the directory: ours or root\'s, writable by no one else\n'
+            'set -- $(stat -L -c "%u %a" "$d")  # the directory: ours or root\'s, writable by no one else\n'
             '[ "$1" = 0 ] || [ "$1" = "$(id -u)" ] || { echo "refusing to write into $d: it belongs to uid $1" >&2; exit 3; }\n'
             'case "$2" in *[2367]? | *[2367]) echo "refusing to write into $d: other users can write to it" >&2; exit 3 ;; esac\n'
             f'{check}tmp=$(mktemp "$d/.${{t##*/}}.mlxfix-XXXXXX")\n'
             "trap 'rm -f \"$tmp\"' EXIT\n"
             f'printf %s {q(_b64(data))} | base64 -d > "$tmp"\n'
+            # xattrs and ACLs (an SELinux label, system.posix_acl_*: "mode" carries the ACLs): the new
+            # inode would have none; keep the old file's. Then owner and mode, as planned.
+            '[ ! -e "$t" ] || cp --attributes-only --preserve=mode,xattr "$t" "$tmp"\n'
             f'chown {uid}:{gid} "$tmp" 2>/dev/null || [ "$(id -u)" != 0 ]\n'
             f'chmod {mode & 0o7777:o} "$tmp"\n'
-            # xattrs (an SELinux label, ACLs): the new inode would have none; keep the old file's
-            '[ ! -e "$t" ] || cp --attributes-only --preserve=xattr "$t" "$tmp"\n'
             'sync "$tmp"\n'
             f'{check}mv -f "$tmp" "$t"\ntrap - EXIT\nsync "$d"'
         )
         checkpoint("write-before-rename")
         code, out, err = self._sh(script, check=False, what=f"write {path}")
         if code != 0:
-            raise HostError(_first_line(err or out) or f"cannot write the file (exit {code})", path=path)
+            raise HostError(_plain_error(err or out) or f"cannot write the file (exit {code})", path=path)
         checkpoint("write-after-rename")
 
     def check_write_dirs(self, paths: Sequence[str]) -> None:
@@ -491,7 +509,10 @@ class SshHost:
             '[ -L "$d" ] && { echo "it is a symlink" >&2; exit 3; }\n'
             '[ -d "$d" ] || { echo "it is not a directory" >&2; exit 3; }\n'
             'set -- $(stat -c "%u %a" "$d")\n[ "$1" = "$(id -u)" ] || { echo "it belongs to uid $1" >&2; exit 3; }\n'
-            'case "$2" in *00) ;; *) echo "its mode is $2, not private (700)" >&2; exit 3 ;; esac'
+            'case "$2" in *00) ;; *) echo "its mode is $2, not private (700)" >&2; exit 3 ;; esac\n'
+            f"r={shlex.quote(self._r())}\n"
+            'if [ -n "$r" ]; then p=$(cd -P "$d" && pwd -P); top=$(cd -P "$r" && pwd -P)\n'
+            '  case "$p/" in "$top/"*) ;; *) echo "it is outside the root (it is $p)" >&2; exit 3 ;; esac; fi'
         )
         code, _, err = self._sh(script, check=False, what=f"create {path}")
         if code != 0:
@@ -499,7 +520,10 @@ class SshHost:
 
     def create_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         q = shlex.quote(self.real(path))
-        script = f"set -eC; umask 077; printf %s {shlex.quote(_b64(data))} | base64 -d > {q}; chmod {mode:o} {q}; sync {q}"
+        script = (
+            f"set -eC; umask 077; printf %s {shlex.quote(_b64(data))} | base64 -d > {q}; chmod {mode:o} {q}; sync {q};"
+            f' sync "$(dirname {q})"'  # the new name is durable too (an intent record must survive)
+        )
         self._sh(script, what=f"create {path}")
 
     def rename(self, src: str, dst: str) -> None:
@@ -541,10 +565,10 @@ class SshHost:
                     on_output(line)
             proc.communicate()  # the stderr marker; the exit code is the last stdout line
         except Exception as exc:  # the connection dropped (or the timeout closed it)
-            self.close()
-            if not timer.is_alive():
+            if not timer.is_alive() and not self._locked:
+                self.close()
                 return CommandResult(tuple(argv), 124, "\n".join([*lines, f"(killed after {timeout:.0f} s)"]))
-            raise HostError(f"{self.label}: the connection was lost while running {argv[0]} ({_first_line(str(exc))})") from None
+            raise self._dropped(f"run {argv[0]}", exc) from None
         finally:
             timer.cancel()
         while lines and not lines[-1]:
@@ -579,10 +603,12 @@ class SshHost:
         if code == 3:
             raise HostError("refusing to use it as the lock: it is not a regular file", path=path)
         if code != 0:
-            raise HostError(f"cannot take the lock: {_first_line(err) or f'exit code {code}'}", path=path)
+            raise HostError(f"cannot take the lock: {_plain_error(err) or f'exit code {code}'}", path=path)
+        self._locked = True
         try:
             yield
         finally:
+            self._locked = False
             if self._session is not None:
                 with suppress(Exception):  # the connection is gone: so is the lock
                     self._session.run("exec 9>&-", retcode=None)
@@ -612,6 +638,21 @@ def _glob(pattern: str) -> str:
             continue
         out.append(part if part in ("*", "?") or part.startswith("[") else shlex.quote(part))
     return "".join(out)
+
+
+def _plain_error(text: str) -> str:
+    """A tool's complaint on the target in the words LocalHost uses ("No space left on device": the
+    file system is full), else its first line."""
+    for marker, words in (
+        ("No space left on device", "the file system is full"),
+        ("Read-only file system", "the file system is read-only"),
+        ("Input/output error", "the disk reported an I/O error"),
+        ("I/O error", "the disk reported an I/O error"),
+        ("Permission denied", "permission denied"),
+    ):
+        if marker in text:
+            return words
+    return _first_line(text)
 
 
 def _first_line(text: str) -> str:

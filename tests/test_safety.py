@@ -741,3 +741,35 @@ def test_a_grub_file_that_is_no_file_is_named_and_nothing_hangs(tmp_path: Path, 
         assert words in proc.stderr
         assert "Traceback" not in proc.stderr
     assert snapshot(root) == before
+
+
+def test_a_rollback_after_an_interrupted_finish_puts_the_original_back(tmp_path: Path) -> None:
+    """Interrupted, then its finishing run interrupted too: the finishing run's backup saved nothing
+    (the file was new already), and comes with the one it finished, which holds the original."""
+    root = fresh(tmp_path, "root")
+    assert mlxfix(root, "apply", env={"MLXFIX_TEST_CRASH_AT": "after-write"}).returncode == -9
+    assert mlxfix(root, "apply", env={"MLXFIX_TEST_CRASH_AT": "after-intent"}).returncode == -9
+    back = mlxfix(root, "rollback")
+    assert back.returncode == 0, back.stderr
+    assert grub(root) == PVE_GRUB
+    clean(root)
+
+
+def test_a_no_op_run_clears_a_temp_file_a_killed_write_left(tmp_path: Path) -> None:
+    root = fresh(tmp_path, "root")
+    assert mlxfix(root, "apply", env={"MLXFIX_TEST_CRASH_AT": "write-before-rename"}).returncode == -9
+    assert [p for p in (root / "etc/default").iterdir() if ".mlxfix-" in p.name]
+    assert mlxfix(root, "rollback").returncode == 0  # nothing to restore: the file is still the old one
+    clean(root)
+
+
+def test_a_bls_rollback_after_a_finishing_run_restores_both_runs_files(tmp_path: Path) -> None:
+    root = tmp_path / "bls"
+    shutil.copytree(EXAMPLES / "fedora-bls", root, symlinks=True)
+    original = (root / "etc/default/grub").read_bytes()
+    assert mlxfix(root, "apply", env={"MLXFIX_TEST_CRASH_AT": "write-after-rename"}).returncode == -9
+    finish = mlxfix(root, "apply")
+    assert finish.returncode == 0, finish.stderr  # saves the entries grubby is about to change
+    back = mlxfix(root, "rollback")
+    assert back.returncode == 0, back.stderr
+    assert (root / "etc/default/grub").read_bytes() == original  # from the interrupted run's backup
