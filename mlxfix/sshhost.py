@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import importlib
 import re
 import shlex
 import subprocess
@@ -218,6 +219,7 @@ class SshHost:
         self._resolved: dict[str, str] = {}
         self._locked = False  # the session's shell holds the lock (fd 9)
         self._lost: ConnectionLost | None = None  # the connection dropped while it held the lock
+        self._meanwhile: tuple[str, ...] = ()  # modules to import while the login is under way
 
     # -- the connection --------------------------------------------------------------------------------
 
@@ -287,6 +289,9 @@ class SshHost:
             if self._starting is None:
                 self.start()
             assert self._starting is not None
+            if self._starting.is_alive():  # the main thread would only wait: let it import what comes next
+                for name in self._meanwhile:
+                    importlib.import_module(name)
             self._starting.join()
             self.round_trips += 1  # the connection itself, and the session's first (empty) command
         if self._failure is not None:
@@ -294,6 +299,11 @@ class SshHost:
             self.close()
             raise failure
         return self._session
+
+    def meanwhile(self, modules: Sequence[str]) -> None:
+        """Modules the command will import after its first read: imported while ssh logs in (its
+        handshake leaves the main thread idle), not after the answer arrives."""
+        self._meanwhile = tuple(modules)
 
     def _connection_error(self, exc: BaseException, stderr: str = "") -> HostError:
         text = stderr + " " + " ".join(str(getattr(exc, a, "") or "") for a in ("stderr", "stdout")) + " " + str(exc)
@@ -330,8 +340,10 @@ class SshHost:
 
     def close(self) -> None:
         """End the shell and the connection (without ShellSession.close's fixed 50 ms sleep)."""
-        proc, self._proc, self._session = self._proc, None, None
+        proc, self._proc, session, self._session = self._proc, None, self._session, None
         starting, self._starting, self._failure = self._starting, None, None
+        if session is not None:
+            session.proc = None  # or the session's __del__ runs its own close, sleep and all
         if proc is None:
             return
         if starting is not None and starting.is_alive():  # still logging in: nothing to end politely
