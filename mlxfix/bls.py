@@ -177,8 +177,11 @@ def plan_grubby(snap: Snapshot, param: Param) -> GrubbyPlan:
         return GrubbyPlan([], notes, [], {}, before, before)
     commands: list[GrubbyCommand] = []
     expected = {e.path: c[2] for e, c in changes}
-    if len({e.args for e in found}) == 1:
-        remove, add, _ = changes[0][1]
+    remove, add, _ = changes[0][1]
+    changed = {e.path for e, _ in changes}
+    if all((c[0], c[1]) == (remove, add) for _, c in changes) and all(
+        same_words(simulate_grubby(e.args, remove, add), e.args) for e in found if e.path not in changed
+    ):  # one change for every entry that needs one, and none for the others: as Red Hat documents it
         commands.append(command("ALL", remove, add, f"set {param.text} in the boot entries of all kernels"))
     else:
         for e, (remove, add, _) in changes:

@@ -303,7 +303,12 @@ def detect(snap: Snapshot, override: str | None = None, param: str = "pci=reallo
             return BootSetup("proxmox-systemd-boot", tuple(evidence))
 
     has_grub = snap.exists(GRUB)
-    systemd_boot = snap.exists(KERNEL_CMDLINE) and "kernel-install" in tools
+    # proxmox-boot-tool that does not boot with systemd-boot boots with GRUB, whose grub.cfg it keeps on
+    # the ESPs: a missing /boot/grub/grub.cfg and an installed kernel-install say nothing then.
+    pve_grub = snap.exists(PVE_UUIDS)
+    if pve_grub:
+        evidence.append("proxmox-boot-tool boots this host with GRUB: GRUB_CMDLINE_LINUX_DEFAULT is what counts")
+    systemd_boot = snap.exists(KERNEL_CMDLINE) and "kernel-install" in tools and not pve_grub
     grub_cfgs = ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg", *snap.globs.get("/boot/efi/EFI/*/grub.cfg", [])]
     if has_grub and systemd_boot and not any(snap.exists(p) for p in grub_cfgs):
         evidence.append(f"{GRUB} exists, but there is no grub.cfg: GRUB is installed, not what boots")
@@ -341,8 +346,13 @@ def detect(snap: Snapshot, override: str | None = None, param: str = "pci=reallo
 
     entries = [p for g in LOADER_ENTRIES for p in snap.globs.get(g, [])]
     if entries:
+        missing = "no /etc/default/grub, " + (
+            f"and {KERNEL_CMDLINE} is read by no installed tool (kernel-install is not installed)"
+            if snap.exists(KERNEL_CMDLINE)
+            else f"no {KERNEL_CMDLINE}"
+        )
         raise Refused(
-            "the kernel command line is only in the boot loader entries (no /etc/default/grub, no /etc/kernel/cmdline)",
+            f"the kernel command line is only in the boot loader entries ({missing})",
             path=entries[0],
             hint=f"create /etc/kernel/cmdline with the current options plus {param}, or edit the entries by hand",
         )

@@ -147,7 +147,7 @@ def _handled(func: Callable[..., None]) -> Callable[..., None]:
             if exc.hint:
                 sys.stderr.write(f"hint: {exc.hint}\n")
             if kwargs.get("as_json"):
-                _failure_document(func.__name__, kwargs, str(exc), int(exc.exit_code))
+                _failure_document(func.__name__, kwargs, str(exc), int(exc.exit_code), exc.hint)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             sys.stderr.write("mlxfix: interrupted\n")
@@ -158,12 +158,14 @@ def _handled(func: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def _failure_document(command: str, options: dict[str, Any], message: str, exit_code: int) -> None:
+def _failure_document(command: str, options: dict[str, Any], message: str, exit_code: int, hint: str | None = None) -> None:
     """--json promises one document on stdout, also when the command could not even start."""
     from mlxfix.models import dump, failure_result
 
     host = options.get("target") or "localhost"
-    doc = failure_result(command, host, options.get("root") or "/", message, exit_code, param=options.get("param") or "")
+    doc = failure_result(
+        command, host, options.get("root") or "/", message, exit_code, param=options.get("param") or "", hint=hint
+    )
     sys.stdout.write(dump(doc) + "\n")
 
 

@@ -48,7 +48,7 @@ class ChangeReport:
     confirmed: bool = False
     verification: Verification | None = None  # --wait: verify after the host came back
     reboot: tuple[tuple[str, ...], int, str] | None = None  # the reboot command that ran: argv, exit code, output
-    left_to_run: tuple[tuple[str, ...], ...] = ()  # --no-update: the commands the admin must run
+    left_to_run: tuple[tuple[tuple[str, ...], str], ...] = ()  # the commands the admin must run, and why
 
     @property
     def changed(self) -> bool:
@@ -138,7 +138,7 @@ def _only_on_the_host(plan: Plan, why: str) -> Plan:
     written) changes nothing in the tree: it is no change, and the commands are left to the admin."""
     todo = "; ".join(shlex.join(c.argv) for c in plan.commands)
     warning = f"--root: {why}; on the host itself, run: {todo}"
-    return plan._replace(commands=(), warnings=(*plan.warnings, warning))
+    return plan._replace(commands=(), warnings=(*plan.warnings, warning), left_to_admin=tuple(c.argv for c in plan.commands))
 
 
 def apply(
@@ -157,6 +157,7 @@ def apply(
         plan, snap = plan_apply(host, param, boot_setup)
         plan = _without_commands(plan, report) if no_update else plan
         report.plan = plan
+        report.left_to_run += tuple((argv, "--root: run it on the host itself") for argv in plan.left_to_admin)
         report.warnings += plan.warnings
         if dry_run:
             return report
@@ -251,6 +252,7 @@ def rollback(
         report.param = plan.param
         plan = _without_commands(plan, report) if no_update else plan
         report.plan = plan
+        report.left_to_run += tuple((argv, "--root: run it on the host itself") for argv in plan.left_to_admin)
         report.warnings += plan.warnings
         if plan.drift and not force:  # the diff is in the report (and the JSON's files) for review
             from mlxfix.bls import GRUBENV
@@ -292,7 +294,7 @@ def _without_commands(plan: Plan, report: ChangeReport | None) -> Plan:
     if plan.commands and report is not None:
         todo = "; ".join(shlex.join(c.argv) for c in plan.commands)
         report.warnings.append(f"--no-update: the boot configuration was not regenerated; run: {todo}")
-        report.left_to_run = tuple(c.argv for c in plan.commands)
+        report.left_to_run += tuple((c.argv, "--no-update: run it yourself") for c in plan.commands)
     return plan._replace(commands=())
 
 

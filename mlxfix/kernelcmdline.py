@@ -31,8 +31,10 @@ class CmdlineFileEdit(NamedTuple):
         return self.before != self.after
 
 
-def plan_cmdline_file_edit(data: bytes, param: Param, path: str = PATH) -> CmdlineFileEdit:
-    """Make ``param`` hold exactly once in the file's command line; keep every other byte."""
+def plan_cmdline_file_edit(data: bytes, param: Param, path: str = PATH, *, first_line_only: bool = False) -> CmdlineFileEdit:
+    """Make ``param`` hold exactly once in the file's command line; keep every other byte.
+    ``first_line_only``: the tool reads line 1 and nothing else (proxmox-boot-tool's get_first_line),
+    so a command line below a comment or a blank line would never reach the kernel."""
     if b"\x00" in data:
         raise Refused("the file holds NUL bytes: it is not a command line", path=path)
     try:
@@ -46,6 +48,14 @@ def plan_cmdline_file_edit(data: bytes, param: Param, path: str = PATH) -> Cmdli
             f"the command line must be one line; lines {content[0] + 1} and {content[1] + 1} both hold parameters",
             path=path,
             line=content[1] + 1,
+        )
+    if first_line_only and content and content[0] != 0:
+        what = "blank" if not lines[0].strip() else "a comment"
+        raise Refused(
+            f"line 1 is {what}, and proxmox-boot-tool reads only the first line: the command line on line"
+            f" {content[0] + 1} does not reach the kernel",
+            path=path,
+            line=1,
         )
     index = content[0] if content else len(lines)
     line = lines[index] if content else ""

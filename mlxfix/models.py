@@ -137,8 +137,7 @@ def change_result(report: ChangeReport, exit_code: int) -> ChangeResult:
                 CommandRecord(argv=list(c.argv), ran=False, exit_code=None, output_tail="", note=note) for c in plan.commands
             ]
     commands += [
-        CommandRecord(argv=list(argv), ran=False, exit_code=None, output_tail="", note="--no-update: run it yourself")
-        for argv in report.left_to_run
+        CommandRecord(argv=list(argv), ran=False, exit_code=None, output_tail="", note=note) for argv, note in report.left_to_run
     ]
     if report.reboot is not None:
         argv, code, tail = report.reboot
@@ -163,7 +162,7 @@ def change_result(report: ChangeReport, exit_code: int) -> ChangeResult:
         commands=commands,
         reboot_required=report.reboot_required and not report.dry_run,
         rebooting=report.rebooting,
-        notes=list(plan.notes) if plan else [],
+        notes=(list(plan.notes) if plan else []) + _hint(report.error),
         warnings=report.warnings,
         errors=report.errors + list(getattr(report.error, "steps", []) or []),
         exit_code=exit_code,
@@ -276,7 +275,15 @@ class FailureResult(_Model):
     ssh: SshInfo | None = None
 
 
-def failure_result(command: str, host: str, root: str, message: str, exit_code: int, *, param: str = "") -> BaseModel:
+def _hint(error: object) -> list[str]:
+    """A refusal's advice (what the admin can do instead), as the notes of the document."""
+    hint = getattr(error, "hint", None)
+    return [f"hint: {hint}"] if hint else []
+
+
+def failure_result(
+    command: str, host: str, root: str, message: str, exit_code: int, *, param: str = "", hint: str | None = None
+) -> BaseModel:
     """The document of a command that failed before it had a result: its own model where one can be
     built empty (apply and rollback: ``changed`` false, no files), else the common keys."""
     if command in ("apply", "rollback"):
@@ -296,7 +303,7 @@ def failure_result(command: str, host: str, root: str, message: str, exit_code: 
             commands=[],
             reboot_required=False,
             rebooting=False,
-            notes=[],
+            notes=[f"hint: {hint}"] if hint else [],
             warnings=[],
             errors=[message],
             exit_code=exit_code,

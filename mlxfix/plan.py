@@ -93,6 +93,7 @@ class Plan(NamedTuple):
     expected_entries: tuple[tuple[str, str], ...] = ()  # BLS entry -> its arguments after grubby
     drift: tuple[str, ...] = ()  # rollback: files changed after mlxfix wrote them (restoring needs --force)
     running_differs: bool = False  # /proc/cmdline is not yet what this plan configures (a reboot is due)
+    left_to_admin: tuple[tuple[str, ...], ...] = ()  # --root: commands only the host itself can run
     finishing_backup: str | None = None  # apply: the backup of the interrupted apply this one finishes
 
     @property
@@ -270,7 +271,7 @@ def make_apply_plan(
         info = _info(snap, KERNEL_CMDLINE)
         assert info.data is not None
         warnings += world_writable(snap, [KERNEL_CMDLINE])
-        fedit = kernelcmdline.plan_cmdline_file_edit(info.data, param)
+        fedit = kernelcmdline.plan_cmdline_file_edit(info.data, param, first_line_only=setup.name == "proxmox-systemd-boot")
         target = KERNEL_CMDLINE
         before, after = fedit.before, fedit.after
         if not any(t.key == "root" for t in cmdline.split(fedit.before)):

@@ -665,3 +665,119 @@ def test_diagnose_takes_boot_setup_too(tmp_path: Path) -> None:
     proc = run("diagnose", "--json", "--boot-setup", "grub-debian", "--root", str(root))
     assert json_of(proc.stdout)["boot_setup"]["name"] == "grub-debian"  # type: ignore[index]
     assert run("diagnose", "--boot-setup", "lilo", "--root", str(root)).returncode == 2
+
+
+@pytest.mark.parametrize("firmware", ["bios", "uefi-secure-boot"])
+def test_proxmox_boot_tool_with_grub_is_a_grub_host_even_with_kernel_install(tmp_path: Path, firmware: str) -> None:
+    """Debian 12 ships kernel-install with systemd, and proxmox-boot-tool keeps GRUB's grub.cfg on the
+    ESPs: neither makes a Proxmox VE host whose ESPs boot GRUB a kernel-install host."""
+    root = copy_example(tmp_path, "pve-systemd-boot")
+    efi = root / "sys/firmware/efi"
+    if firmware == "bios":
+        shutil.rmtree(efi)
+    else:
+        var = efi / "efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e0b02d6b6b4b"
+        var.parent.mkdir(parents=True, exist_ok=True)
+        var.write_bytes(b"\x06\x00\x00\x00\x01")
+    for name in ("kernel-install", "grub-mkconfig"):
+        (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+        (root / "usr/bin" / name).write_text("#!/bin/sh\n")
+        (root / "usr/bin" / name).chmod(0o755)
+    (root / "usr/lib/modules/6.8.12-4-pve").mkdir(parents=True)
+    (root / "boot").mkdir(exist_ok=True)
+    (root / "boot/vmlinuz-6.8.12-4-pve").write_bytes(b"")
+    assert not (root / "boot/grub/grub.cfg").exists()
+    code, doc, err = setup_of(root)
+    assert code == 0, err
+    assert doc["boot_setup"]["name"] == "grub-debian"  # type: ignore[index]
+    assert [f["path"] for f in doc["files"]] == ["/etc/default/grub"]  # type: ignore[index]
+    assert [c["argv"] for c in doc["commands"]] == [["update-grub"]]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("first", ["# the options\n", "\n"])
+def test_proxmox_boot_tool_reads_only_the_first_line_of_kernel_cmdline(tmp_path: Path, first: str) -> None:
+    root = copy_example(tmp_path, "pve-systemd-boot")
+    cmdline = root / "etc/kernel/cmdline"
+    cmdline.write_text(first + cmdline.read_text())
+    before = cmdline.read_bytes()
+    code, doc, err = setup_of(root)
+    assert code == 1
+    assert "proxmox-boot-tool reads only the first line" in err
+    assert "/etc/kernel/cmdline:1" in err
+    assert doc["files"] == []
+    assert cmdline.read_bytes() == before
+
+
+def test_entries_only_refusal_says_why_kernel_cmdline_is_not_used(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "loader-entries-only")
+    (root / "etc/kernel").mkdir(parents=True, exist_ok=True)
+    (root / "etc/kernel/cmdline").write_text("root=/dev/sda2 quiet\n")
+    for ki in root.rglob("kernel-install"):
+        ki.unlink()
+    code, _, err = setup_of(root)
+    assert code == 1
+    assert "kernel-install is not installed" in err
+    assert "no /etc/kernel/cmdline" not in err
+
+
+def _entry(root: Path, name: str, version: str, options: str) -> None:
+    (root / "boot/loader/entries" / name).write_text(
+        f"title Fedora Linux ({version})\nversion {version}\nlinux /vmlinuz-{version}\n"
+        f"initrd /initramfs-{version}.img\noptions {options}\ngrub_class fedora\n"
+    )
+
+
+def test_grubby_updates_all_kernels_when_the_entries_differ_but_the_change_does_not(tmp_path: Path) -> None:
+    """Fedora's rescue entry has options of its own; the change is the same for every entry, so it is
+    the one command Red Hat documents."""
+    root = copy_example(tmp_path, "fedora-bls")
+    _entry(
+        root,
+        "0b1f5c3e9d2a4f6b8c7d6e5f4a3b2c1d-0-rescue.conf",
+        "0-rescue-0b1f5c3e9d2a4f6b8c7d6e5f4a3b2c1d",
+        "root=/dev/mapper/fedora-root ro",
+    )
+    code, doc, err = setup_of(root)
+    assert code == 0, err
+    assert [c["argv"] for c in doc["commands"]] == [["grubby", "--update-kernel=ALL", f"--args={P}"]]  # type: ignore[index]
+
+
+def test_grubby_updates_kernel_by_kernel_when_the_changes_differ(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "fedora-bls")
+    entries = sorted((root / "boot/loader/entries").iterdir())
+    entries[0].write_text(entries[0].read_text().replace("rhgb quiet", "rhgb quiet pci=realloc=on"))
+    code, doc, err = setup_of(root)
+    assert code == 0, err
+    argvs = [c["argv"] for c in doc["commands"]]  # type: ignore[index]
+    assert [
+        "grubby",
+        "--update-kernel=/boot/vmlinuz-6.11.4-301.fc41.x86_64",
+        "--remove-args=pci=realloc=on",
+        f"--args={P}",
+    ] in argvs
+    assert ["grubby", "--update-kernel=/boot/vmlinuz-6.11.6-300.fc41.x86_64", f"--args={P}"] in argvs
+
+
+def test_under_root_the_grubby_commands_still_needed_are_listed_not_run(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "fedora-bls")
+    grub = root / "etc/default/grub"
+    grub.write_text(grub.read_text().replace('rhgb quiet"', f'rhgb quiet {P}"'))
+    proc = run("apply", "--yes", "--json", "--root", str(root))
+    doc = json_of(proc.stdout)
+    assert proc.returncode == 0, proc.stderr
+    assert doc["changed"] is False
+    assert doc["commands"] == [  # the entries still lack it: the host itself must run grubby
+        {
+            "argv": ["grubby", "--update-kernel=ALL", f"--args={P}"],
+            "ran": False,
+            "exit_code": None,
+            "output_tail": "",
+            "note": "--root: run it on the host itself",
+        }
+    ]
+
+
+def test_a_refusal_in_json_carries_its_advice(tmp_path: Path) -> None:
+    code, doc, err = setup_of(EXAMPLES / "fedora-silverblue")
+    assert code == 1
+    assert doc["notes"] == [f"hint: run: rpm-ostree kargs --append-if-missing={P}, then reboot"]
