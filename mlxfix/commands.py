@@ -515,12 +515,19 @@ def _kernel_log(snap: Snapshot) -> tuple[str | None, str]:
     dmesg = snap.outputs.get("dmesg", "")
     if snap.exit_codes.get("dmesg") == 0 and dmesg.strip():
         return dmesg, "dmesg"
+    from mlxfix.diagnose import log_of_an_earlier_boot
+
+    running = snap.text("/proc/cmdline")
+    why = []
     for path in _LOG_FILES:
         data = snap.data(path)
         if data and data.strip():  # an empty kern.log (rotated just now) must not hide var/log/dmesg
-            return data.decode("utf-8", "replace"), path
-    why = []
-    for path in _LOG_FILES:
+            text = data.decode("utf-8", "replace")
+            earlier = log_of_an_earlier_boot(text, running)
+            if not earlier:
+                return text, path
+            why.append(f"{path}: {earlier}")
+            continue
         info = snap.files.get(path)
         if info is not None and info.exists:
             problem = "a directory" if info.is_dir else info.error or "empty"

@@ -46,9 +46,9 @@ MODELS = {
     "0x1007": "ConnectX-3 Pro",
     "0x1004": "ConnectX-3 Virtual Function",
     "0x1002": "ConnectX-2 Virtual Function",
-    **{f"0x{d:04x}": "ConnectX-3 family (MT275xx)" for d in range(0x1005, 0x1011) if d != 0x1007},
+    **{f"0x{d:04x}": "other ConnectX (ConnectX-3 family, MT275xx)" for d in range(0x1005, 0x1011) if d != 0x1007},
     **{
-        f"0x{d:04x}": "ConnectX / ConnectX-2"
+        f"0x{d:04x}": "other ConnectX (ConnectX or ConnectX-2)"
         for d in (0x6340, 0x634A, 0x6354, 0x6732, 0x673C, 0x6368, 0x6750, 0x6372, 0x675A, 0x6764, 0x6746, 0x676E)
     },
 }
@@ -203,8 +203,8 @@ def parse_resource(text: str) -> tuple[list[Bar], str | None]:
         except ValueError:
             return bars, f"line {i + 1} is not hexadecimal: {line.strip()[:60]!r}"
         bars.append(Bar(i, start, end, flags))
-    if len(bars) < 3:
-        return bars, f"only {len(bars)} lines (a PCI device has 13: BAR 0-5, ROM, 6 VF BARs)"
+    if len(bars) < 13 and len(bars) != 7:  # 7 from a kernel without SR-IOV support (no VF BARs)
+        return bars, f"only {len(bars)} lines (a PCI device has 13: BAR 0-5, ROM, 6 VF BARs; 7 without SR-IOV support)"
     return bars, None
 
 
@@ -295,6 +295,8 @@ def _device(snap: Snapshot, base: str, log: list[LogLine], warnings: list[str]) 
     subsystem = SUBSYSTEMS.get((sv, sd), f"{sv[2:]}:{sd[2:]}" if sv and sd else "unknown")
     link = snap.files.get(f"{base}/driver")
     driver = link.link_target.rsplit("/", 1)[-1] if link is not None and link.link_target else None
+    if link is not None and link.exists and not link.is_symlink:
+        warnings.append(f"{base}/driver: not a symlink (sysfs makes it one); {address} counts as bound to no driver")
     override = _text(snap, f"{base}/driver_override", warnings)
     override = None if override in (None, "", "(null)") else override
     interfaces = tuple((snap.listings.get(f"{base}/net") or []) + (snap.listings.get(f"{base}/infiniband") or []))
@@ -303,6 +305,8 @@ def _device(snap: Snapshot, base: str, log: list[LogLine], warnings: list[str]) 
     is_vf = device_id in VF_IDS or has_physfn
     total = _text(snap, f"{base}/sriov_totalvfs", warnings)
     total_vfs = int(total) if total and total.isdigit() else None
+    if total and total_vfs is None:
+        warnings.append(f"{base}/sriov_totalvfs: not a number: {total[:40]!r}; ignored")
     bar0 = bar2 = None
     resource = _text(snap, f"{base}/resource", warnings)
     if resource is None:
@@ -427,6 +431,8 @@ def _context(snap: Snapshot) -> Context:
         proxmox = pveversion.splitlines()[0]
     elif snap.listings.get("/etc/pve") is not None:
         proxmox = "Proxmox VE (/etc/pve)"
+    elif snap.tools.get("pveversion"):  # under --root: installed, not run
+        proxmox = "Proxmox VE (pveversion is installed)"
     board = _dmi(snap, "board_vendor", "board_name") or "unknown"
     bios = _dmi(snap, "bios_version", "bios_date") or "unknown"
     return Context(virtual, why, proxmox, snap.listings.get("/sys/firmware/efi") is not None, board, bios)
@@ -452,7 +458,9 @@ def analyse(snap: Snapshot, configured: str | None, configured_source: str, log_
     if snap.listings.get(PCI) is None and not snap.globs.get(f"{PCI}/*/vendor"):
         warnings.append(f"{PCI} could not be listed: no PCI device information")
     devices = []
-    for path in snap.globs.get(f"{PCI}/*/vendor", []):
+    vendor_files = snap.globs.get(f"{PCI}/*/vendor", [])
+    warnings += _unidentified(snap, vendor_files)
+    for path in vendor_files:
         if (_text(snap, path, warnings) or "").lower() == MELLANOX:
             dev = _device(snap, path.rsplit("/", 1)[0], log, warnings)
             if dev is not None:
@@ -496,21 +504,62 @@ def analyse(snap: Snapshot, configured: str | None, configured_source: str, log_
 _LOGGED_CMDLINE = re.compile(r"[Cc]ommand line: (.*)")
 
 
+def _unidentified(snap: Snapshot, vendor_files: list[str]) -> list[str]:
+    """Warnings for PCI devices whose vendor cannot be read: one of them may be the NIC."""
+    out = []
+    have = {p.rsplit("/", 2)[-2] for p in vendor_files}
+    for name in snap.listings.get(PCI) or []:
+        if name not in have:
+            out.append(f"{PCI}/{name}/vendor: missing; that device cannot be identified (it may be a Mellanox one)")
+    for path in vendor_files:
+        info = snap.files.get(path)
+        if info is None or b"\0" in (info.data or b""):
+            continue  # (a binary one is named by _text)
+        text = info.data.decode("utf-8", "replace").strip() if info.data is not None else None
+        if text is None or not re.fullmatch(r"0x[0-9a-fA-F]{4}", text):
+            why = (
+                "a directory"
+                if info.is_dir
+                else info.error or "unreadable"
+                if text is None
+                else f"not a vendor id: {text[:40]!r}"
+            )
+            out.append(f"{path}: {why}; that device cannot be identified (it may be a Mellanox one)")
+    return out
+
+
+def logged_cmdline(log_text: str) -> str | None:
+    """The command line of the last boot in a log file, as the kernel logged it early in that boot
+    (looked for right after the last banner: a log of 200,000 lines is not scanned again)."""
+    banner = log_text.rfind("Linux version ")
+    head = log_text[max(banner, 0) : max(banner, 0) + (64 << 10)]
+    found = _LOGGED_CMDLINE.search(head)
+    return found.group(1).strip() if found is not None else None
+
+
 def _log_of_another_boot(log_text: str | None, running: str | None) -> str:
     """A log file (kern.log) may end before this boot: its "Kernel command line:" says which boot it is."""
     if not log_text or running is None:
         return ""
-    # The kernel logs its command line early in a boot: look right after the last banner (a log
-    # of hundreds of thousands of lines is not scanned again for it).
-    banner = log_text.rfind("Linux version ")
-    head = log_text[max(banner, 0) : max(banner, 0) + (64 << 10)]
-    found = _LOGGED_CMDLINE.search(head)
-    if found is None:
-        return ""
-    logged = found.group(1).strip()
-    if logged.split() == running.split() or running.split() == logged.split()[: len(running.split())]:
+    logged = logged_cmdline(log_text)
+    if logged is None or logged.split() == running.split() or running.split() == logged.split()[: len(running.split())]:
         return ""
     return "its last boot ran with another command line than /proc/cmdline: it may be the log of an earlier boot"
+
+
+def log_of_an_earlier_boot(log_text: str, running: str | None) -> str:
+    """Why a log file is not this boot's, when it provably is not: its last boot ran with another
+    pci=realloc setting than /proc/cmdline (its Missing UAR says nothing of this boot). "" otherwise."""
+    if running is None or not _log_of_another_boot(log_text, running):
+        return ""
+    logged = logged_cmdline(log_text) or ""
+    then, now = cmdline.realloc_setting(logged)[0], cmdline.realloc_setting(running)[0]
+    if then == now:
+        return ""
+    return (
+        f"the log of an earlier boot (it ran with pci=realloc {then or 'unset'}, this one runs with"
+        f" {now or 'it unset'}), not used"
+    )
 
 
 _VM_ADVICE = (

@@ -778,6 +778,6 @@ def test_under_root_the_grubby_commands_still_needed_are_listed_not_run(tmp_path
 
 
 def test_a_refusal_in_json_carries_its_advice(tmp_path: Path) -> None:
-    code, doc, err = setup_of(EXAMPLES / "fedora-silverblue")
+    code, doc, _ = setup_of(EXAMPLES / "fedora-silverblue")
     assert code == 1
     assert doc["notes"] == [f"hint: run: rpm-ostree kargs --append-if-missing={P}, then reboot"]

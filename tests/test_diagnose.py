@@ -505,3 +505,64 @@ def test_an_affected_host_mlxfix_cannot_edit_is_told_what_to_do_instead(tmp_path
     assert "mlxfix apply --dry-run" not in advice
     assert doc["boot_setup"] is None
     assert "OSTree" in doc["boot_setup_error"]  # type: ignore[operator]
+
+
+EARLIER_BOOT = (
+    "Dec  1 10:00:00 pve kernel: [    0.000000] Linux version 6.8.12-4-pve\n"
+    "Dec  1 10:00:00 pve kernel: [    0.000000] Command line: root=/dev/sda1 ro quiet\n"
+    "Dec  1 10:00:02 pve kernel: [    2.365098] mlx4_core 0000:01:00.0: Missing UAR, aborting\n"
+)
+
+
+def test_a_kern_log_of_a_boot_without_the_fix_is_not_this_boots_log(tmp_path: Path) -> None:
+    """kern.log ends before this boot (syslog not yet flushed): its Missing UAR is the old boot's."""
+    root = healthy_host(tmp_path, log=None)
+    kernel_log(root, EARLIER_BOOT, "/var/log/kern.log")
+    code, doc = verify(root)
+    assert (code, doc.failed) == (13, ["log"])  # this boot's log is unknown: not "it says Missing UAR"
+    check = next(c for c in doc.checks if c.name == "log")
+    assert "earlier boot" in check.detail
+    assert "says Missing UAR" not in check.detail
+    kernel_log(root, HEALTHY_LOG + "[    0.000000] Command line: root=/dev/sda1 ro quiet pci=realloc=off\n")
+    assert verify(root)[0] == 0  # var/log/dmesg is this boot's, and it is clean
+
+
+def test_a_stale_missing_uar_is_no_evidence_for_this_boot(tmp_path: Path) -> None:
+    root = host(tmp_path, cmdline="root=/dev/sda1 ro quiet pci=realloc=off", modules=("mlx4_core",))
+    pci_device(root, driver=None)  # no resource file: the BARs are unknown
+    kernel_log(root, EARLIER_BOOT, "/var/log/kern.log")
+    code, doc = diagnose(root)
+    assert code == 12  # other-failure: unbound, BARs unknown, and no log of this boot
+    assert doc["status"] != "affected"
+    assert not any("already in effect" in a for a in doc["advice"])  # type: ignore[union-attr]
+
+
+def test_a_truncated_resource_file_is_named_and_what_it_holds_used() -> None:
+    five = "".join(cx3_resource().splitlines(keepends=True)[:5])
+    bars, problem = parse_resource(five)
+    assert len(bars) == 5
+    assert "only 5 lines" in str(problem)
+    assert parse_resource("".join(cx3_resource().splitlines(keepends=True)[:7]))[1] is None  # no SR-IOV support
+
+
+@pytest.mark.parametrize(
+    ("content", "why"), [(None, "missing"), ("\xff\xfegarbage\n", "not a vendor id"), ("dir", "a directory")]
+)
+def test_a_device_whose_vendor_cannot_be_read_is_named(tmp_path: Path, content: str | None, why: str) -> None:
+    root = host(tmp_path)
+    vendor = pci_device(root, driver=None, resource=cx3_resource(bar2=None)) / "vendor"
+    vendor.unlink()
+    if content == "dir":
+        vendor.mkdir()
+    elif content is not None:
+        vendor.write_text(content)
+    code, doc = diagnose(root)
+    assert code == 0
+    assert any(w.startswith("/sys/bus/pci/devices/0000:01:00.0/vendor: " + why) for w in doc["warnings"])  # type: ignore[union-attr]
+
+
+def test_proxmox_is_known_from_pveversion_alone(tmp_path: Path) -> None:
+    root = host(tmp_path)
+    write(root, "/usr/bin/pveversion", "#!/bin/sh\n").chmod(0o755)
+    _, doc = diagnose(root)
+    assert doc["context"]["proxmox"] == "Proxmox VE (pveversion is installed)"  # type: ignore[index]
