@@ -38,10 +38,22 @@ __all__ = [
 ]
 
 WHITESPACE = " \t\n\v\f\r"
-# Parameters that legitimately appear several times with different values.
+# Parameters that legitimately appear several times with different values, each one counting (the
+# kernel's acpi_osi= adds to a set, video= names one connector, hugepagesz=/hugepages= come in
+# pairs, crashkernel= has ,high and ,low parts; dracut's rd.* and systemd's lists accumulate):
+# adding one keeps the others. For every other key, the last value is the one in effect.
 REPEATABLE = frozenset(
-    {"console", "ip", "nameserver", "rd.lvm.lv", "rd.luks.uuid", "rd.luks.name", "rd.md.uuid", "rd.driver.pre", "memmap"}
-)
+    {
+        "console", "ip", "nameserver", "memmap", "acpi_osi", "video", "hugepagesz", "hugepages", "crashkernel",
+        "modprobe.blacklist", "systemd.mask", "systemd.wants", "systemd.setenv", "efi_fake_mem",
+    }
+)  # fmt: skip
+
+
+def repeatable(key: str) -> bool:
+    return key in REPEATABLE or key.startswith("rd.")
+
+
 _SAFE = re.compile(r"[A-Za-z0-9_.,:=+/@%^!~-]+")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _SAFE_QUOTED = re.compile(r"[A-Za-z0-9_.,:=+/@%^!~ -]*")
@@ -242,7 +254,7 @@ def _plan(line: str, param: Param) -> tuple[list[_Removal], list[str]]:
             continue
         if t.value == want.value and not seen:
             seen = True
-        elif t.value == want.value or want.key not in REPEATABLE:
+        elif t.value == want.value or not repeatable(want.key):
             removals.append(_Removal(ti, None))
     if not seen:
         missing.append(want.text)
@@ -275,7 +287,7 @@ def in_effect(line: str, param: Param) -> bool:
                 return False
         return True
     same = [t for t in tokens if t.key == param.key]
-    if param.key in REPEATABLE:
+    if repeatable(param.key):
         return any(t.value == param.token.value for t in same)
     return bool(same) and same[-1].value == param.token.value
 

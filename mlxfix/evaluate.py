@@ -360,6 +360,10 @@ class _Evaluator:
             if current is None:
                 return Unknown(f"${e.name}, which none of these files sets", file, e.start)
             return current
+        if e.op in (":?", "?") and (current is None or isinstance(current, Unknown)):
+            return self.stop(
+                Unknown(f"sh stops at {_short(text)} on {self.where(file, e.start)} when {e.name} is unset", file, e.start)
+            )
         if e.op in ("?", "%", "%%", "#", "##"):
             return Unknown(f"the expansion {_short(text)}", file, e.start)
         if current is None:
@@ -374,8 +378,14 @@ class _Evaluator:
         if e.op in (":+", "+"):
             return self.word(e.arg, file, editable=False) if is_set else ()
         if e.op in (":?", "?"):
-            return current if is_set else Unknown(f"{_short(text)} stops the shell", file, e.start)
+            return current if is_set else self.stop(Unknown(f"{_short(text)} stops the shell", file, e.start))
         return Unknown(f"the assigning expansion {_short(text)}", file, e.start)  # := and =
+
+    def stop(self, where: Unknown) -> Unknown:
+        """sh ends here (an error it exits on): grub-mkconfig, which sources these files, would too."""
+        if self.result.stops is None:
+            self.result.stops = where
+        return where
 
     # -- statements ----------------------------------------------------------------------------------
 
@@ -490,9 +500,11 @@ class _Evaluator:
         if fx.terminates is not None:
             pos, kind = fx.terminates
             self.exits = self.exits or kind != "return"
+            what = f"the '{kind}'" if " " not in kind else kind.split(" (", 1)[0]
+            why = f" ({kind.split(' (', 1)[1]}" if " (" in kind else ""
             if kind != "return" and self.result.stops is None:
-                self.result.stops = Unknown(f"sh may stop at the '{kind}' on {self.where(file, pos)}", file, pos)
-            self.skippable = Unknown(f"the shell may stop at the '{kind}' on {self.where(file, pos)} before this", file, pos)
+                self.result.stops = Unknown(f"sh may stop at {what} on {self.where(file, pos)}{why}", file, pos)
+            self.skippable = Unknown(f"the shell may stop at {what} on {self.where(file, pos)} before this{why}", file, pos)
 
     # -- effects of opaque shell ---------------------------------------------------------------------
 
@@ -550,10 +562,18 @@ class _Evaluator:
                 head.start,
                 f"'{name}' runs shell code that is not in this file and may change any variable",
             )
+            stops = _may_stop(name, [], c.redirects)
+            if stops:
+                fx.terminates = fx.terminates or (head.start, stops)
             return
         if name in _TERMINATORS or (name == "exec" and len(words) > 1):
             fx.terminates = fx.terminates or (head.start, name)
             return
+        stops = _may_stop(name, [w.plain() if isinstance(w, Word) else "" for w in words[1:]], c.redirects)
+        if stops:
+            fx.terminates = fx.terminates or (head.start, stops)
+            if name != "readonly":
+                return
         if name == "alias":
             fx.everything = fx.everything or (head.start, "'alias' may make the lines after it mean something else")
             return
@@ -614,6 +634,8 @@ class _Evaluator:
     def effects_of_word(self, word: Word, ctx: str, fx: _Effects) -> None:
         for name, pos in _assigned_in_word(word, self.files[self.current].text):
             fx.assigned.setdefault(name, (pos, ctx))
+        for name, pos in _checked_in_word(word):  # ${X?...}: a check sh exits on
+            fx.terminates = fx.terminates or (pos, f"${{{name}?...}} (sh stops when {name} is unset)")
 
 
 _CONTEXT_NAMES = {
@@ -633,6 +655,70 @@ _ARITH_ASSIGN = re.compile(
 )
 
 
+_SPECIAL_BUILTINS = frozenset(
+    {
+        ":",
+        ".",
+        "break",
+        "continue",
+        "eval",
+        "exec",
+        "exit",
+        "export",
+        "readonly",
+        "return",
+        "set",
+        "shift",
+        "times",
+        "trap",
+        "unset",
+    }
+)
+
+
+def _may_stop(name: str, args: list[str | None], redirects: tuple[shell.Redirect, ...]) -> str:
+    """Why sh may exit at this command (what mlxfix cannot rule out without running it), or ""."""
+    if name in (".", "source"):
+        return (
+            f"{name} (it runs shell code that is not in this file: sh stops if that file cannot be read,"
+            " and the code may stop it or change any variable)"
+        )
+    if name == "readonly":
+        return "readonly (sh stops at a later assignment of a read-only name)"
+    if name == "shift":
+        return "shift (sh stops when there are fewer positional parameters)"
+    if name == "set":
+        for i, arg in enumerate(args):
+            if arg is None or arg == "--" or not arg.startswith("-"):
+                break
+            if arg == "-o" and i + 1 < len(args) and args[i + 1] in ("errexit", "nounset"):
+                return f"set -o {args[i + 1]} (sh then stops at the first failing command)"
+            if not arg.startswith("--") and ("e" in arg or "u" in arg):
+                return f"set {arg} (sh then stops at the first failing command or unset variable)"
+    if name in _SPECIAL_BUILTINS:
+        for r in redirects:
+            target = r.target.plain()
+            if "&" not in r.op and target != "/dev/null":
+                return f"a redirection of the special builtin '{name}' (sh stops when it fails)"
+    return ""
+
+
+def _checked_in_word(word: Word) -> list[tuple[str, int]]:
+    """Variables a word requires to be set: ``${X?...}``, ``${X:?...}`` (sh exits when they are not)."""
+    found: list[tuple[str, int]] = []
+    stack: list[shell.Part] = list(word.parts)
+    while stack:
+        p = stack.pop()
+        if isinstance(p, DoubleQuoted):
+            stack.extend(p.parts)
+        elif isinstance(p, Expansion) and p.kind == "param":
+            if p.op in ("?", ":?"):
+                found.append((p.name, p.start))
+            if p.arg is not None:
+                stack.extend(p.arg.parts)
+    return found
+
+
 def _assigned_in_word(word: Word, text: str) -> list[tuple[str, int]]:
     """Variables a word assigns while it is expanded: ``${X=...}``, ``${X:=...}``, ``$((X+=1))``."""
     found: list[tuple[str, int]] = []
@@ -644,6 +730,7 @@ def _assigned_in_word(word: Word, text: str) -> list[tuple[str, int]]:
         elif isinstance(p, Expansion) and p.kind == "param":
             if p.op in ("=", ":="):
                 found.append((p.name, p.start))
+
             if p.arg is not None:
                 stack.extend(p.arg.parts)
         elif isinstance(p, Expansion) and p.kind == "arith":

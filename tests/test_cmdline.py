@@ -177,3 +177,24 @@ def test_a_megabyte_command_line_splits_in_linear_time() -> None:
     assert len(tokens) == 60_000
     assert cmdline.realloc_setting(line) == (None, [])
     assert time.perf_counter() - t < 0.5  # the character loop it replaced took 1.3 s for 1 MiB
+
+
+@pytest.mark.parametrize(
+    ("line", "param"),
+    [
+        ("quiet acpi_osi=Linux", 'acpi_osi="!Windows 2012"'),  # acpi_osi= adds to a set
+        ("video=HDMI-A-1:1280x720", "video=DP-1:1920x1080"),  # one per connector
+        ("modprobe.blacklist=radeon", "modprobe.blacklist=nouveau"),
+        ("hugepagesz=1G hugepages=4", "hugepages=512"),
+        ("crashkernel=256M,high", "crashkernel=128M,low"),
+        ("rd.lvm.lv=fedora/root", "rd.lvm.lv=fedora/swap"),  # dracut's rd.* accumulate
+    ],
+)
+def test_adding_a_repeatable_parameter_keeps_its_other_values(line: str, param: str) -> None:
+    p = Param.parse(param)
+    assert cmdline.apply(line, cmdline.ensure(line, p)) == f"{line} {param}"
+
+
+def test_a_parameter_the_kernel_reads_once_is_replaced() -> None:
+    p = Param.parse("iommu=pt")
+    assert cmdline.apply("iommu=soft quiet", cmdline.ensure("iommu=soft quiet", p)) == "quiet iommu=pt"

@@ -24,12 +24,12 @@ CLD = "GRUB_CMDLINE_LINUX_DEFAULT"
 
 # Corpus files mlxfix must refuse, and the reason it gives.
 REFUSED = {
-    "008-holoiso-postcopy.grub": "'source' runs shell code",
+    "008-holoiso-postcopy.grub": "source on line 1 (it runs shell code that is not in this file",
     "012-kaisenlinux-grub2.grub": "package template",
     "025-parrotsec-grub2.grub": "package template",
-    "033-4ndr0666-dotfiles.grub": "'source' runs shell code",
+    "033-4ndr0666-dotfiles.grub": "source on line 69 (it runs shell code that is not in this file",
     "035-4ndr0666-dotfiles.cfg": "assigned inside function add_kernel_param",
-    "056-correabuscar-etc.grub": "may be a function from the code run on line 8",
+    "056-correabuscar-etc.grub": "source on line 8 (it runs shell code that is not in this file",
 }
 
 
@@ -239,7 +239,11 @@ def test_already_present_changes_nothing() -> None:
         ("f() { GRUB_CMDLINE_LINUX_DEFAULT=x; }\nf\n", 1, "inside function f"),
         ('GRUB_CMDLINE_LINUX_DEFAULT="quiet $UNDEFINED"\n', 1, "$UNDEFINED, which none of these files sets"),
         ('GRUB_CMDLINE_LINUX_DEFAULT="$(cat /etc/cmdline)"\n', 1, "the output of a command"),
-        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n. /etc/default/extra\n', 2, "'.' runs shell code"),
+        (
+            'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n. /etc/default/extra\n',
+            2,
+            ". on line 2 (it runs shell code that is not in this file",
+        ),
         ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\neval "$X"\n', 2, "'eval' runs shell code"),
         ('GRUB_CMDLINE_LINUX_DEFAULT="quiet\nGRUB_X=1\n', 1, "sh cannot parse this file (unterminated double quote)"),
         ('GRUB_CMDLINE_LINUX_DEFAULT="@DEFAULT_CMDLINE@"\n', 1, "package template"),
@@ -260,6 +264,18 @@ def test_already_present_changes_nothing() -> None:
         ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nexport -n GRUB_CMDLINE_LINUX_DEFAULT\n', 2, "sh rejects the option"),
         ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nlocal x\n', 2, "outside a function"),
         ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nexec true\n', 2, "would stop there too and never write grub.cfg"),
+        (
+            'readonly GRUB_CMDLINE_LINUX_DEFAULT\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n',
+            1,
+            "a later assignment of a read-only name",
+        ),
+        ('X=${A:?unset}\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "when A is unset"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n: "${A?oops}"\n', 2, "sh stops when A is unset"),
+        ('set -eu\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "set -eu on line 1"),
+        ('set -o nounset\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "set -o nounset"),
+        ('shift 5\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "fewer positional parameters"),
+        (': > /nonexistent/x\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "special builtin ':'"),
+        ('. /etc/default/other\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "sh stops if that file cannot be read"),
         ('\xef\xbb\xbfGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "byte order mark"),
     ],
 )
@@ -272,6 +288,21 @@ def test_refusals_name_file_line_and_reason(text: str, line: int, reason: str) -
     assert err.line == line
     assert reason in err.message
     assert "\n" not in str(err)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'set -- a b\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n',  # positional parameters only
+        'set +e\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n',
+        'A=1\nX=${A:?unset}\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n',  # A is set: no stop
+        'export GRUB_X=1 2>/dev/null\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n',
+    ],
+)
+def test_what_sh_cannot_stop_at_is_still_edited(text: str, tmp_path: Path) -> None:
+    path = tmp_path / "grub"
+    path.write_bytes(after(text).encode("latin-1"))
+    assert sh_values([path], ["GRUB_CMDLINE_LINUX_DEFAULT"]) == {"GRUB_CMDLINE_LINUX_DEFAULT": "quiet pci=realloc=off"}
 
 
 def test_edit_never_changes_another_variable_that_reuses_the_value() -> None:
