@@ -364,7 +364,7 @@ class _Evaluator:
             return self.stop(
                 Unknown(f"sh stops at {_short(text)} on {self.where(file, e.start)} when {e.name} is unset", file, e.start)
             )
-        if e.op in ("?", "%", "%%", "#", "##"):
+        if e.op in ("%", "%%", "#", "##"):
             return Unknown(f"the expansion {_short(text)}", file, e.start)
         if current is None:
             return Unknown(f"{_short(text)}: {e.name} is not set by these files", file, e.start)
@@ -730,7 +730,6 @@ def _assigned_in_word(word: Word, text: str) -> list[tuple[str, int]]:
         elif isinstance(p, Expansion) and p.kind == "param":
             if p.op in ("=", ":="):
                 found.append((p.name, p.start))
-
             if p.arg is not None:
                 stack.extend(p.arg.parts)
         elif isinstance(p, Expansion) and p.kind == "arith":
