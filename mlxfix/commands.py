@@ -169,11 +169,29 @@ def apply(
         report.confirmed = True
         _execute_locked(host, report, lambda: plan_apply(host, param, boot_setup)[0], no_update, progress)
     except MlxfixError as exc:
+        _blame_the_login(host, exc)
         report.error = exc
         report.errors.append(str(exc))
     if report.outcome is not None:
         report.warnings += report.outcome.warnings
     return report
+
+
+def _blame_the_login(host: Host, exc: MlxfixError) -> None:
+    """A file root may read and this login may not: the advice names the login, not the file."""
+    if exc.hint is not None or "permission denied" not in str(exc).lower():
+        return
+    try:
+        if host.privileged():
+            return
+    except MlxfixError:  # (the connection is gone: the error says so already)
+        return
+    if host.label == "localhost":
+        exc.hint = "run mlxfix as root (or with --root on a tree you can read and write)"
+    else:
+        exc.hint = (
+            f"the login on {host.label} is not root, and passwordless sudo is not available: log in as root, or allow sudo -n"
+        )
 
 
 def _execute_locked(
@@ -282,6 +300,7 @@ def rollback(
         report.confirmed = True
         _execute_locked(host, report, lambda: plan_rollback(host, backup_id, force, boot_setup)[0], no_update, progress)
     except MlxfixError as exc:
+        _blame_the_login(host, exc)
         report.error = exc
         report.errors.append(str(exc))
     if report.outcome is not None:

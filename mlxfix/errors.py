@@ -13,6 +13,7 @@ __all__ = [
     "HostError",
     "Interrupted",
     "MlxfixError",
+    "NoSuchRoot",
     "NotRestored",
     "Refused",
     "UsageError",
@@ -87,6 +88,12 @@ class Refused(MlxfixError):
 
 class HostError(MlxfixError):
     """Reading, writing or running something on the host failed."""
+
+
+class NoSuchRoot(HostError):
+    """--root names no directory on the --host target: a usage error, found when logging in."""
+
+    exit_code = ExitCode.USAGE
 
 
 class ConnectionLost(HostError):

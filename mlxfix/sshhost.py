@@ -22,7 +22,7 @@ import threading
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from mlxfix.errors import Busy, ConnectionLost, HostError, UsageError
+from mlxfix.errors import Busy, ConnectionLost, HostError, NoSuchRoot, UsageError
 from mlxfix.facts import CommandResult, FileInfo, Snapshot
 from mlxfix.host import MAX_READ, checkpoint
 
@@ -37,6 +37,7 @@ _TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P
 
 # The login shell becomes a root shell: directly when the login is root, else through sudo -n.
 # (Without either it stays an ordinary shell: reads and dry runs work, changes are refused.)
+_NO_ROOT = "mlxfix-no-such-root-directory"
 _ROOT_SHELL = (
     'if [ "$(id -u)" = 0 ]; then exec /bin/sh; fi\n'
     "if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then exec sudo -n /bin/sh; fi\n"
@@ -239,7 +240,10 @@ class SshHost:
         argv += ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
         if self.port is not None:
             argv += ["-p", str(self.port)]
-        return [*argv, "--", f"{self.user}@{self.host}" if self.user else self.host, f"sh -c {shlex.quote(_ROOT_SHELL)}"]
+        shell = _ROOT_SHELL
+        if self.root != "/":  # a --root that is not there is a usage error, found with the login (no round trip)
+            shell = f"[ -d {shlex.quote(self.root)} ] || {{ echo {_NO_ROOT} >&2; exit 2; }}\n{shell}"
+        return [*argv, "--", f"{self.user}@{self.host}" if self.user else self.host, f"sh -c {shlex.quote(shell)}"]
 
     def start(self) -> None:
         """Begin connecting now, in the background: ssh's handshake (most of ``ssh HOST true``) then runs
@@ -247,7 +251,11 @@ class SshHost:
         if self._session is not None or self._starting is not None:
             return
         try:
-            self._proc = subprocess.Popen(self._ssh_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            # A session of its own: the terminal's Ctrl-C goes to mlxfix alone, which puts the files
+            # back over this very connection (in mlxfix's process group, ssh would die with it).
+            self._proc = subprocess.Popen(
+                self._ssh_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+            )
         except OSError as exc:
             raise HostError(f"{self.label}: cannot run ssh ({exc.strerror})") from None
         self.connections += 1
@@ -308,6 +316,8 @@ class SshHost:
     def _connection_error(self, exc: BaseException, stderr: str = "") -> HostError:
         text = stderr + " " + " ".join(str(getattr(exc, a, "") or "") for a in ("stderr", "stdout")) + " " + str(exc)
         where = self.label
+        if _NO_ROOT in text:
+            return NoSuchRoot(f"--root {self.root}: no such directory on {where}")
         if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Offending" in text:
             return HostError(
                 f"{where}: the host key has CHANGED since it was recorded in known_hosts: this may be an attack, or a"
@@ -332,8 +342,9 @@ class SshHost:
             self._locked = False
             self._lost = ConnectionLost(
                 f"{self.label}: the connection was lost in the middle of the change (while trying to {what}); the target"
-                " holds the old or the new files, and the record of this run: once it is reachable, run"
-                f" mlxfix apply --host {self.label} to finish, or mlxfix rollback --host {self.label} to undo"
+                " holds the old or the new files, and the record of this run: once it is reachable, run the same"
+                f" mlxfix command with --host {self.label} again to finish it (after an apply, mlxfix rollback"
+                f" --host {self.label} undoes it instead)"
             )
             return self._lost
         return HostError(f"{self.label}: the connection was lost while trying to {what} ({_first_line(str(exc))})")

@@ -172,6 +172,12 @@ def test_not_root_and_no_sudo(sshd: Sshd, tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert f"{target}, but the login is not root, and passwordless sudo is not available" in proc.stderr
     assert snapshot(there) == before
+    assert remote(sshd, "apply", "--yes", "--root", str(there)).returncode == 0  # as root
+    changed = snapshot(there)
+    rollback = remote(sshd, "rollback", "--yes", "--root", str(there), target=target)
+    assert rollback.returncode == 1
+    assert f"the login on {target} is not root, and passwordless sudo is not available" in rollback.stderr
+    assert snapshot(there) == changed
 
 
 @pytest.mark.parametrize("step", ["after-backup", "write-before-rename", "write-after-rename", "after-write"])
@@ -364,3 +370,46 @@ def test_after_the_connection_drops_nothing_more_is_done_over_a_new_one(sshd: Ss
     assert again.returncode == 0, again.stderr
     assert any("finishing the apply interrupted earlier" in n for n in json_of(again.stdout)["notes"])  # type: ignore[union-attr]
     assert not (there / "var/lib/mlxfix/intent.json").exists()
+
+
+@pytest.mark.parametrize("step", ["after-intent", "write-after-rename", "after-write"])
+def test_ctrl_c_on_the_terminal_puts_the_target_back_over_the_same_connection(sshd: Sshd, tmp_path: Path, step: str) -> None:
+    """A terminal's Ctrl-C reaches its whole foreground process group: ssh, in a session of its own,
+    survives it, and mlxfix restores the target as it would locally (exit 130)."""
+    there = tree(tmp_path)
+    before = snapshot(there)
+    marker = tmp_path / "pause"
+    proc = subprocess.Popen(
+        [*_mlxfix(), "apply", "--yes", "--json", "--root", str(there), "--host", sshd.target, *sshd.options()],
+        env={**os.environ, "MLXFIX_TEST_PAUSE_AT": f"{step}:{marker}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a foreground job
+    )
+    deadline = time.monotonic() + 60
+    while not Path(f"{marker}.reached").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+    time.sleep(0.5)
+    Path(f"{marker}.go").touch()  # the restore passes the same step again: no second pause
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert json_of(out)["exit_code"] == 130
+    assert "Traceback" not in err
+    after = snapshot(there)
+    assert {k: v for k, v in after.items() if "var/lib/mlxfix" not in k} == {
+        k: v for k, v in before.items() if "var/lib/mlxfix" not in k
+    }
+    assert not (there / "var/lib/mlxfix/intent.json").exists()
+
+
+def test_a_root_that_is_not_on_the_target_is_a_usage_error_naming_the_host(sshd: Sshd, tmp_path: Path) -> None:
+    missing = tmp_path / "no such tree"
+    for command in (["diagnose"], ["apply", "--yes"], ["rollback", "--yes"], ["backups"], ["verify"]):
+        proc = remote(sshd, *command, "--json", "--root", str(missing))
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert f"--root {missing}: no such directory on {sshd.target}" in proc.stderr
+        assert json_of(proc.stdout)["exit_code"] == 2
