@@ -207,7 +207,7 @@ def _safe_path(path: str) -> bool:
 class Listing(NamedTuple):
     manifests: list[Manifest]  # newest first
     problems: list[str]  # one line for each backup that cannot be used, and each leftover
-    damaged: dict[str, str]  # backup id -> why it cannot be restored (a copy does not match its sha256)
+    damaged: dict[str, str]  # backup id -> why it cannot be restored (its manifest, or a copy's sha256)
 
 
 def _gather(host: Host, backup_id: str = "*") -> Snapshot:
@@ -248,6 +248,7 @@ def _listing(host: Host, snap: Snapshot) -> Listing:
             manifest = _parse_manifest(snap.data(f"{BACKUPS}/{name}/manifest.json"), name)
         except FileError as exc:
             problems.append(str(exc))
+            damaged[name] = str(exc)
             continue
         manifests.append(manifest)
         why = _copies(snap, manifest)[1]
@@ -294,6 +295,14 @@ def _load_one(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, by
             detail = f" ({listing.problems[0]})" if listing.problems else ""
             raise Refused(f"there is no backup of an apply to restore under {BACKUPS}{detail}")
         manifest = applied[0]
+        known = {m.id for m in listing.manifests}
+        newer = sorted((n for n in listing.damaged if n not in known and n > manifest.id), reverse=True)
+        if newer:  # its manifest is unreadable: it may be the apply to undo, so no older one is guessed
+            raise Refused(
+                f"the newest backup, {newer[0]}, is damaged ({listing.damaged[newer[0]]}); refusing to fall back"
+                f" to the older {manifest.id}",
+                hint="see mlxfix backups, and choose one with --backup ID",
+            )
     else:
         check_id(backup_id)
         snap = _gather(host, backup_id)

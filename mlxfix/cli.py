@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import signal
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ import typer
 from mlxfix.errors import ExitCode, MlxfixError, Refused, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from mlxfix.commands import ChangeReport
     from mlxfix.host import CommandResult, Host
@@ -178,18 +179,36 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
 
 
-def _ask(question: str) -> bool:
+def _ask(question: str, *, ctrl_c: bool = True) -> bool:
+    """y/N on the terminal. Ctrl-C is an interruption (130), not a "no"; ``ctrl_c=False`` (the
+    reboot prompt, after the change is made): Ctrl-C is a "no"."""
     sys.stderr.write(f"{question} [y/N] ")
     sys.stderr.flush()
     try:
-        answer = sys.stdin.readline()
+        with _ctrl_c_raises():
+            answer = sys.stdin.readline()
     except EOFError:
         sys.stderr.write("\n")
         return False
-    except KeyboardInterrupt:  # Ctrl-C is an interruption (130), not a "no"
+    except KeyboardInterrupt:
         sys.stderr.write("\n")
-        raise
+        if ctrl_c:
+            raise
+        return False
     return answer.strip().lower() in ("y", "yes")
+
+
+@contextlib.contextmanager
+def _ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt here, also after the change is made (see _Progress.committed)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _needs(as_json: bool, dry_run: bool = True) -> tuple[str, ...]:
@@ -256,6 +275,12 @@ class _Progress:
 
     def output(self, line: str) -> None:
         self._print(f"    | {line}")
+
+    def committed(self) -> None:
+        """The change is made: Ctrl-C is ignored from here on (but at the reboot prompt and while
+        waiting for the host), or the report would say "interrupted" of a change that stays."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def command_end(self, result: CommandResult) -> None:
         if self._thread is not None:
@@ -360,12 +385,14 @@ def _finish_change(
         from mlxfix.render import render_verification
 
         try:
-            commands.wait_for_reboot(host, boot_id, wait, _WaitLine(out))
-            report.verification = commands.verify(host, report.param, present=report.command == "apply")
-        except MlxfixError as exc:  # the change is made: the report must still come out, saying so
+            with _ctrl_c_raises():  # Ctrl-C stops the waiting; the change stays, and the report says so
+                commands.wait_for_reboot(host, boot_id, wait, _WaitLine(out))
+                report.verification = commands.verify(host, report.param, present=report.command == "apply")
+        except (MlxfixError, KeyboardInterrupt) as exc:  # the change is made: the report must still come out
+            why = str(exc) if isinstance(exc, MlxfixError) else "interrupted (Ctrl-C) while waiting for the host"
             out.write("\n")
-            sys.stderr.write(f"mlxfix: {exc}\n")
-            report.errors.append(str(exc))
+            sys.stderr.write(f"mlxfix: {why}\n")
+            report.errors.append(why)
             code = ExitCode.NOT_VERIFIED
         else:
             render_verification(report.verification, out, style)
@@ -397,7 +424,7 @@ def _maybe_reboot(report: ChangeReport, host: Host, *, reboot: bool | None, yes:
             return None
         if os.environ.get("SSH_CONNECTION") and not remote:
             out.write("You are connected over SSH: the session will drop; reconnect in a minute or two and run: mlxfix verify\n")
-        if not _ask(f"Reboot {host.label if remote else 'now'}?"):
+        if not _ask(f"Reboot {host.label if remote else 'now'}?", ctrl_c=False):
             return None
     boot_id = (host.read(BOOT_ID).data or b"").decode().strip() or None
     argv = reboot_command(host)
@@ -616,8 +643,9 @@ def verify(
     raise typer.Exit(int(code))
 
 
-def _usage_document(args: list[str], message: str) -> None:
-    """A usage error under --json: still one document on stdout, for the automation that asked."""
+def early_document(args: list[str], message: str, exit_code: int = ExitCode.USAGE) -> None:
+    """A usage error (or a Ctrl-C) before a command ran, under --json: still one document on stdout,
+    for the automation that asked."""
     from mlxfix.models import dump, failure_result
 
     names = {"apply", "rollback", "backups", "diagnose", "verify"}
@@ -627,7 +655,7 @@ def _usage_document(args: list[str], message: str) -> None:
         name, eq, value = arg.partition("=")
         if name in given:
             given[name] = value if eq else (args[i + 1] if i + 1 < len(args) else given[name])
-    sys.stdout.write(dump(failure_result(command, given["--host"], given["--root"], message, int(ExitCode.USAGE))) + "\n")
+    sys.stdout.write(dump(failure_result(command, given["--host"], given["--root"], message, int(exit_code))) + "\n")
 
 
 def _app_for(args: list[str]) -> typer.Typer:
@@ -663,6 +691,8 @@ def main(early: SshHost | None = None) -> None:
         code = _app_for(sys.argv[1:])(standalone_mode=False, prog_name="mlxfix")
     except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("mlxfix: interrupted\n")
+        if "--json" in sys.argv[1:]:
+            early_document(sys.argv[1:], "interrupted", ExitCode.INTERRUPTED)
         sys.exit(ExitCode.INTERRUPTED)
     except Exception as exc:
         show = getattr(exc, "show", None)
@@ -670,7 +700,7 @@ def main(early: SshHost | None = None) -> None:
             show()
             if "--json" in sys.argv[1:]:
                 message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-                _usage_document(sys.argv[1:], message)
+                early_document(sys.argv[1:], message)
             sys.exit(ExitCode.USAGE)
         raise
     finally:

@@ -7,18 +7,37 @@ for real, and the CLI uses the early connection only if it was made for exactly 
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from mlxfix.sshhost import SshHost
 
 
 def main() -> None:
-    early = _early_connection(sys.argv[1:])
-    from mlxfix import cli
-
+    try:
+        early = _early_connection(sys.argv[1:])
+        from mlxfix import cli
+    except KeyboardInterrupt:
+        _interrupted()
+    except RuntimeError as exc:  # a Ctrl-C inside a class body's __set_name__ comes wrapped
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            _interrupted()
+        raise
     cli.main(early)
+
+
+def _interrupted() -> NoReturn:
+    """Ctrl-C while mlxfix was still starting: nothing was done; no traceback, and under --json
+    the one document automation expects."""
+    sys.stderr.write("mlxfix: interrupted\n")
+    if "--json" in sys.argv[1:]:
+        with contextlib.suppress(BaseException):  # a second Ctrl-C: the exit code still says it
+            from mlxfix.cli import early_document
+
+            early_document(sys.argv[1:], "interrupted", 130)
+    sys.exit(130)
 
 
 def _early_connection(args: list[str]) -> SshHost | None:

@@ -42,6 +42,7 @@ class Outcome:
     written: list[str] = field(default_factory=list)
     commands: list[CommandOutcome] = field(default_factory=list)
     restored: bool = False
+    put_back: list[str] = field(default_factory=list)  # the files a failure's undo really wrote back
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -56,6 +57,9 @@ class Progress(Protocol):
     def output(self, line: str) -> None: ...
 
     def command_end(self, result: CommandResult) -> None: ...
+
+    def committed(self) -> None:
+        """The change is made: from here on the run only reports it (a Ctrl-C must not say otherwise)."""
 
 
 class Quiet:
@@ -72,6 +76,9 @@ class Quiet:
 
     def command_end(self, result: CommandResult) -> None:
         del result
+
+    def committed(self) -> None:
+        pass
 
 
 def wait_for_package_managers(host: Host, patience: float = 10.0, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -183,6 +190,7 @@ def _restore(
             else:
                 host.write_atomic(entry.path, data, mode=entry.mode, uid=entry.uid, gid=entry.gid, expect_sha256=now)
                 _verify_written(host, entry.path, data)
+            outcome.put_back.append(entry.path)
             progress.step(f"restored {entry.path} from backup {manifest.id}")
         except ConnectionLost:
             raise
@@ -346,7 +354,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
             err.message += "; the apply interrupted earlier is still unfinished: run mlxfix again once that is fixed"
             return err
         backup.clear_intent(host)
-        if not attempted and not started:
+        if not outcome.put_back and not started:  # (a write refused because the file changed wrote nothing)
             err.message += "; nothing was changed"
             with suppress(MlxfixError):  # a backup of a state that never changed: not worth keeping
                 host.remove_tree(f"{backup.BACKUPS}/{manifest.id}")
@@ -384,6 +392,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
                 raise CommandFailed(f"{c} failed with exit code {result.exit_code}: {detail}")
             checkpoint(f"after-command-{c.argv[0]}")
         _check_after_commands(host, plan)
+        progress.committed()  # the last thing a Ctrl-C may undo
     except MlxfixError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:

@@ -459,8 +459,12 @@ class LocalHost:
 
     def make_private_dir(self, path: str) -> None:
         """Create ``path`` (and parents) mode 0700; refuse it if it is a symlink, belongs to another
-        user, or can be written by group or others."""
+        user, or can be written by group or others, or if another user controls a directory above it."""
         real = self.real(path)
+        existing = os.path.dirname(real)
+        while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        self._refuse_unsafe_dir(existing, path)  # no one else may control a directory above it (nothing made yet)
         try:
             os.makedirs(os.path.dirname(real), exist_ok=True)
             try:

@@ -44,7 +44,10 @@ class Style:
 
     def diff(self, text: str) -> str:
         out = []
-        for line in text.splitlines():
+        lines = text.split("\n")  # not splitlines(): a CRLF file's \r (or a \f) is part of its line
+        if lines and lines[-1] == "":
+            lines.pop()
+        for line in lines:
             if line.startswith(("+++", "---")):
                 out.append(self.bold(line))
             elif line.startswith("+"):

@@ -528,12 +528,22 @@ class SshHost:
     def make_private_dir(self, path: str) -> None:
         q = shlex.quote(self.real(path))
         script = (
-            f'd={q}; mkdir -p "$(dirname "$d")"; mkdir -m 700 "$d" 2>/dev/null || true\n'
+            f"d={q}; r={shlex.quote(self._r())}; me=$(id -u)\n"
+            # no one else may control a directory above it (checked before anything is made)
+            'top=$(cd -P "${r:-/}" && pwd -P) || exit 3; a=$(dirname "$d")\n'
+            'while [ ! -d "$a" ] && [ "$a" != / ]; do a=$(dirname "$a"); done\n'
+            'a=$(cd -P "$a" && pwd -P) || exit 3; first=1\n'
+            'while :; do set -- $(stat -c "%u %a" "$a"); m=$((0$2)); shown=${a#"${top%/}"}\n'
+            '  [ "$1" = 0 ] || [ "$1" = "$me" ] || { echo "${shown:-/} belongs to uid $1" >&2; exit 3; }\n'
+            '  if [ $((m & 022)) != 0 ] && { [ -n "$first" ] || [ $((m & 01000)) = 0 ]; }; then\n'
+            '    echo "other users can write to ${shown:-/}" >&2; exit 3; fi\n'
+            '  [ "$a" = "$top" ] || [ "$a" = / ] && break; a=$(dirname "$a"); first=\n'
+            "done\n"
+            'mkdir -p "$(dirname "$d")"; mkdir -m 700 "$d" 2>/dev/null || true\n'
             '[ -L "$d" ] && { echo "it is a symlink" >&2; exit 3; }\n'
             '[ -d "$d" ] || { echo "it is not a directory" >&2; exit 3; }\n'
             'set -- $(stat -c "%u %a" "$d")\n[ "$1" = "$(id -u)" ] || { echo "it belongs to uid $1" >&2; exit 3; }\n'
             'case "$2" in *00) ;; *) echo "its mode is $2, not private (700)" >&2; exit 3 ;; esac\n'
-            f"r={shlex.quote(self._r())}\n"
             'if [ -n "$r" ]; then p=$(cd -P "$d" && pwd -P); top=$(cd -P "$r" && pwd -P)\n'
             '  case "$p/" in "$top/"*) ;; *) echo "it is outside the root (it is $p)" >&2; exit 3 ;; esac; fi'
         )

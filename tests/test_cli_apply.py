@@ -444,8 +444,9 @@ def test_a_rollback_puts_back_a_file_deleted_since(host: Path) -> None:
     assert grub(host) == PVE_GRUB
 
 
-def test_diffs_keep_bytes_that_are_not_utf8_so_patch_applies_them(host: Path, tmp_path: Path) -> None:
-    original = b'# Conf\xe9 par l\'\xe9quipe\nGRUB_CMDLINE_LINUX_DEFAULT="qu\xe9iet"\n'
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+def test_diffs_keep_bytes_that_are_not_utf8_so_patch_applies_them(host: Path, tmp_path: Path, eol: bytes) -> None:
+    original = b'# Conf\xe9 par l\'\xe9quipe\nGRUB_CMDLINE_LINUX_DEFAULT="qu\xe9iet"\n'.replace(b"\n", eol)
     write(host, "/etc/default/grub", original)
     proc = subprocess.run(
         [sys.executable, "-m", "mlxfix", "apply", "--dry-run", "--root", str(host)], capture_output=True, check=False
@@ -454,7 +455,7 @@ def test_diffs_keep_bytes_that_are_not_utf8_so_patch_applies_them(host: Path, tm
     diff = proc.stdout[proc.stdout.index(b"--- a/") : proc.stdout.index(b"\nKernel command line")] + b"\n"
     target = tmp_path / "grub"
     target.write_bytes(original)
-    patched = subprocess.run(["patch", str(target)], input=diff, capture_output=True, check=False)
+    patched = subprocess.run(["patch", "--binary", str(target)], input=diff, capture_output=True, check=False)
     assert patched.returncode == 0, patched.stdout + patched.stderr
     assert target.read_bytes() == original.replace(b'qu\xe9iet"', b'qu\xe9iet pci=realloc=off"')
 
@@ -506,3 +507,65 @@ def test_ctrl_c_at_the_question_is_an_interruption_and_changes_nothing(host: Pat
     os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 130
     assert snapshot(host) == before
+
+
+@pytest.mark.parametrize("step", ["done"])
+def test_ctrl_c_after_the_change_is_made_does_not_make_the_report_a_lie(host: Path, tmp_path: Path, step: str) -> None:
+    """Once the change is made, Ctrl-C can no longer undo it: the run ends as it is (exit 0, the
+    real document), not "interrupted" over a changed host."""
+    import signal
+    import time
+
+    marker = tmp_path / "pause"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlxfix", "apply", "--yes", "--json", "--root", str(host)],
+        env={**os.environ, "MLXFIX_TEST_PAUSE_AT": f"{step}:{marker}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not Path(f"{marker}.reached").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    Path(f"{marker}.go").touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    doc = json_of(out)
+    assert (doc["exit_code"], doc["changed"]) == (0, True)
+    assert doc["backup"] is not None
+    assert b"pci=realloc=off" in (host / "etc/default/grub").read_bytes()
+    assert "interrupted" not in err
+
+
+def test_a_damaged_newest_backup_is_not_silently_passed_over(host: Path) -> None:
+    assert invoke("apply", "--yes", "--root", str(host))[0] == 0
+    assert invoke("apply", "--yes", "--param", "iommu=pt", "--root", str(host))[0] == 0
+    backups = sorted((host / "var/lib/mlxfix/backups").iterdir())
+    (backups[-1] / "manifest.json").write_bytes(b"")
+    before = snapshot(host)
+    code, _, err = invoke("rollback", "--yes", "--root", str(host))
+    assert code == 1
+    assert f"the newest backup, {backups[-1].name}, is damaged" in err
+    assert snapshot(host) == before
+    code, _, _ = invoke("rollback", "--yes", "--backup", backups[0].name, "--force", "--root", str(host))
+    assert code == 0  # the admin may still choose one
+
+
+@pytest.mark.parametrize("how", ["world-writable", "foreign-owner"])
+def test_the_state_directory_is_refused_below_a_directory_others_control(host: Path, how: str) -> None:
+    parent = host / "var/lib"
+    parent.mkdir(parents=True, exist_ok=True)
+    if how == "world-writable":
+        parent.chmod(0o777)
+    else:
+        os.chown(host / "var", 1234, 1234)
+    before = snapshot(host)
+    code, _, err = invoke("apply", "--yes", "--root", str(host))
+    assert code == 1
+    assert "refusing to write into /var/lib" in err
+    assert snapshot(host) == before  # not even the state directory was made

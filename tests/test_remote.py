@@ -413,3 +413,14 @@ def test_a_root_that_is_not_on_the_target_is_a_usage_error_naming_the_host(sshd:
         assert proc.returncode == 2, (command, proc.stderr)
         assert f"--root {missing}: no such directory on {sshd.target}" in proc.stderr
         assert json_of(proc.stdout)["exit_code"] == 2
+
+
+def test_the_state_directory_on_the_target_is_refused_below_a_directory_others_control(sshd: Sshd, tmp_path: Path) -> None:
+    there = tree(tmp_path)
+    (there / "var/lib").mkdir(parents=True, exist_ok=True)
+    (there / "var/lib").chmod(0o777)
+    before = snapshot(there)
+    proc = remote(sshd, "apply", "--yes", "--root", str(there))
+    assert proc.returncode == 1
+    assert "other users can write to /var/lib" in proc.stderr
+    assert snapshot(there) == before

@@ -55,9 +55,17 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run the CLI in-process through typer's runner: (exit code, stdout, stderr)."""
+    """Run the CLI in-process through typer's runner: (exit code, stdout, stderr). A process ends
+    with its command; this one goes on, so what the command set for its process (a committed change
+    ignores Ctrl-C) is put back."""
+    import signal
+
     runner = CliRunner()
-    result = runner.invoke(app, list(args), env=env, catch_exceptions=False)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        result = runner.invoke(app, list(args), env=env, catch_exceptions=False)
+    finally:
+        signal.signal(signal.SIGINT, handler)
     return result.exit_code, result.stdout, result.stderr
 
 
