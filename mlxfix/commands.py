@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mlxfix.bootsetup import check_setup_name, detect, gather_request
-from mlxfix.errors import FileError, MlxfixError, Refused
+from mlxfix.errors import Busy, FileError, MlxfixError, Refused
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -162,6 +162,7 @@ def apply(
         if dry_run:
             return report
         if not (plan.writes or plan.commands):
+            _nobody_at_work(host)
             _tidy_if_needed(host, snap, progress)
             return report
         if not confirm(plan):
@@ -175,6 +176,16 @@ def apply(
     if report.outcome is not None:
         report.warnings += report.outcome.warnings
     return report
+
+
+def _nobody_at_work(host: Host) -> None:
+    """A run with nothing to do fails at once too while another mlxfix changes the host: its "nothing
+    to do" may stop being true a moment later (a lock is only looked at, not taken: no trace)."""
+    from mlxfix.backup import LOCK
+
+    if host.held_locks([LOCK]):
+        where = "this host" if host.label == "localhost" else host.label
+        raise Busy(f"another mlxfix is running on {where} (it holds the lock); try again when it is done", path=LOCK)
 
 
 def _blame_the_login(host: Host, exc: MlxfixError) -> None:
@@ -287,6 +298,7 @@ def rollback(
         if dry_run:
             return report
         if not (plan.writes or plan.commands):
+            _nobody_at_work(host)
             if interrupted:  # the files already hold the backup: the interrupted rollback is done
                 from mlxfix.execute import exclusive
 

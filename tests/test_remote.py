@@ -424,3 +424,26 @@ def test_the_state_directory_on_the_target_is_refused_below_a_directory_others_c
     assert proc.returncode == 1
     assert "other users can write to /var/lib" in proc.stderr
     assert snapshot(there) == before
+
+
+def test_a_run_with_nothing_to_do_over_ssh_still_fails_while_another_is_at_work(sshd: Sshd, tmp_path: Path) -> None:
+    there = tree(tmp_path)
+    marker = tmp_path / "pause"
+    first = subprocess.Popen(
+        [*_mlxfix(), "apply", "--yes", "--root", str(there), "--host", sshd.target, *sshd.options()],
+        env={**os.environ, "MLXFIX_TEST_PAUSE_AT": f"after-backup:{marker}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not Path(f"{marker}.reached").exists():
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    other = remote(sshd, "rollback", "--yes", "--root", str(there))  # its backup is there, the file not yet changed
+    assert other.returncode == 75, other.stderr
+    assert f"another mlxfix is running on {sshd.target}" in other.stderr
+    Path(f"{marker}.go").touch()
+    assert first.wait(timeout=60) == 0, first.communicate()
+    first.communicate()

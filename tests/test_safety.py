@@ -313,6 +313,33 @@ def test_two_mlxfix_at_once_one_proceeds_the_other_fails_at_once(tmp_path: Path)
     clean(root)
 
 
+@pytest.mark.parametrize("second", ["rollback", "apply"])
+def test_a_run_with_nothing_to_do_still_fails_at_once_while_another_is_at_work(tmp_path: Path, second: str) -> None:
+    """The first run has saved its backup and not yet written: the file still looks applied (or
+    rolled back) to a second run, whose "nothing to do" would be true for a moment only."""
+    root = fresh(tmp_path, "root")
+    if second == "apply":  # the first run is a rollback of an apply, and the second would re-apply
+        assert mlxfix(root, "apply").returncode == 0
+        first_argv = ["rollback", "--yes"]
+    else:
+        first_argv = ["apply", "--yes"]
+    marker = tmp_path / "pause"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "mlxfix", *first_argv, "--root", str(root)],
+        env={**os.environ, "MLXFIX_TEST_PAUSE_AT": f"after-backup:{marker}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(marker, first)
+    other = mlxfix(root, second)
+    assert other.returncode == 75, other.stderr
+    assert "another mlxfix is running" in other.stderr
+    Path(f"{marker}.go").touch()
+    assert first.wait(timeout=60) == 0, first.communicate()
+    first.communicate()
+
+
 def test_two_mlxfix_started_together_never_both_change_the_host(tmp_path: Path) -> None:
     """Started at the same instant, many times: one applies, the other fails with 75 (busy) or finds
     the work done (0, changed false); never two applies, never a wrong message."""
