@@ -459,9 +459,17 @@ def analyse(snap: Snapshot, configured: str | None, configured_source: str, log_
         warnings.append(f"{PCI} could not be listed: no PCI device information")
     devices = []
     vendor_files = snap.globs.get(f"{PCI}/*/vendor", [])
-    warnings += _unidentified(snap, vendor_files)
+    warnings += _without_vendor(snap, vendor_files)
     for path in vendor_files:
-        if (_text(snap, path, warnings) or "").lower() == MELLANOX:
+        vendor = _text(snap, path, warnings)
+        if vendor is None or not _VENDOR_ID.fullmatch(vendor):
+            info = snap.files.get(path)
+            if vendor is not None:
+                warnings.append(f"{path}: not a vendor id: {vendor[:40]!r}; {_UNIDENTIFIED}")
+            elif info is not None and info.data is None:  # (one that holds bytes _text ignored is named by it)
+                warnings.append(f"{path}: {'a directory' if info.is_dir else info.error or 'unreadable'}; {_UNIDENTIFIED}")
+            continue
+        if vendor.lower() == MELLANOX:
             dev = _device(snap, path.rsplit("/", 1)[0], log, warnings)
             if dev is not None:
                 devices.append(dev)
@@ -504,28 +512,14 @@ def analyse(snap: Snapshot, configured: str | None, configured_source: str, log_
 _LOGGED_CMDLINE = re.compile(r"[Cc]ommand line: (.*)")
 
 
-def _unidentified(snap: Snapshot, vendor_files: list[str]) -> list[str]:
-    """Warnings for PCI devices whose vendor cannot be read: one of them may be the NIC."""
-    out = []
+_VENDOR_ID = re.compile(r"0x[0-9a-fA-F]{4}")
+_UNIDENTIFIED = "that device cannot be identified (it may be a Mellanox one)"
+
+
+def _without_vendor(snap: Snapshot, vendor_files: list[str]) -> list[str]:
+    """Warnings for the PCI devices that have no vendor file at all: one of them may be the NIC."""
     have = {p.rsplit("/", 2)[-2] for p in vendor_files}
-    for name in snap.listings.get(PCI) or []:
-        if name not in have:
-            out.append(f"{PCI}/{name}/vendor: missing; that device cannot be identified (it may be a Mellanox one)")
-    for path in vendor_files:
-        info = snap.files.get(path)
-        if info is None or b"\0" in (info.data or b""):
-            continue  # (a binary one is named by _text)
-        text = info.data.decode("utf-8", "replace").strip() if info.data is not None else None
-        if text is None or not re.fullmatch(r"0x[0-9a-fA-F]{4}", text):
-            why = (
-                "a directory"
-                if info.is_dir
-                else info.error or "unreadable"
-                if text is None
-                else f"not a vendor id: {text[:40]!r}"
-            )
-            out.append(f"{path}: {why}; that device cannot be identified (it may be a Mellanox one)")
-    return out
+    return [f"{PCI}/{name}/vendor: missing; {_UNIDENTIFIED}" for name in snap.listings.get(PCI) or [] if name not in have]
 
 
 def logged_cmdline(log_text: str) -> str | None:
@@ -537,12 +531,19 @@ def logged_cmdline(log_text: str) -> str | None:
     return found.group(1).strip() if found is not None else None
 
 
-def _log_of_another_boot(log_text: str | None, running: str | None) -> str:
-    """A log file (kern.log) may end before this boot: its "Kernel command line:" says which boot it is."""
+def _other_cmdline(log_text: str | None, running: str | None) -> str | None:
+    """The command line a log file's last boot logged, when it is not /proc/cmdline (None: the same,
+    or unknown). A log file (kern.log) may end before this boot: that line says which boot it is."""
     if not log_text or running is None:
-        return ""
+        return None
     logged = logged_cmdline(log_text)
     if logged is None or logged.split() == running.split() or running.split() == logged.split()[: len(running.split())]:
+        return None
+    return logged
+
+
+def _log_of_another_boot(log_text: str | None, running: str | None) -> str:
+    if _other_cmdline(log_text, running) is None:
         return ""
     return "its last boot ran with another command line than /proc/cmdline: it may be the log of an earlier boot"
 
@@ -550,9 +551,9 @@ def _log_of_another_boot(log_text: str | None, running: str | None) -> str:
 def log_of_an_earlier_boot(log_text: str, running: str | None) -> str:
     """Why a log file is not this boot's, when it provably is not: its last boot ran with another
     pci=realloc setting than /proc/cmdline (its Missing UAR says nothing of this boot). "" otherwise."""
-    if running is None or not _log_of_another_boot(log_text, running):
+    logged = _other_cmdline(log_text, running)
+    if logged is None or running is None:
         return ""
-    logged = logged_cmdline(log_text) or ""
     then, now = cmdline.realloc_setting(logged)[0], cmdline.realloc_setting(running)[0]
     if then == now:
         return ""

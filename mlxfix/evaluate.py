@@ -18,7 +18,7 @@ from mlxfix import shell
 from mlxfix.shell import Assign, DoubleQuoted, Expansion, Literal, Word
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
     from collections.abc import Set as AbstractSet
 
     from mlxfix.grubfile import GrubFile
@@ -703,38 +703,33 @@ def _may_stop(name: str, args: list[str | None], redirects: tuple[shell.Redirect
     return ""
 
 
-def _checked_in_word(word: Word) -> list[tuple[str, int]]:
-    """Variables a word requires to be set: ``${X?...}``, ``${X:?...}`` (sh exits when they are not)."""
-    found: list[tuple[str, int]] = []
+def _expansions(word: Word) -> Iterator[Expansion]:
+    """The expansions of a word that sh performs in the shell itself: in double quotes and in the
+    arguments of ``${X...}`` too (not the bodies of ``$( )``, which run in a subshell)."""
     stack: list[shell.Part] = list(word.parts)
     while stack:
         p = stack.pop()
         if isinstance(p, DoubleQuoted):
             stack.extend(p.parts)
-        elif isinstance(p, Expansion) and p.kind == "param":
-            if p.op in ("?", ":?"):
-                found.append((p.name, p.start))
-            if p.arg is not None:
+        elif isinstance(p, Expansion):
+            yield p
+            if p.kind == "param" and p.arg is not None:
                 stack.extend(p.arg.parts)
-    return found
+
+
+def _checked_in_word(word: Word) -> list[tuple[str, int]]:
+    """Variables a word requires to be set: ``${X?...}``, ``${X:?...}`` (sh exits when they are not)."""
+    return [(p.name, p.start) for p in _expansions(word) if p.kind == "param" and p.op in ("?", ":?")]
 
 
 def _assigned_in_word(word: Word, text: str) -> list[tuple[str, int]]:
     """Variables a word assigns while it is expanded: ``${X=...}``, ``${X:=...}``, ``$((X+=1))``."""
     found: list[tuple[str, int]] = []
-    stack: list[shell.Part] = list(word.parts)
-    while stack:
-        p = stack.pop()
-        if isinstance(p, DoubleQuoted):
-            stack.extend(p.parts)
-        elif isinstance(p, Expansion) and p.kind == "param":
-            if p.op in ("=", ":="):
-                found.append((p.name, p.start))
-            if p.arg is not None:
-                stack.extend(p.arg.parts)
-        elif isinstance(p, Expansion) and p.kind == "arith":
-            for m in _ARITH_ASSIGN.finditer(text, p.start, p.end):
-                found.append((m.group(1) or m.group(2), p.start))
+    for p in _expansions(word):
+        if p.kind == "param" and p.op in ("=", ":="):
+            found.append((p.name, p.start))
+        elif p.kind == "arith":
+            found += [(m.group(1) or m.group(2), p.start) for m in _ARITH_ASSIGN.finditer(text, p.start, p.end)]
     return found
 
 

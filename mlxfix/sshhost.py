@@ -512,14 +512,9 @@ class SshHost:
             '    echo "cannot use the directory of $p" >&2; exit 3; }\n'
             '  case "$d/" in "${top%/}/"*) ;; *)\n'
             '    echo "refusing to write $p: its directory $d is outside the root" >&2; exit 3 ;; esac\n'
-            "  first=1\n"
-            '  while :; do s=$(stat -c "%u %a" "$d") || exit 3; set -- $s; m=$((0$2)); shown=${d#"${top%/}"}\n'
-            '    [ "$1" = 0 ] || [ "$1" = "$me" ] || {\n'
-            '      echo "refusing to write into $(dirname "$p"): ${shown:-/} belongs to uid $1" >&2; exit 3; }\n'
-            '    if [ $((m & 022)) != 0 ] && { [ -n "$first" ] || [ $((m & 01000)) = 0 ]; }; then\n'
-            '      echo "refusing to write into $(dirname "$p"): other users can write to ${shown:-/}" >&2; exit 3; fi\n'
-            '    [ "$d" = "$top" ] || [ "$d" = / ] && break; d=$(dirname "$d"); first=\n'
-            "  done\ndone"
+            '  why="refusing to write into $(dirname "$p"): "\n'
+            f"  {_SAFE_ANCESTORS}\n"
+            "done"
         )
         code, out, err = self._sh(script, check=False, what="check the directories it writes to")
         if code != 0:
@@ -532,19 +527,15 @@ class SshHost:
             # no one else may control a directory above it (checked before anything is made)
             'top=$(cd -P "${r:-/}" && pwd -P) || exit 3; a=$(dirname "$d")\n'
             'while [ ! -d "$a" ] && [ "$a" != / ]; do a=$(dirname "$a"); done\n'
-            'a=$(cd -P "$a" && pwd -P) || exit 3; first=1\n'
-            'while :; do set -- $(stat -c "%u %a" "$a"); m=$((0$2)); shown=${a#"${top%/}"}\n'
-            '  [ "$1" = 0 ] || [ "$1" = "$me" ] || { echo "${shown:-/} belongs to uid $1" >&2; exit 3; }\n'
-            '  if [ $((m & 022)) != 0 ] && { [ -n "$first" ] || [ $((m & 01000)) = 0 ]; }; then\n'
-            '    echo "other users can write to ${shown:-/}" >&2; exit 3; fi\n'
-            '  [ "$a" = "$top" ] || [ "$a" = / ] && break; a=$(dirname "$a"); first=\n'
-            "done\n"
+            'p=$d; d=$(cd -P "$a" && pwd -P) || exit 3; why=\n'
+            f"{_SAFE_ANCESTORS}\n"
+            "d=$p\n"
             'mkdir -p "$(dirname "$d")"; mkdir -m 700 "$d" 2>/dev/null || true\n'
             '[ -L "$d" ] && { echo "it is a symlink" >&2; exit 3; }\n'
             '[ -d "$d" ] || { echo "it is not a directory" >&2; exit 3; }\n'
             'set -- $(stat -c "%u %a" "$d")\n[ "$1" = "$(id -u)" ] || { echo "it belongs to uid $1" >&2; exit 3; }\n'
             'case "$2" in *00) ;; *) echo "its mode is $2, not private (700)" >&2; exit 3 ;; esac\n'
-            'if [ -n "$r" ]; then p=$(cd -P "$d" && pwd -P); top=$(cd -P "$r" && pwd -P)\n'
+            'if [ -n "$r" ]; then p=$(cd -P "$d" && pwd -P)\n'
             '  case "$p/" in "$top/"*) ;; *) echo "it is outside the root (it is $p)" >&2; exit 3 ;; esac; fi'
         )
         code, _, err = self._sh(script, check=False, what=f"create {path}")
@@ -655,6 +646,18 @@ class SshHost:
             return uid == 0
         return out[-1:] == ["w"]
 
+
+# $d (physical, inside $top) and every directory above it up to $top: root's or ours ($me), writable
+# by no one else; a sticky one above $d excepted. A refusal is "$why" and the reason, exit 3.
+_SAFE_ANCESTORS = (
+    "first=1\n"
+    'while :; do s=$(stat -c "%u %a" "$d") || exit 3; set -- $s; m=$((0$2)); shown=${d#"${top%/}"}\n'
+    '  [ "$1" = 0 ] || [ "$1" = "$me" ] || { echo "$why${shown:-/} belongs to uid $1" >&2; exit 3; }\n'
+    '  if [ $((m & 022)) != 0 ] && { [ -n "$first" ] || [ $((m & 01000)) = 0 ]; }; then\n'
+    '    echo "${why}other users can write to ${shown:-/}" >&2; exit 3; fi\n'
+    '  [ "$d" = "$top" ] || [ "$d" = / ] && break; d=$(dirname "$d"); first=\n'
+    "done"
+)
 
 # Follow the links a host path $p names, inside the root $r, as a chroot would (40 at most).
 _FOLLOW_LINKS = (

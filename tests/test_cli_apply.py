@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlxfix.models import BackupsResult, ChangeResult
-from tests.trees import PVE_GRUB, debian_host, invoke, json_of, run, snapshot, write
+from tests.trees import PVE_GRUB, debian_host, invoke, json_of, run, snapshot, wait_for_pause, write
 
 EXPECTED = PVE_GRUB.replace(b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"', b'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"')
 
@@ -525,11 +525,7 @@ def test_ctrl_c_after_the_change_is_made_does_not_make_the_report_a_lie(host: Pa
         text=True,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 60
-    while not Path(f"{marker}.reached").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_pause(marker, proc)
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.3)
     Path(f"{marker}.go").touch()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.conftest import EXAMPLES
-from tests.trees import json_of, run, snapshot
+from tests.trees import json_of, run, snapshot, wait_for_pause
 
 if TYPE_CHECKING:
     from tests.sshd import Sshd
@@ -195,11 +195,7 @@ def test_a_connection_killed_mid_apply_leaves_old_or_new_and_a_usable_rollback(s
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not Path(f"{marker}.reached").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_pause(marker, proc)
     for pid in set(sshd.connection_pids()) - before:  # this apply's connection: kill its sshd
         os.kill(pid, signal.SIGKILL)
     Path(f"{marker}.go").touch()
@@ -353,11 +349,7 @@ def test_after_the_connection_drops_nothing_more_is_done_over_a_new_one(sshd: Ss
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not Path(f"{marker}.reached").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_pause(marker, proc)
     for pid in set(sshd.connection_pids()) - before:
         os.kill(pid, signal.SIGKILL)
     Path(f"{marker}.go").touch()
@@ -387,11 +379,7 @@ def test_ctrl_c_on_the_terminal_puts_the_target_back_over_the_same_connection(ss
         text=True,
         start_new_session=True,  # its own process group, as a shell gives a foreground job
     )
-    deadline = time.monotonic() + 60
-    while not Path(f"{marker}.reached").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_pause(marker, proc)
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
     time.sleep(0.5)
     Path(f"{marker}.go").touch()  # the restore passes the same step again: no second pause
@@ -436,11 +424,7 @@ def test_a_run_with_nothing_to_do_over_ssh_still_fails_while_another_is_at_work(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not Path(f"{marker}.reached").exists():
-        assert first.poll() is None, first.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_pause(marker, first)
     other = remote(sshd, "rollback", "--yes", "--root", str(there))  # its backup is there, the file not yet changed
     assert other.returncode == 75, other.stderr
     assert f"another mlxfix is running on {sshd.target}" in other.stderr

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import CORPUS, EXAMPLES, ROOT
-from tests.trees import PVE_GRUB, invoke, json_of, run, snapshot, write
+from tests.trees import PVE_GRUB, invoke, json_of, run, snapshot, wait_for_pause, write
 
 NEW = PVE_GRUB.replace(b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"', b'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"')
 FIGURES: dict[str, int] = {}
@@ -268,7 +268,7 @@ def test_a_file_changed_under_us_is_not_overwritten(tmp_path: Path, step: str) -
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for(marker, proc)
+    wait_for_pause(marker, proc)
     theirs = PVE_GRUB + b"GRUB_TIMEOUT=1\n"  # another admin, or dpkg
     (root / "etc/default/grub").write_bytes(theirs)
     Path(f"{marker}.go").touch()
@@ -276,14 +276,6 @@ def test_a_file_changed_under_us_is_not_overwritten(tmp_path: Path, step: str) -
     assert proc.returncode == 1
     assert "changed since mlxfix read it" in err
     assert grub(root) == theirs
-
-
-def _wait_for(marker: Path, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while not Path(f"{marker}.reached").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
 
 
 # -- 4. two runs at once --------------------------------------------------------------------------------
@@ -299,7 +291,7 @@ def test_two_mlxfix_at_once_one_proceeds_the_other_fails_at_once(tmp_path: Path)
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for(marker, first)
+    wait_for_pause(marker, first)
     started = time.monotonic()
     second = mlxfix(root, "apply")
     assert time.monotonic() - started < 5  # at once, no waiting on the lock
@@ -331,7 +323,7 @@ def test_a_run_with_nothing_to_do_still_fails_at_once_while_another_is_at_work(t
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for(marker, first)
+    wait_for_pause(marker, first)
     other = mlxfix(root, second)
     assert other.returncode == 75, other.stderr
     assert "another mlxfix is running" in other.stderr

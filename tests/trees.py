@@ -159,3 +159,15 @@ def proc(
 
 def kernel_log(root: Path, text: str, path: str = "/var/log/dmesg") -> None:
     write(root, path, text)
+
+
+def wait_for_pause(marker: Path, proc: subprocess.Popen[str]) -> None:
+    """Wait (60 s at most) until ``proc`` reached the step MLXFIX_TEST_PAUSE_AT=STEP:marker names
+    (it creates marker.reached, then waits for marker.go); it must not end before."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while not Path(f"{marker}.reached").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

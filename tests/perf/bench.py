@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    Check = Callable[[subprocess.CompletedProcess[bytes]], str | None]  # None: the run is as it should be
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # this checkout's mlxfix and tests, installed or not
 EXAMPLE = ROOT / "examples" / "pve-missing-uar"
@@ -67,39 +69,28 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def timed(argv: list[str], check: Callable[[subprocess.CompletedProcess[bytes]], str | None], runs: int) -> float:
+def _one_run(argv: list[str], check: Check) -> float:
+    """The wall time of one run of ``argv``, its result checked (a failed run ends the benchmark)."""
+    started = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, env=child_env(), cwd=ROOT, check=False)
+    elapsed = time.perf_counter() - started
+    problem = check(proc)
+    if problem:
+        sys.exit(f"bench: {' '.join(argv[:4])}...: {problem}\n{proc.stderr.decode(errors='replace')[-2000:]}")
+    return elapsed
+
+
+def timed(argv: list[str], check: Check, runs: int) -> float:
     """Median wall time of ``argv`` over ``runs`` runs, after two warm-ups; every run's result checked."""
-    times = []
-    for i in range(runs + 2):
-        started = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, env=child_env(), cwd=ROOT, check=False)
-        elapsed = time.perf_counter() - started
-        problem = check(proc)
-        if problem:
-            sys.exit(f"bench: {' '.join(argv[:4])}...: {problem}\n{proc.stderr.decode(errors='replace')[-2000:]}")
-        if i >= 2:
-            times.append(elapsed)
-    return statistics.median(times)
+    times = [_one_run(argv, check) for _ in range(runs + 2)]
+    return statistics.median(times[2:])
 
 
-def timed_beside(
-    base_argv: list[str], argv: list[str], check: Callable[[subprocess.CompletedProcess[bytes]], str | None], runs: int
-) -> tuple[float, float]:
+def timed_beside(base_argv: list[str], argv: list[str], check: Check, runs: int) -> tuple[float, float]:
     """Medians of the baseline and of ``argv``, their runs alternated: a shared machine whose speed
     drifts from one minute to the next slows both alike, and the ratio stays honest."""
-    base: list[float] = []
-    case: list[float] = []
-    for i in range(runs + 2):
-        for what, times, chk in ((base_argv, base, expect(0)), (argv, case, check)):
-            started = time.perf_counter()
-            proc = subprocess.run(what, capture_output=True, env=child_env(), cwd=ROOT, check=False)
-            elapsed = time.perf_counter() - started
-            problem = chk(proc)
-            if problem:
-                sys.exit(f"bench: {' '.join(what[:4])}...: {problem}\n{proc.stderr.decode(errors='replace')[-2000:]}")
-            if i >= 2:
-                times.append(elapsed)
-    return statistics.median(base), statistics.median(case)
+    pairs = [(_one_run(base_argv, expect(0)), _one_run(argv, check)) for _ in range(runs + 2)]
+    return statistics.median(b for b, _ in pairs[2:]), statistics.median(c for _, c in pairs[2:])
 
 
 def in_process(func: Callable[[], object], runs: int) -> float:
