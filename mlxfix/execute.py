@@ -32,6 +32,7 @@ class CommandOutcome:
     exit_code: int | None  # None: not run
     output_tail: str
     note: str = ""
+    signal: int | None = None  # the signal that killed it (its wait status), None when it exited
 
 
 @dataclass
@@ -203,13 +204,14 @@ def _left_as_it_was(plan: Plan, outcome: Outcome) -> bool:
     """Whether every failed command left the boot configuration untouched: grub-mkconfig's scripts all
     ran under ``set -e`` into grub.cfg.new, and one that exits non-zero stops it before grub.cfg is
     replaced. A command killed by a signal (or by mlxfix's timeout) may have been cut off while it
-    copied grub.cfg.new over grub.cfg: no such promise then."""
+    copied grub.cfg.new over grub.cfg: no such promise then. Which one it was is the wait status's
+    word (``signal``), never the exit code's: 127 is "command not found", 129 may be an exit too."""
     atomic = {c.argv for c in plan.commands if c.atomic}
     first_runs = [o for o in outcome.commands if not o.note]
     if any(o.argv in atomic and o.exit_code == 0 for o in first_runs):
         return False  # it did replace grub.cfg, from the edited files, before something else failed
     failed = [o for o in outcome.commands if o.exit_code not in (0, None)]
-    return all(o.argv in atomic and o.exit_code is not None and 0 < o.exit_code < 124 for o in failed)
+    return all(o.argv in atomic and o.exit_code is not None and o.exit_code > 0 and o.signal is None for o in failed)
 
 
 def _manual_steps(host: Host, manifest: Manifest, failed: list[str], plan: Plan) -> list[str]:
@@ -334,7 +336,9 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
             for c in plan.commands:
                 if c.regenerates and c.argv in started:
                     again = _run(host, c.argv, progress)
-                    outcome.commands.append(CommandOutcome(c.argv, again.exit_code, again.tail(), "run again after restoring"))
+                    outcome.commands.append(
+                        CommandOutcome(c.argv, again.exit_code, again.tail(), "run again after restoring", again.signal)
+                    )
                     if not again.ok:
                         unregenerated.append(str(c))
         if unrestored:
@@ -386,7 +390,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
             checkpoint(f"before-command-{c.argv[0]}")
             started.add(c.argv)
             result = _run(host, c.argv, progress)
-            outcome.commands.append(CommandOutcome(c.argv, result.exit_code, result.tail()))
+            outcome.commands.append(CommandOutcome(c.argv, result.exit_code, result.tail(), signal=result.signal))
             if not result.ok:
                 detail = result.tail(3) or "no output"
                 raise CommandFailed(f"{c} failed with exit code {result.exit_code}: {detail}")

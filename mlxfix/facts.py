@@ -37,9 +37,13 @@ class FileInfo(NamedTuple):
 
 
 class CommandResult(NamedTuple):
+    """How a command ended. ``signal``: the signal that killed it (from the wait status, never guessed
+    from the exit code: a command may exit 129 on its own), None when it exited."""
+
     argv: tuple[str, ...]
     exit_code: int
     output: str  # stdout and stderr, interleaved as the command wrote them
+    signal: int | None = None
 
     @property
     def ok(self) -> bool:

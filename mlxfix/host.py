@@ -555,7 +555,9 @@ class LocalHost:
 
     def run(self, argv: Sequence[str], *, on_output: Callable[[str], None] | None = None, timeout: float = 900) -> CommandResult:
         """Run a command (never through a shell), streaming its output lines to ``on_output``."""
-        from plumbum import local
+        from mlxfix.sshhost import import_plumbum
+
+        local = import_plumbum().local
 
         return run_streaming(local, argv, on_output=on_output, timeout=timeout, env={**os.environ, "LC_ALL": "C.UTF-8"})
 
@@ -667,8 +669,9 @@ def run_streaming(
             proc.kill()
             proc.wait()
     if killed.is_set():
-        return CommandResult(tuple(argv), 124, "\n".join([*lines, f"(killed after {timeout:.0f} s)"]))
-    return CommandResult(tuple(argv), int(code), "\n".join(lines))
+        return CommandResult(tuple(argv), 124, "\n".join([*lines, f"(killed after {timeout:.0f} s)"]), signal=9)
+    code = int(code)  # negative: the child was killed by that signal (its wait status says so)
+    return CommandResult(tuple(argv), code, "\n".join(lines), signal=-code if code < 0 else None)
 
 
 def require_readable(info: FileInfo) -> bytes:

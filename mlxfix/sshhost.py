@@ -1,7 +1,7 @@
-"""A host reached over SSH: every read, write and command through one plumbum SSH connection.
+"""A host reached over SSH: every read, write and command through one SSH connection.
 
 The target needs nothing but ``sh``, coreutils (``base64``, ``sha256sum``, ``mktemp``, ``sync``), util-linux's
-``flock`` and its boot tools. mlxfix talks to one root shell on it (a plumbum ShellSession, through
+``flock`` and its boot tools. mlxfix talks to one root shell on it (``_Session``, through
 ``sudo -n`` when the login is not root): a batched read is one shell script and one round trip, a write
 is a script that does what LocalHost does (temp file with O_EXCL beside the target, fsync, rename,
 fsync of the directory), the lock is an ``flock`` held by that shell, so it drops with the connection.
@@ -199,6 +199,135 @@ tool() {  # T name path: the first executable of that name on PATH (on the targe
 """
 
 
+# -- the session ------------------------------------------------------------------------------------
+
+# The most one answer may bring (a batched read of many 16 MiB files in base64 stays far below it).
+MAX_ANSWER = 512 << 20
+# How long one script may take before the connection is given up (a read that never ends, a target
+# that stopped answering); a command run with ``run`` has its own timeout.
+SCRIPT_TIMEOUT = 300.0
+
+
+class SessionEnded(Exception):
+    """The shell on the target ended (ssh exited) before the script did; ``stderr`` is what it said."""
+
+    def __init__(self, stderr: str) -> None:
+        super().__init__(stderr.strip() or "the connection closed")
+        self.stderr = stderr
+
+
+class SessionTimeout(Exception):
+    """The script did not finish within its time (or its answer outgrew MAX_ANSWER)."""
+
+
+class _Session:
+    """The root shell on the target, spoken to directly: a script is written to its stdin, followed
+    by a trailer that prints a marker unique to this script with the exit status on stdout, and the
+    marker on stderr. Both streams are read together (neither can fill up and stall the target while
+    the other is waited for, whatever their sizes), every script has a deadline, and what the trailer
+    prints never reaches the output."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], connect_timeout: float) -> None:
+        self.proc = proc
+        self.run("", timeout=connect_timeout)  # the login: whatever it printed (a banner) is before the marker
+
+    def run(
+        self,
+        script: str,
+        *,
+        timeout: float = SCRIPT_TIMEOUT,
+        on_line: Callable[[str], None] | None = None,
+    ) -> tuple[int, str, str, str]:
+        """Run ``script`` in the shell: (exit code, stdout, stderr, the trailer's extra word: the
+        status a wrapper left in ``$_mlxfix_st``, "-" when none). ``on_line`` gets each stdout line
+        as it arrives (never the trailer)."""
+        import os
+        import secrets
+        import selectors
+        import time
+
+        proc = self.proc
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        marker = f"--mlxfix-end-{secrets.token_hex(8)}--".encode()
+        trailer = (
+            f"\n_mlxfix_c=$?; printf '\\n%s %s %s\\n' '{marker.decode()}' \"$_mlxfix_c\" \"${{_mlxfix_st:--}}\"; _mlxfix_st=\n"
+            f"printf '\\n%s\\n' '{marker.decode()}' >&2\n"
+        )
+        pending = memoryview(((script + "\n" if script.strip() else "") + trailer).encode(_CODEC))
+        out, err = bytearray(), bytearray()
+        out_end = err_end = -1  # where the trailer starts in each stream, once seen
+        streamed = 0  # how much of ``out`` went to on_line
+        tail = b"\n" + marker + b" "
+        sel = selectors.DefaultSelector()
+        fds = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+        for fd in fds:
+            sel.register(fd, selectors.EVENT_READ)
+        stdin = proc.stdin.fileno()
+        os.set_blocking(stdin, False)
+        sel.register(stdin, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + timeout
+        try:
+            while out_end < 0 or err_end < 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SessionTimeout(f"no answer within {timeout:.0f} s")
+                for key, _ in sel.select(left):
+                    if key.fd == stdin:
+                        try:
+                            n = os.write(stdin, pending[:65536])
+                        except BlockingIOError:
+                            continue
+                        except OSError as exc:
+                            raise SessionEnded(err.decode("utf-8", "replace") or str(exc)) from None
+                        pending = pending[n:]
+                        if not pending:
+                            sel.unregister(stdin)
+                        continue
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        raise SessionEnded(err.decode("utf-8", "replace"))
+                    buf = fds[key.fd]
+                    start = max(0, len(buf) - len(tail) - 64)
+                    buf += chunk
+                    if len(buf) > MAX_ANSWER:
+                        raise SessionTimeout(f"the answer grew beyond {MAX_ANSWER >> 20} MiB")
+                    if buf is out and out_end < 0:
+                        found = out.find(tail, start)
+                        if found >= 0 and out.find(b"\n", found + len(tail)) >= 0:
+                            out_end = found
+                        if on_line is not None:
+                            streamed = _stream(out, streamed, out_end, tail, on_line)
+                    elif buf is err and err_end < 0:
+                        found = err.find(b"\n" + marker + b"\n", start)
+                        if found >= 0:
+                            err_end = found
+        finally:
+            sel.close()
+            with suppress(OSError):
+                os.set_blocking(stdin, True)
+        status = out[out_end + len(tail) : out.find(b"\n", out_end + len(tail))].decode().split()
+        code = int(status[0]) if status and status[0].isdigit() else 1
+        extra = status[1] if len(status) > 1 else "-"
+        if on_line is not None and streamed < out_end:  # a last line without its newline
+            on_line(out[streamed:out_end].decode("utf-8", "replace"))
+        return code, out[:out_end].decode(_CODEC), err[:err_end].decode(_CODEC), extra
+
+
+def _stream(out: bytearray, done: int, end: int, tail: bytes, on_line: Callable[[str], None]) -> int:
+    """Hand the complete lines of ``out`` from ``done`` on to ``on_line``; a newline that may be the
+    trailer's own (its marker not seen whole yet) waits. Returns how far it got."""
+    while True:
+        nl = out.find(b"\n", done)
+        if nl < 0 or (end >= 0 and nl >= end):
+            return done
+        if end < 0 and tail.startswith(bytes(out[nl : nl + len(tail)])):
+            return done  # perhaps the trailer: wait for more
+        on_line(out[done:nl].decode("utf-8", "replace"))
+        done = nl + 1
+
+
 class SshHost:
     """A remote machine rooted at ``root`` on its side."""
 
@@ -263,14 +392,11 @@ class SshHost:
         self._starting.start()
 
     def _open_session(self) -> None:
-        """The plumbum shell session over the ssh process (its first, empty command proves the login)."""
+        """The session over the ssh process (its first, empty script proves the login)."""
         try:
-            import_plumbum()
-            from plumbum.machines.session import ShellSession
-
-            proc: Any = self._proc  # a Popen: all a ShellSession uses of it is there
-            self._session = ShellSession(proc, _CODEC, False, self.connect_timeout, host=self.host)
-        except Exception as exc:  # ssh ended (its stderr says why), or plumbum's session gave up
+            assert self._proc is not None
+            self._session = _Session(self._proc, self.connect_timeout)
+        except (SessionEnded, SessionTimeout, OSError) as exc:  # ssh ended (its stderr says why), or never answered
             self._failure = self._connection_error(exc, self._last_words())
 
     def _last_words(self) -> str:
@@ -335,8 +461,8 @@ class SshHost:
             return HostError(f"{where}: unreachable ({_first_line(text)})")
         return HostError(f"{where}: the SSH connection failed ({_first_line(text)})")
 
-    def _dropped(self, what: str, exc: BaseException) -> HostError:
-        """The error for a connection that dropped while trying to ``what``."""
+    def _dropped(self, what: str, exc: BaseException, why: str = "") -> HostError:
+        """The error for a connection that dropped (or was given up: ``why``) while trying to ``what``."""
         self.close()
         if self._locked:
             self._locked = False
@@ -347,14 +473,15 @@ class SshHost:
                 f" --host {self.label} undoes it instead)"
             )
             return self._lost
+        if why:
+            return HostError(f"{self.label}: gave up trying to {what}: {why}; the connection was closed")
         return HostError(f"{self.label}: the connection was lost while trying to {what} ({_first_line(str(exc))})")
 
     def close(self) -> None:
-        """End the shell and the connection (without ShellSession.close's fixed 50 ms sleep)."""
+        """End the shell and the connection."""
         proc, self._proc, session, self._session = self._proc, None, self._session, None
         starting, self._starting, self._failure = self._starting, None, None
-        if session is not None:
-            session.proc = None  # or the session's __del__ runs its own close, sleep and all
+        del session
         if proc is None:
             return
         if starting is not None and starting.is_alive():  # still logging in: nothing to end politely
@@ -377,18 +504,23 @@ class SshHost:
         if getattr(self, "_proc", None) is not None:  # not when __init__ refused the target
             self.close()
 
-    def _sh(self, script: str, *, check: bool = True, what: str = "run a command") -> tuple[int, str, str]:
-        """Run a script in the root shell (one round trip): (exit code, stdout, stderr)."""
+    def _sh(
+        self, script: str, *, check: bool = True, what: str = "run a command", timeout: float = SCRIPT_TIMEOUT
+    ) -> tuple[int, str, str]:
+        """Run a script in the root shell (one round trip, ``timeout`` seconds at most): (exit code,
+        stdout, stderr)."""
         session = self._connect()
         self.round_trips += 1
         wrapped = f"( {script}\n) </dev/null"
         try:
-            code, out, err = session.run(wrapped, retcode=None)
-        except Exception as exc:  # the connection dropped, or the shell died
+            code, out, err, _ = session.run(wrapped, timeout=timeout)
+        except SessionTimeout as exc:  # the target stopped answering, or a read there never ends
+            raise self._dropped(what, exc, f"the target did not answer ({exc})") from None
+        except (SessionEnded, OSError) as exc:  # the connection dropped, or the shell died
             raise self._dropped(what, exc) from None
         if check and code != 0:
             raise HostError(f"{self.label}: cannot {what}: {_plain_error(err or out) or f'exit code {code}'}")
-        return int(code) if isinstance(code, int) else 1, out, err
+        return code, out, err
 
     # -- paths -----------------------------------------------------------------------------------------
 
@@ -573,34 +705,28 @@ class SshHost:
     # -- commands --------------------------------------------------------------------------------------
 
     def run(self, argv: Sequence[str], *, on_output: Callable[[str], None] | None = None, timeout: float = 900) -> CommandResult:
-        """Run a command in the root shell on the target, streaming its output lines."""
+        """Run a command in the root shell on the target, streaming its output lines. A wrapper there
+        waits for it and says how it ended, exit code or signal (see _STATUS)."""
         session = self._connect()
         self.round_trips += 1
-        command = f"LC_ALL=C.UTF-8 {shlex.join(argv)} </dev/null 2>&1"
-        lines: list[str] = []
-        timer = threading.Timer(timeout, self.close)
-        timer.start()
+        seen: list[str] = []
+
+        def line(text: str) -> None:
+            seen.append(text)
+            if on_output is not None:
+                on_output(text)
+
         try:
-            proc = session.popen(command)
-            for raw in iter(proc.stdout.readline, b""):
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                lines.append(line)
-                if on_output is not None and line:
-                    on_output(line)
-            proc.communicate()  # the stderr marker; the exit code is the last stdout line
-        except Exception as exc:  # the connection dropped (or the timeout closed it)
-            if not timer.is_alive() and not self._locked:
+            code, out, _, status = session.run(_status_wrapper(argv), timeout=timeout, on_line=line)
+        except SessionTimeout:  # the command did not end in time (or the target stopped answering)
+            if not self._locked:
                 self.close()
-                return CommandResult(tuple(argv), 124, "\n".join([*lines, f"(killed after {timeout:.0f} s)"]))
+                return CommandResult(tuple(argv), 124, "\n".join([*seen, f"(killed after {timeout:.0f} s)"]), signal=9)
+            raise self._dropped(f"run {argv[0]}", SessionTimeout(), f"{argv[0]} did not end within {timeout:.0f} s") from None
+        except (SessionEnded, OSError) as exc:  # the connection dropped
             raise self._dropped(f"run {argv[0]}", exc) from None
-        finally:
-            timer.cancel()
-        while lines and not lines[-1]:
-            lines.pop()
-        code = int(lines.pop()) if lines and lines[-1].strip().lstrip("-").isdigit() else 1
-        while lines and not lines[-1]:
-            lines.pop()
-        return CommandResult(tuple(argv), code, "\n".join(lines))
+        code, signal = _status(code, status)
+        return CommandResult(tuple(argv), code, out.rstrip("\n"), signal=signal)
 
     @contextmanager
     def lock(self, path: str) -> Iterator[None]:
@@ -621,7 +747,10 @@ class SshHost:
             f'[ -n "$e" ] || printf "%s\\n" "$$" >{q} || {{ e=2; exec 9>&-; }}',
             '(exit "${e:-0}")',
         ]
-        code, _, err = session.run("; ".join(steps), retcode=None)
+        try:
+            code, _, err, _ = session.run("; ".join(steps))
+        except (SessionEnded, SessionTimeout, OSError) as exc:
+            raise self._dropped("take the lock", exc) from None
         if code == 1:
             raise Busy(f"another mlxfix is running on {self.label} (it holds the lock); try again when it is done", path=path)
         if code == 3:
@@ -635,7 +764,7 @@ class SshHost:
             self._locked = False
             if self._session is not None:
                 with suppress(Exception):  # the connection is gone: so is the lock
-                    self._session.run("exec 9>&-", retcode=None)
+                    self._session.run("exec 9>&-", timeout=30)
 
     def privileged(self) -> bool:
         """Root on the target (or a --root tree it can write): one question, one round trip."""
@@ -645,6 +774,63 @@ class SshHost:
         if self.root == "/":
             return uid == 0
         return out[-1:] == ["w"]
+
+
+# How a command on the target ended, told apart as the kernel's wait status tells it (a command that
+# exits 129 on its own is not one killed by SIGHUP; sh's "$?" says 129 for both): perl (Essential on
+# Debian) or python3 forks, execs and waits for it, and writes "exit:N" or "signal:N" to fd 3, which the
+# shell captures; the command's own output goes to the session's stdout (fd 4). With neither, the
+# shell's "$?" is all there is: "guess:N", and a status above 128 counts as a signal (the cautious
+# reading: a signal voids the promise that a failed grub-mkconfig left grub.cfg as it was).
+_PERL = (
+    "use POSIX (); my $pid = fork; defined $pid or die qq(cannot fork: $!\n);"
+    " if (!$pid) { POSIX::close(3); exec { $ARGV[0] } @ARGV;"
+    " my $n = $!{ENOENT} ? 127 : 126; print STDERR qq($ARGV[0]: $!\n); POSIX::_exit($n) }"
+    " waitpid($pid, 0) == $pid or die qq(cannot wait: $!\n); my $w = $?;"
+    " open(my $s, '>&=', 3) or die; if ($w & 127) { syswrite($s, 'signal:' . ($w & 127)); POSIX::_exit(128 + ($w & 127)) }"
+    " syswrite($s, 'exit:' . ($w >> 8)); POSIX::_exit($w >> 8)"
+)
+_PYTHON = (
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.close(3)\n"
+    "    try:\n"
+    "        os.execvp(sys.argv[1], sys.argv[1:])\n"
+    "    except OSError as e:\n"
+    "        sys.stderr.write(f'{sys.argv[1]}: {e.strerror}\\n'); os._exit(127 if e.errno == 2 else 126)\n"
+    "w = os.waitpid(pid, 0)[1]\n"
+    "if os.WIFSIGNALED(w):\n"
+    "    os.write(3, b'signal:%d' % os.WTERMSIG(w)); os._exit(128 + os.WTERMSIG(w))\n"
+    "os.write(3, b'exit:%d' % os.WEXITSTATUS(w)); os._exit(os.WEXITSTATUS(w))\n"
+)
+
+
+def _status_wrapper(argv: Sequence[str], helpers: Sequence[str] = ("perl", "python3")) -> str:
+    """The script that runs ``argv`` (stdout and stderr merged, no stdin) and leaves how it ended in
+    ``$_mlxfix_st`` for the session's trailer."""
+    q, cmd = shlex.quote, shlex.join(argv)
+    run = {
+        "perl": f"perl -e {q(_PERL)} -- {cmd}",
+        "python3": f"python3 -I -S -c {q(_PYTHON)} {cmd}",
+    }
+    branches = [f"command -v {h} >/dev/null 2>&1; then LC_ALL=C.UTF-8 {run[h]} 3>&1 >&4 2>&4 4>&-" for h in helpers]
+    fallback = f'LC_ALL=C.UTF-8 {cmd} >&4 2>&4 4>&-; echo "guess:$?"'
+    body = "if " + "; elif ".join(branches) + f"; else {fallback}; fi" if branches else fallback
+    return f"{{ _mlxfix_st=$({body}); }} 4>&1 </dev/null"
+
+
+def _status(code: int, status: str) -> tuple[int, int | None]:
+    """(exit code, signal) from the wrapper's word (see _PERL): "exit:N", "signal:N", "guess:N"."""
+    kind, _, number = status.partition(":")
+    if not number.isdigit():
+        return code, None
+    n = int(number)
+    if kind == "signal":
+        return 128 + n, n
+    if kind == "guess":
+        return n, n - 128 if n > 128 else None
+    return n, None
 
 
 # $d (physical, inside $top) and every directory above it up to $top: root's or ours ($me), writable

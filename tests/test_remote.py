@@ -431,3 +431,44 @@ def test_a_run_with_nothing_to_do_over_ssh_still_fails_while_another_is_at_work(
     Path(f"{marker}.go").touch()
     assert first.wait(timeout=60) == 0, first.communicate()
     first.communicate()
+
+
+def _fake_backups(root: Path, count: int, size: int) -> None:
+    """``count`` backups of one ``size``-byte file, as mlxfix writes them (verified: each copy's sha256)."""
+    import hashlib
+    import json
+
+    backups = root / "var/lib/mlxfix/backups"
+    backups.mkdir(parents=True, exist_ok=True)
+    for p in (backups.parent, backups):
+        p.chmod(0o700)
+    for i in range(count):
+        backup_id = f"20250101T0000{i:02d}.000Z-{i:06x}"
+        data = bytes([i]) * size
+        (backups / backup_id).mkdir(mode=0o700)
+        (backups / backup_id / "0.orig").write_bytes(data)
+        manifest = {
+            "format": 1, "id": backup_id, "created": f"2025-01-01T00:00:{i:02d}+00:00", "time": f"2025-01-01T00:00:{i:02d}+00:00",
+            "mlxfix_version": "0.1.0", "host": "pve", "action": "apply", "param": "pci=realloc=off", "reason": "test",
+            "boot_setup": "grub-debian", "commands": [["update-grub"]],
+            "files": [{"path": "/etc/default/grub", "stored": "0.orig", "sha256": hashlib.sha256(data).hexdigest(), "size": size,
+                       "mode": 0o100644, "uid": 0, "gid": 0, "existed": True, "written_sha256": None}],
+        }  # fmt: skip
+        (backups / backup_id / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def test_multi_megabyte_answers_over_ssh_neither_hang_nor_differ(sshd: Sshd, tmp_path: Path) -> None:
+    """(issue 18, item 23) A 3 MiB kernel log under --root and 32 backups of a 64 KiB file: the target
+    prints megabytes in one answer; both streams are read together, and the result is the local one."""
+    there = tree(tmp_path)
+    log = (there / "var/log/dmesg").read_text()
+    filler = "".join(f"[  {i // 1000 + 5:4d}.{i % 1000:06d}] usb 1-1: filler line {i:07d} {'x' * 40}\n" for i in range(48000))
+    (there / "var/log/dmesg").write_text(log + filler)
+    assert (there / "var/log/dmesg").stat().st_size > 3 << 20
+    _fake_backups(there, 32, 64 << 10)
+    for args in (("diagnose", "--json"), ("backups", "--json")):
+        local = run(*args, "--root", str(there), timeout=60)
+        over = remote(sshd, *args, "--root", str(there))  # (120 s at most; it used to hang forever)
+        assert over.returncode == local.returncode, over.stderr
+        same(json_of(local.stdout), json_of(over.stdout))
+    assert len(json_of(over.stdout)["backups"]) == 32  # type: ignore[arg-type]

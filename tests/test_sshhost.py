@@ -94,3 +94,82 @@ def test_a_pseudo_file_line_is_read_whole(sshd: Sshd) -> None:
         remote.close()
     for path in ("/proc/sys/kernel/ostype", "/proc/filesystems", "/proc/version"):
         assert snap.files[path].data == Path(path).read_bytes(), path
+
+
+def _host(sshd: Sshd, root: str = "/") -> SshHost:
+    return SshHost(sshd.target, root, [o for o in sshd.options() if o != "--ssh-option"])
+
+
+def test_a_command_streams_its_own_lines_and_nothing_of_the_trailer(sshd: Sshd) -> None:
+    """(issue 18, item 10) The exit status travels after a marker, never as a line of the output:
+    no stray "0" after every command, blank lines and a last line without newline kept."""
+    remote = _host(sshd)
+    try:
+        lines: list[str] = []
+        result = remote.run(["sh", "-c", "printf 'one\\n\\nthree'"], on_output=lines.append)
+        assert lines == ["one", "", "three"]
+        assert (result.exit_code, result.output, result.signal) == (0, "one\n\nthree", None)
+        lines.clear()
+        assert remote.run(["sh", "-c", "echo last; exit 3"], on_output=lines.append).exit_code == 3
+        assert lines == ["last"]
+    finally:
+        remote.close()
+
+
+def test_an_exit_129_is_not_a_sighup(sshd: Sshd) -> None:
+    """(issue 18, item 3) sh's "$?" is 129 for both; the wrapper on the target asks the wait status,
+    with perl, with python3, and with neither says it cannot tell (a status above 128 is then taken
+    for a signal: the cautious reading)."""
+    from mlxfix.sshhost import _status, _status_wrapper
+
+    remote = _host(sshd)
+    try:
+        assert remote.run(["sh", "-c", "exit 129"])[1:] == (129, "", None)
+        assert remote.run(["sh", "-c", "kill -HUP $$"])[1:] == (129, "", 1)
+        assert remote.run(["sh", "-c", "exit 127"]).signal is None
+        session = remote._connect()
+        for helpers, signal_of_129 in ((("perl",), None), (("python3",), None), ((), 1)):
+            code, _, _, status = session.run(_status_wrapper(["sh", "-c", "exit 129"], helpers))
+            assert _status(code, status) == (129, signal_of_129), helpers
+            code, _, _, status = session.run(_status_wrapper(["sh", "-c", "kill -TERM $$"], helpers))
+            assert _status(code, status) == (143, 15), helpers
+            code, out, _, status = session.run(_status_wrapper(["-no-such-command"], helpers))
+            assert _status(code, status) == (127, None), (helpers, out)
+    finally:
+        remote.close()
+
+
+def test_multi_megabyte_answers_on_both_streams_do_not_stall_the_session(sshd: Sshd) -> None:
+    """(issue 18, item 23) Both streams are read together: 3 MiB on stdout and 3 MiB on stderr of one
+    script, and 3 MiB of a command's output, arrive whole (reading one stream while the other filled
+    up used to block the target forever)."""
+    import time
+
+    remote = _host(sshd)
+    try:
+        start = time.monotonic()
+        code, out, err = remote._sh("head -c 3145728 /dev/zero | tr '\\0' a; head -c 3145728 /dev/zero | tr '\\0' b >&2")
+        assert (code, len(out), len(err)) == (0, 3 << 20, 3 << 20)
+        assert set(out) == {"a"}
+        assert set(err) == {"b"}
+        lines: list[str] = []
+        result = remote.run(["sh", "-c", "yes 0123456789abcdef | head -n 200000"], on_output=lines.append)
+        assert result.ok
+        assert len(lines) == 200000
+        assert time.monotonic() - start < 60
+    finally:
+        remote.close()
+
+
+def test_a_script_that_never_ends_is_given_up_in_time(sshd: Sshd) -> None:
+    """(issue 18, item 23) Every remote call has a deadline: the connection is closed and the error
+    says so, instead of waiting forever."""
+    from mlxfix.errors import HostError
+
+    remote = _host(sshd)
+    try:
+        with pytest.raises(HostError, match="gave up trying to wait"):
+            remote._sh("sleep 30", what="wait", timeout=1)
+        assert remote.run(["true"]).ok  # a new connection: nothing held the lock
+    finally:
+        remote.close()

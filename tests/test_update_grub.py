@@ -231,3 +231,61 @@ def test_a_failed_finish_keeps_the_interrupted_apply_on_record(sandbox: Path) ->
     assert not (sandbox / "state" / "intent.json").exists()
     normal, _ = linux_lines(sandbox)
     assert all("pci=realloc=off" in ln for ln in normal)
+
+
+@pytest.mark.parametrize("code", [127, 129])
+def test_a_regeneration_that_exits_127_or_129_left_the_host_as_it_was(sandbox: Path, code: int) -> None:
+    """127 is "command not found" (grub-mkconfig sourcing ``X = "quiet"`` stops with it), 129 an exit
+    like any other: neither is a signal (the wait status says so), so update-grub stopped before it
+    replaced grub.cfg: exit 1, the files restored, no intent record left to warn on every later run."""
+    original = (sandbox / "default" / "grub").read_bytes()
+    failing = sandbox / "bin" / "update-grub"
+    failing.write_text(f'#!/bin/sh\necho "/etc/default/grub: 9: GRUB_CMDLINE_LINUX_DEFAULT: not found" >&2\nexit {code}\n')
+    failing.chmod(0o755)
+    proc = mlxfix(sandbox, "apply", "--yes", "--json", path_prefix=str(sandbox / "bin"))
+    assert proc.returncode == 1, proc.stderr
+    doc = json_of(proc.stdout)
+    assert [c["exit_code"] for c in doc["commands"]] == [code, code]  # type: ignore[union-attr]
+    assert "NOT in its original state" not in proc.stderr
+    assert "fails on the original files too" in doc["errors"][0]  # type: ignore[index]
+    assert (sandbox / "default" / "grub").read_bytes() == original
+    assert not (sandbox / "state" / "intent.json").exists()
+
+
+@pytest.fixture
+def sshd_with_update_grub(sandbox: Path):  # yields (Sshd, sandbox): sessions see the sandbox, update-grub replaced
+    from tests.sshd import Sshd
+
+    (sandbox / "update-grub").write_text("#!/bin/sh\nexit 0\n")
+    (sandbox / "update-grub").chmod(0o755)
+    script = (
+        "set -e; mount --make-rprivate /\n"
+        f"mount --bind {sandbox}/default /etc/default\nmount --bind {sandbox}/boot /boot\n"
+        f"mount --bind {sandbox}/state /var/lib/mlxfix\nmount --bind {sandbox}/update-grub /usr/sbin/update-grub\n"
+        'exec "$@"'
+    )
+    server = Sshd(wrapper=["unshare", "-m", "sh", "-c", script, "sh"])
+    yield server, sandbox
+    server.stop()
+
+
+@pytest.mark.parametrize(("body", "code", "exit_code"), [("exit 127", 127, 1), ("exit 129", 129, 1), ("kill -HUP $$", 129, 3)])
+def test_over_ssh_a_signal_is_told_from_an_exit_code_by_the_wait_status(
+    sshd_with_update_grub: tuple[object, Path], body: str, code: int, exit_code: int
+) -> None:
+    """Over --host too: sh says 129 for an exit 129 and for SIGHUP alike; the target's wrapper asks the
+    wait status. A plain failure leaves the host as it was (1); a signal voids that promise (3)."""
+    from tests.sshd import Sshd
+    from tests.trees import run
+
+    server, sandbox = sshd_with_update_grub
+    assert isinstance(server, Sshd)
+    original = (sandbox / "default" / "grub").read_bytes()
+    (sandbox / "update-grub").write_text(f"#!/bin/sh\necho 'Generating grub configuration file ...'\n{body}\n")
+    proc = run("apply", "--yes", "--json", "--host", server.target, *server.options(), timeout=120)
+    assert proc.returncode == exit_code, proc.stderr
+    doc = json_of(proc.stdout)
+    assert [c["exit_code"] for c in doc["commands"]] == [code, code]  # type: ignore[union-attr]
+    assert (sandbox / "default" / "grub").read_bytes() == original
+    assert (sandbox / "state" / "intent.json").exists() == (exit_code == 3)
+    assert "| 0" not in proc.stderr  # (issue 18, item 10) no stray exit-code marker after the output
