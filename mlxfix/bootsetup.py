@@ -25,7 +25,9 @@ GRUB_D = "/etc/default/grub.d"
 KERNEL_CMDLINE = "/etc/kernel/cmdline"
 PVE_UUIDS = "/etc/kernel/proxmox-boot-uuids"
 EFI = "/sys/firmware/efi"
-SECURE_BOOT = f"{EFI}/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e0b02d6b6b4b"
+# EFI_GLOBAL_VARIABLE (UEFI spec, "Globally Defined Variables"), as efivarfs names its variables NAME-GUID.
+EFI_GLOBAL_VARIABLE = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
+SECURE_BOOT = f"{EFI}/efivars/SecureBoot-{EFI_GLOBAL_VARIABLE}"
 # Where boot loader entries live: $BOOT on the ESP or XBOOTLDR (the Boot Loader Specification).
 LOADER_ENTRIES = ("/boot/loader/entries/*.conf", "/boot/efi/loader/entries/*.conf", "/efi/loader/entries/*.conf")
 

@@ -23,6 +23,26 @@ FAKES = str(Path(__file__).parent / "fakes")
 P = "pci=realloc=off"
 
 
+EFIVAR_H = Path("/usr/include/efivar/efivar.h")  # libefivar-dev: the UEFI spec's GUIDs, as efivar defines them
+
+
+def efi_global_guid() -> str:
+    """EFI_GLOBAL_VARIABLE as the efivar library defines it (from the UEFI specification), formatted as
+    efivarfs names variables: never copied from mlxfix's own constant."""
+    if not EFIVAR_H.exists():
+        pytest.fail("needs libefivar-dev (the README's test command installs it)")
+    m = re.search(r"#define EFI_GLOBAL_GUID EFI_GUID\(([^)]*)\)", EFIVAR_H.read_text())
+    assert m is not None
+    a, b, c, d, *e = (int(x, 16) for x in m.group(1).split(","))
+    return f"{a:08x}-{b:04x}-{c:04x}-{d:04x}-{''.join(f'{x:02x}' for x in e)}"
+
+
+def test_the_secure_boot_variable_is_the_one_the_uefi_spec_names() -> None:
+    from mlxfix.bootsetup import SECURE_BOOT
+
+    assert SECURE_BOOT == f"/sys/firmware/efi/efivars/SecureBoot-{efi_global_guid()}"
+
+
 def copy_example(tmp_path: Path, name: str) -> Path:
     root = tmp_path / name
     shutil.copytree(EXAMPLES / name, root, symlinks=True)
@@ -556,7 +576,7 @@ def test_refusal_advice_names_the_parameter_asked_for(tmp_path: Path) -> None:
 
 def test_proxmox_secure_boot_tree_is_a_grub_host(tmp_path: Path) -> None:
     root = copy_example(tmp_path, "pve-systemd-boot")
-    var = root / "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e0b02d6b6b4b"
+    var = root / f"sys/firmware/efi/efivars/SecureBoot-{efi_global_guid()}"
     var.parent.mkdir(parents=True, exist_ok=True)
     var.write_bytes(b"\x06\x00\x00\x00\x01")
     (root / "usr/sbin").mkdir(parents=True, exist_ok=True)
@@ -676,7 +696,7 @@ def test_proxmox_boot_tool_with_grub_is_a_grub_host_even_with_kernel_install(tmp
     if firmware == "bios":
         shutil.rmtree(efi)
     else:
-        var = efi / "efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e0b02d6b6b4b"
+        var = efi / f"efivars/SecureBoot-{efi_global_guid()}"
         var.parent.mkdir(parents=True, exist_ok=True)
         var.write_bytes(b"\x06\x00\x00\x00\x01")
     for name in ("kernel-install", "grub-mkconfig"):
