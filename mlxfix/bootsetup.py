@@ -126,6 +126,12 @@ def gather_request() -> tuple[list[str], list[str], list[str], list[str]]:
         "/ostree",
     ]
     globs = [f"{GRUB_D}/*.cfg", "/boot/efi/EFI/*/grub.cfg", *LOADER_ENTRIES]
+    from mlxfix import nextboot  # what the next boot gets: read in the same batch
+
+    more_files, more_listings, more_globs = nextboot.request()
+    files = list(dict.fromkeys([*files, *more_files]))
+    listings = list(dict.fromkeys([*listings, *more_listings]))
+    globs = list(dict.fromkeys([*globs, *more_globs]))
     return files, listings, globs, list(TOOLS)
 
 

@@ -643,12 +643,45 @@ def verify(
     raise typer.Exit(int(code))
 
 
+@app.command()
+@_handled
+def status(
+    param: ParamOpt = "pci=realloc=off",
+    root: RootOpt = "/",
+    as_json: JsonOpt = False,
+    boot_setup: SetupOpt = None,
+    target: HostOpt = None,
+    ssh_option: SshOpt = None,
+) -> None:
+    """What the next boot will get, before the reboot: the parameter in the configured command line
+    (each token with its file and line), in the boot entry the next boot takes, and in /proc/cmdline.
+
+    One line without a terminal (for cron and monitoring), --json for tools. Under --root the
+    generated files in the tree are read as they are.
+
+    Exit code: 0 in-effect, 11 pending-reboot, 14 drift (configured or running, but the next boot
+    will not have it), 15 absent, 1 error, 2 usage.
+    """
+    from mlxfix import commands
+    from mlxfix.render import Style, render_status
+
+    host = _host(root, target, ssh_option, needs=_needs(as_json))
+    report = commands.status(host, param, boot_setup)
+    out = _human(as_json)
+    render_status(report, out, Style(out), full=out.isatty() and not as_json)
+    if as_json:
+        from mlxfix.models import dump, status_result
+
+        sys.stdout.write(dump(status_result(report), _ssh_figures(host)) + "\n")
+    raise typer.Exit(report.exit_code)
+
+
 def early_document(args: list[str], message: str, exit_code: int = ExitCode.USAGE) -> None:
     """A usage error (or a Ctrl-C) before a command ran, under --json: still one document on stdout,
     for the automation that asked."""
     from mlxfix.models import dump, failure_result
 
-    names = {"apply", "rollback", "backups", "diagnose", "verify"}
+    names = {"apply", "rollback", "backups", "diagnose", "verify", "status"}
     command = next((a for a in args if a in names), "mlxfix")
     given = {"--host": "localhost", "--root": "/"}
     for i, arg in enumerate(args):

@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     from mlxfix.diagnose import Diagnosis, Verification
     from mlxfix.execute import Outcome, Progress
     from mlxfix.host import Host, Snapshot
+    from mlxfix.nextboot import Layers
     from mlxfix.plan import Plan
 
-__all__ = ["ChangeReport", "apply", "backups", "diagnose", "reboot_command", "rollback", "verify"]
+__all__ = ["ChangeReport", "StatusReport", "apply", "backups", "diagnose", "reboot_command", "rollback", "status", "verify"]
 
 INTENT = "/var/lib/mlxfix/intent.json"
 BACKUPS = "/var/lib/mlxfix/backups"
@@ -404,6 +405,44 @@ def reboot_command(host: Host) -> list[str]:
     return ["shutdown", "-r", "+1", "mlxfix: rebooting to apply the kernel command line"]
 
 
+# -- status -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class StatusReport:
+    """``mlxfix status``: the three layers of the kernel command line for one parameter."""
+
+    host: str
+    root: str
+    param: str
+    setup: BootSetup
+    layers: Layers
+    state: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        from mlxfix.nextboot import STATE_EXIT
+
+        return STATE_EXIT[self.state]
+
+
+def status(host: Host, param: str, boot_setup: str | None = None) -> StatusReport:
+    """``mlxfix status``: one batched read, then the layers and the state (pure)."""
+    from mlxfix import nextboot
+    from mlxfix.cmdline import Param
+
+    p = Param.parse(param)
+    check_setup_name(boot_setup)
+    snap = snapshot(host)
+    setup = detect(snap, boot_setup, p.text)
+    lay = nextboot.layers(snap, setup)
+    state, warnings = nextboot.state_of(lay, p)
+    warnings += [f"{lay.next_boot.entry.source if lay.next_boot.entry else 'grub.cfg'}: {w}" for w in lay.next_boot.problems]
+    warnings += interrupted_warning(snap)
+    return StatusReport(host.label, host.root, p.text, setup, lay, state, warnings)
+
+
 # -- diagnose and verify ------------------------------------------------------------------------------
 
 _DIAG_FILES = [
@@ -499,6 +538,11 @@ def _configured_cmdline(snap: Snapshot, setup: BootSetup | None, setup_error: st
         entry = bls.default_entry(snap)
         return (entry.args, f"BLS entry {entry.path}, the next boot's") if entry is not None else (None, "no BLS entries")
     if setup.edits_grub:
+        from mlxfix import nextboot
+
+        nb = nextboot.grub_next_boot(snap, setup)  # what the next boot really gets, when grub.cfg can be read
+        if nb.read and nb.entry is not None and nb.entry.cmdline is not None:
+            return nb.entry.cmdline, f"{nb.entry.source} (the entry the next boot takes: {nb.entry.name})"
         line = grub_command_line(snap)
         where = "/etc/default/grub" + (" and grub.d" if snap.globs.get("/etc/default/grub.d/*.cfg") else "")
         if line is None:

@@ -31,6 +31,8 @@ class ExitCode(IntEnum):
     PENDING_REBOOT = 11  # diagnose: the fix is configured, the running kernel does not have it yet
     OTHER_FAILURE = 12  # diagnose: a Mellanox device failed, but not with this bug
     NOT_VERIFIED = 13  # verify: at least one check failed
+    DRIFT = 14  # status: configured or running, but the next boot will not have the parameter
+    ABSENT = 15  # status: the parameter is nowhere
     BUSY = 75  # another mlxfix, dpkg or apt holds the lock (EX_TEMPFAIL: try again later)
     INTERRUPTED = 130  # Ctrl-C
 

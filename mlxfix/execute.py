@@ -46,6 +46,8 @@ class Outcome:
     put_back: list[str] = field(default_factory=list)  # the files a failure's undo really wrote back
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    proof: str = ""  # what the read-back of the generated boot entries showed
+    unproved: str = ""  # why it could not be read back
 
 
 class Progress(Protocol):
@@ -165,6 +167,44 @@ def _check_after_commands(host: Host, plan: Plan) -> None:
     wrong = bls.mismatched(snap, dict(plan.expected_entries))
     if wrong:
         raise CommandFailed(f"after grubby, {len(wrong)} boot entries do not hold the planned arguments", path=wrong[0])
+
+
+def _prove_next_boot(host: Host, plan: Plan, outcome: Outcome) -> None:
+    """After the regeneration, read back what the boot loader will read: the entry the next boot
+    takes, and every generated non-recovery entry, must carry the parameter (the kernel's reading:
+    the last pci=realloc wins). A regeneration that succeeded and still left the next boot without
+    it (a value GRUB's linux line splits, a default entry that does not take the configured command
+    line) is a failure like any other: the files are put back."""
+    if plan.action != "apply" or not host.runs_commands or not plan.commands:
+        return
+    from mlxfix import nextboot
+    from mlxfix.cmdline import Param
+
+    files, listings, globs = nextboot.request(plan.setup)
+    snap = host.gather(files, listings, globs)
+    nb = nextboot.setup_next_boot(snap, plan.setup)
+    param = Param.parse(plan.param)
+    if not nb.read:
+        outcome.unproved = f"what the next boot gets could not be read back ({nb.why}): check it before rebooting"
+        outcome.warnings.append(outcome.unproved)
+        return
+    if nb.entry is None:
+        outcome.unproved = f"which entry the next boot takes could not be told ({nb.why}): check it before rebooting"
+        outcome.warnings.append(outcome.unproved)
+    missing = nextboot.Layers(nextboot.Configured(None, ""), nb, nextboot.Running(None)).missing(param)
+    if missing:
+        first = missing[0]
+        chosen = nb.entry is not None and first == nb.entry
+        which = f"the entry the next boot takes ({nb.why})" if chosen else "a generated boot entry"
+        got = first.cmdline if first.cmdline is not None else "no Linux command line"
+        more = f" (and {len(missing) - 1} more entr{'y' if len(missing) == 2 else 'ies'})" if len(missing) > 1 else ""
+        raise CommandFailed(
+            f"after the regeneration, {which}, {first.name!r}, lacks {param.text}{more}: the kernel would get {got!r}",
+            path=first.source.rsplit(":", 1)[0] if ":" in first.source else first.source,
+            line=int(first.source.rsplit(":", 1)[1]) if first.source.rsplit(":", 1)[-1].isdigit() else None,
+        )
+    if nb.entry is not None:
+        outcome.proof = f"the next boot takes {nb.entry.name!r} ({nb.entry.source}), which has {param.text}"
 
 
 def _restore(
@@ -396,6 +436,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
                 raise CommandFailed(f"{c} failed with exit code {result.exit_code}: {detail}")
             checkpoint(f"after-command-{c.argv[0]}")
         _check_after_commands(host, plan)
+        _prove_next_boot(host, plan, outcome)
         progress.committed()  # the last thing a Ctrl-C may undo
     except MlxfixError as exc:
         raise fail(exc) from None

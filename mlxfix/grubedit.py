@@ -53,6 +53,7 @@ class GrubEdit(NamedTuple):
     action: str  # "present", "edited" or "added"
     notes: tuple[str, ...] = ()
     checked: Evaluation | None = None  # what sh computes from the edited files: the check's own evaluation
+    warnings: tuple[str, ...] = ()  # what the admin should fix, though the edit is right
 
     @property
     def changed(self) -> bool:
@@ -145,11 +146,16 @@ def plan_grub_edit(
     value = b.value
     text = text_of(value)
     notes = _notes(sources, ev, b, variable, anchor, param)
-    changes = tuple(_tidy(value, c) for c in cmdline.ensure(text, param))
+    _refuse_split_anchor(sources, ev, variable, anchor)
+    # grub-mkconfig copies the value into grub.cfg's linux line as it is, and GRUB ends that line at a
+    # newline: only what comes before the first one reaches the kernel, so that is where the edit goes.
+    head = text.split("\n", 1)[0]
+    warnings = (_split_note(sources, value, variable, head),) if head != text else ()
+    changes = tuple(_tidy(value, c) for c in cmdline.ensure(head, param))
     line = sources[b.file].position(b.assign.start)[0] if b.assign is not None else 0
     held = _held_by_the_other(ev, variable, anchor, param, text) if changes else ""
     if held:
-        return GrubEdit(variable, param, text, text, (), sources[b.file].path, line, "present", (*notes, held))
+        return GrubEdit(variable, param, text, text, (), sources[b.file].path, line, "present", (*notes, held), warnings=warnings)
     if _comes_first(variable) and isinstance(other := ev.value(anchor), str):
         clash = [c for c in cmdline.conflicts(other, param) if c != param.text]
         if clash:
@@ -162,7 +168,7 @@ def plan_grub_edit(
                 hint=f"take {' '.join(clash)} out of {anchor} first, then run mlxfix again",
             )
     if not changes:
-        return GrubEdit(variable, param, text, text, (), sources[b.file].path, line, "present", notes)
+        return GrubEdit(variable, param, text, text, (), sources[b.file].path, line, "present", notes, warnings=warnings)
     splices: list[_Splice] = []
     for change in changes:
         splices.extend(_map_change(sources, b, value, change, variable))
@@ -170,7 +176,41 @@ def plan_grub_edit(
     where = (b.file, b.assign.start if b.assign is not None else -1)
     files = _splice_files(sources, splices, where)
     checked = _verify(sources, ev, files, variable, expected, param, where)
-    return GrubEdit(variable, param, text, expected, files, sources[b.file].path, line, "edited", notes, checked)
+    return GrubEdit(variable, param, text, expected, files, sources[b.file].path, line, "edited", notes, checked, warnings)
+
+
+def _split_note(sources: Sequence[GrubFile], value: tuple[Run, ...], variable: str, head: str) -> str:
+    """Say where the value's newline is, and what GRUB makes of what follows it."""
+    where = ""
+    for r in value:
+        if "\n" in r.text and r.literal is not None and 0 <= r.file < len(sources):
+            where = f"{sources[r.file].path}:{sources[r.file].position(r.literal.start)[0]}: "
+            break
+    rest = text_of(value)[len(head) + 1 :].strip().replace("\n", " ")
+    return (
+        f"{where}{variable} holds a newline: grub-mkconfig copies it into grub.cfg as it is, and GRUB ends the linux line"
+        f" there, so the parameter goes before it; what follows ({rest or 'nothing'!r}) is a line GRUB runs as a command"
+        " and never reaches the kernel: put the whole value on one line"
+    )
+
+
+def _refuse_split_anchor(sources: Sequence[GrubFile], ev: Evaluation, variable: str, anchor: str) -> None:
+    """GRUB_CMDLINE_LINUX comes first on the linux line: a newline in it leaves everything of
+    GRUB_CMDLINE_LINUX_DEFAULT on a line of its own, which never reaches the kernel."""
+    if _comes_first(variable):
+        return
+    other = ev.value(anchor)
+    b = ev.binding(anchor)
+    if not isinstance(other, str) or "\n" not in other.strip("\n") or b is None:
+        return
+    line = sources[b.file].position(b.assign.start)[0] if b.assign is not None else None
+    raise Refused(
+        f"{anchor} holds a newline: grub-mkconfig copies it into grub.cfg's linux line as it is, GRUB ends the line there,"
+        f" and {variable}, which follows it, would never reach the kernel",
+        path=sources[b.file].path,
+        line=line,
+        hint=f"put the value of {anchor} on one line, then run mlxfix again",
+    )
 
 
 def _comes_first(variable: str) -> bool:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from mlxfix.backup import Listing
-    from mlxfix.commands import ChangeReport
+    from mlxfix.commands import ChangeReport, StatusReport
     from mlxfix.diagnose import Diagnosis, LogLine, Verification
 
 __all__ = [
@@ -24,10 +24,12 @@ __all__ = [
     "ChangeResult",
     "DiagnoseResult",
     "FailureResult",
+    "StatusResult",
     "VerifyResult",
     "change_result",
     "diagnose_result",
     "failure_result",
+    "status_result",
     "verify_result",
 ]
 
@@ -72,6 +74,16 @@ class CmdlineInfo(_Model):
     after: str | None
 
 
+class PlannedNextBoot(_Model):
+    """apply: the entry the next boot takes, and its kernel command line now and once regenerated."""
+
+    entry: str
+    source: str
+    why: str
+    before: str | None
+    after: str | None
+
+
 class ChangeResult(_Model):
     """``mlxfix apply --json`` and ``mlxfix rollback --json``."""
 
@@ -99,6 +111,8 @@ class ChangeResult(_Model):
     exit_code: int
     ssh: SshInfo | None = None  # null on the local host
     verification: WaitedVerification | None = None
+    next_boot: PlannedNextBoot | None = None  # null where the generated entries cannot be read
+    proof: str | None = None  # apply: what the read-back of the generated entries showed
 
 
 class WaitedVerification(_Model):
@@ -173,6 +187,16 @@ def change_result(report: ChangeReport, exit_code: int) -> ChangeResult:
         )
         if report.verification is not None
         else None,
+        next_boot=PlannedNextBoot(
+            entry=plan.next_entry[0],
+            source=plan.next_entry[1],
+            why=plan.next_entry[2],
+            before=plan.next_before,
+            after=plan.next_after,
+        )
+        if plan is not None and plan.next_entry is not None
+        else None,
+        proof=outcome.proof or None if outcome is not None else None,
     )
 
 
@@ -308,6 +332,20 @@ def failure_result(
             errors=[message],
             exit_code=exit_code,
         )
+    if command == "status":
+        return StatusResult(
+            host=host,
+            root=root,
+            param=param,
+            boot_setup=None,
+            state="error",
+            configured=None,
+            next_boot=None,
+            running=None,
+            warnings=[],
+            errors=[message],
+            exit_code=exit_code,
+        )
     if command == "backups":
         return BackupsResult(host=host, root=root, backups=[], problems=[], errors=[message], exit_code=exit_code)
     return FailureResult(
@@ -319,6 +357,97 @@ def failure_result(
         warnings=[],
         errors=[message],
         exit_code=exit_code,
+    )
+
+
+# -- status ---------------------------------------------------------------------------------------------
+
+
+class TokenInfo(_Model):
+    token: str
+    origin: str
+
+
+class ConfiguredInfo(_Model):
+    cmdline: str | None
+    has_param: bool
+    source: str
+    tokens: list[TokenInfo]
+
+
+class NextBootInfo(_Model):
+    read: bool  # false: the generated entries could not be read here (``why`` says why)
+    entry: str | None  # the entry the next boot takes
+    source: str | None  # file:line of that entry
+    cmdline: str | None  # what the kernel gets from it
+    has_param: bool
+    why: str  # how the entry was chosen
+    entries_missing: list[str]  # entries (the next boot's, every generated non-recovery one) without the parameter
+    entries: int  # how many boot entries were found
+
+
+class RunningInfo(_Model):
+    cmdline: str | None
+    has_param: bool
+
+
+class StatusResult(_Model):
+    """``mlxfix status --json``: the three layers of the kernel command line, and the state."""
+
+    version: int = VERSION
+    mlxfix_version: str = __version__
+    command: str = "status"
+    host: str
+    root: str
+    param: str
+    boot_setup: BootSetupInfo | None
+    state: str  # in-effect, pending-reboot, drift, absent; "error" when it could not be told
+    configured: ConfiguredInfo | None
+    next_boot: NextBootInfo | None
+    running: RunningInfo | None
+    warnings: list[str]
+    errors: list[str]
+    exit_code: int
+    ssh: SshInfo | None = None  # null on the local host
+
+
+def status_result(report: StatusReport) -> StatusResult:
+    from mlxfix import cmdline
+
+    param = cmdline.Param.parse(report.param)
+    lay = report.layers
+
+    def has(line: str | None) -> bool:
+        return line is not None and cmdline.in_effect(line, param)
+
+    nb = lay.next_boot
+    entry = nb.entry
+    return StatusResult(
+        host=report.host,
+        root=report.root,
+        param=report.param,
+        boot_setup=BootSetupInfo(name=report.setup.name, title=report.setup.title, evidence=list(report.setup.evidence)),
+        state=report.state,
+        configured=ConfiguredInfo(
+            cmdline=lay.configured.cmdline,
+            has_param=has(lay.configured.cmdline),
+            source=lay.configured.source,
+            tokens=[TokenInfo(token=t.token, origin=t.origin) for t in lay.configured.tokens],
+        ),
+        next_boot=NextBootInfo(
+            read=nb.read,
+            entry=entry.name if entry is not None else None,
+            source=entry.source if entry is not None else None,
+            cmdline=entry.cmdline if entry is not None else None,
+            has_param=has(entry.cmdline) if entry is not None else False,
+            why=nb.why,
+            entries_missing=[e.name for e in lay.missing(param)] if nb.read else [],
+            entries=len(nb.entries),
+        ),
+        running=RunningInfo(cmdline=lay.running.cmdline, has_param=has(lay.running.cmdline)),
+        warnings=report.warnings,
+        errors=[],
+        exit_code=report.exit_code,
     )
 
 

@@ -10,7 +10,7 @@ import difflib
 import shlex
 from typing import TYPE_CHECKING, NamedTuple
 
-from mlxfix import bls, cmdline, kernelcmdline
+from mlxfix import bls, cmdline, kernelcmdline, nextboot
 from mlxfix.bootsetup import GRUB, KERNEL_CMDLINE, BootSetup, grub_evaluation, grub_sources
 from mlxfix.digest import sha256
 from mlxfix.errors import FileError, Refused
@@ -95,6 +95,10 @@ class Plan(NamedTuple):
     running_differs: bool = False  # /proc/cmdline is not yet what this plan configures (a reboot is due)
     left_to_admin: tuple[tuple[str, ...], ...] = ()  # --root: commands only the host itself can run
     finishing_backup: str | None = None  # apply: the backup of the interrupted apply this one finishes
+    next_entry: tuple[str, str, str] | None = None  # the entry the next boot takes: name, file:line, why
+    next_before: str | None = None  # its kernel command line now, and once regenerated from the edited files
+    next_after: str | None = None
+    next_unread: str = ""  # why the generated entries could not be read
 
     @property
     def changed(self) -> bool:
@@ -250,6 +254,7 @@ def make_apply_plan(
         others = [fe.path for fe in edit.files if fe.path != edit.path]
         target = ", ".join([target, *others])
         notes += edit.notes
+        warnings += edit.warnings
         for fe in edit.files:
             info = snap.files[fe.path] if fe.path != GRUB else main
             why = f"{edit.variable} {'gets' if edit.action != 'present' else 'has'} {param.text}"
@@ -289,7 +294,25 @@ def make_apply_plan(
     del setting
     if ignored:
         warnings.append(f"the kernel ignores {', '.join('pci=' + i for i in ignored)}: only values starting with on/off count")
-    if changed or commands or finishing:
+    nb = _next_boot(snap, setup)
+    next_before = nb.entry.cmdline if nb.read and nb.entry is not None else None
+    next_after = next_before
+    stale = ""
+    if nb.read and nb.entry is not None:
+        if setup.name == "grub2-bls":
+            next_after = after if changed else next_before
+        elif changed:
+            next_after = nextboot.predict(next_before, before, after)
+        _refuse_a_default_the_edit_misses(setup, nb, param)
+        missing = nextboot.Layers(nextboot.Configured(None, ""), nb, nextboot.Running(None)).missing(param)
+        if not changed and not commands and missing and cmdline.in_effect(after or "", param) and setup.regenerate():
+            first = missing[0]
+            stale = (
+                f"the files hold {param.text}, but the generated boot configuration does not: {first.name!r}"
+                f" ({first.source}) lacks it; the boot configuration is regenerated"
+            )
+            notes.append(stale)
+    if changed or commands or finishing or stale:
         for argv in setup.regenerate():
             commands.append(Command(tuple(argv), "regenerate the boot configuration from the edited files"))
     if finishing:
@@ -318,6 +341,30 @@ def make_apply_plan(
         expected_entries=expected_entries,
         running_differs=running_differs,
         finishing_backup=finishing_backup,
+        next_entry=(nb.entry.name, nb.entry.source, nb.why) if nb.read and nb.entry is not None else None,
+        next_before=next_before,
+        next_after=next_after,
+        next_unread="" if nb.read else nb.why,
+    )
+
+
+def _next_boot(snap: Snapshot, setup: BootSetup) -> nextboot.NextBoot:
+    """Layer 2 as the host has it now; a grub.cfg mlxfix cannot read is said, never a reason to stop."""
+    return nextboot.setup_next_boot(snap, setup)
+
+
+def _refuse_a_default_the_edit_misses(setup: BootSetup, nb: nextboot.NextBoot, param: Param) -> None:
+    """The next boot takes a custom entry (40_custom, custom.cfg) with a linux line of its own: an
+    edit of the grub variables is right there and useless."""
+    entry = nb.entry
+    if entry is None or entry.generated or entry.cmdline is None or cmdline.in_effect(entry.cmdline, param):
+        return
+    raise Refused(
+        f"the next boot takes {entry.name!r} ({entry.source}; {nb.why}), an entry with a linux line of its own that does"
+        f" not use {setup.variable}: adding {param.text} there would not reach the kernel",
+        path=entry.source.rsplit(":", 1)[0],
+        hint=f"point GRUB_DEFAULT at a generated entry, or add {param.text} to that entry's linux line by hand"
+        " (/etc/grub.d/40_custom or custom.cfg), then run update-grub",
     )
 
 

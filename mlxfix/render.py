@@ -10,11 +10,20 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from mlxfix.backup import Listing
-    from mlxfix.commands import ChangeReport
+    from mlxfix.commands import ChangeReport, StatusReport
     from mlxfix.diagnose import Diagnosis, Verification
     from mlxfix.plan import Plan
 
-__all__ = ["Style", "render_backups", "render_change", "render_diagnosis", "render_plan", "render_verification"]
+__all__ = [
+    "Style",
+    "render_backups",
+    "render_change",
+    "render_diagnosis",
+    "render_plan",
+    "render_status",
+    "render_verification",
+    "status_line",
+]
 
 
 class Style:
@@ -89,13 +98,25 @@ def render_plan(plan: Plan, out: TextIO, style: Style, *, runs_commands: bool = 
             _write_bytes_as_they_are(out, style.diff(w.diff()) + "\n")
     if plan.before is not None or plan.after is not None:
         p(f"\n{style.bold('Kernel command line')} (as configured, normal boot entries):\n")
-        p(f"  before: {plan.before if plan.before is not None else '(not known statically)'}\n")
-        p(f"  after:  {plan.after if plan.after is not None else '(not known statically)'}\n")
+        p(f"  before: {_shown(plan.before, '(not known statically)')}\n")
+        p(f"  after:  {_shown(plan.after, '(not known statically)')}\n")
+    if plan.next_entry is not None:
+        name, source, why = plan.next_entry
+        p(f"\n{style.bold('Next boot')}: {name} ({source}; {why}):\n")
+        p(f"  before: {_shown(plan.next_before, '(boots no Linux kernel)')}\n")
+        p(f"  after:  {_shown(plan.next_after, '(not predicted: the entry is not made from the configured command line)')}\n")
+    elif plan.next_unread:
+        p(f"\n{style.bold('Next boot')}: {plan.next_unread}\n")
     if plan.commands:
         p(f"\n{style.bold('Commands:')}\n")
         for c in plan.commands:
             suffix = "" if runs_commands else "   (not run under --root: run it on the host)"
             p(f"  $ {shlex.join(c.argv)}{suffix}\n")
+
+
+def _shown(line: str | None, unknown: str) -> str:
+    """A command line on one line of output (a newline in a value shows as \\n)."""
+    return unknown if line is None else line.replace("\n", "\\n")
 
 
 def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan: bool = True, err: TextIO | None = None) -> None:
@@ -148,7 +169,19 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
         return
     if outcome is not None:
         verb = "applied" if report.command == "apply" else "rolled back"
+        pending = [shlex.join(argv) for argv, _ in report.left_to_run] + [
+            shlex.join(c.argv) for c in outcome.commands if c.exit_code is None
+        ]
+        if pending:
+            todo = "; ".join(dict.fromkeys(pending))
+            p(
+                style.yellow(f"Files written: {plan.param} {verb} in the files only.")
+                + f" It reaches the boot configuration once this runs: {todo}; then reboot.\n"
+            )
+            return
         p(style.green(f"Done: {plan.param} {verb}.") + " The change takes effect only after a reboot.\n")
+        if outcome.proof:
+            p(f"Checked: {outcome.proof}.\n")
 
 
 def render_backups(listing: Listing, out: TextIO, style: Style) -> None:
@@ -227,4 +260,90 @@ def render_verification(v: Verification, out: TextIO, style: Style) -> None:
         failed = ", ".join(c.name for c in v.checks if not c.ok)
         p(style.red(f"Not verified: {failed}.") + " Run mlxfix diagnose for the details and the advice.\n")
     for w in v.diagnosis.warnings:
+        p(style.yellow(f"warning: {w}") + "\n")
+
+
+_STATES = {
+    "in-effect": "IN EFFECT: the running kernel and the next boot both have {param}",
+    "pending-reboot": "PENDING REBOOT: the next boot has {param}, the running kernel does not yet",
+    "drift": "DRIFT: {param} is configured or running, but the next boot will not have it",
+    "absent": "ABSENT: {param} is nowhere: not configured, not generated, not running",
+}
+
+
+def _advice_for(report: StatusReport) -> str:
+    """What to do next, for the state."""
+    state = report.state
+    if state == "pending-reboot":
+        return "reboot, then run: mlxfix verify"
+    if state == "drift":
+        lay = report.layers
+        nb = lay.next_boot
+        if nb.entry is not None and not nb.entry.generated:
+            return f"the next boot takes {nb.entry.name!r} ({nb.entry.source}), which does not use the configured command line"
+        return "run mlxfix apply: it regenerates the boot configuration and checks what the next boot gets"
+    if state == "absent":
+        return "run mlxfix diagnose, then mlxfix apply --dry-run"
+    return ""
+
+
+def status_line(report: StatusReport) -> str:
+    """One line for cron and monitoring: the state, the next boot's entry, what to do."""
+    nb = report.layers.next_boot
+    entry = nb.entry
+    where = f"next boot: {entry.name} ({entry.source})" if entry is not None else f"next boot: {nb.why or 'unknown'}"
+    advice = _advice_for(report)
+    return f"mlxfix status: {report.state}: {report.param}; {where}" + (f"; {advice}" if advice else "")
+
+
+def render_status(report: StatusReport, out: TextIO, style: Style, *, full: bool) -> None:
+    """The three layers side by side (``full``, on a terminal), or one line."""
+    from mlxfix import cmdline
+
+    p = out.write
+    if not full:
+        p(status_line(report) + "\n")
+        for w in report.warnings:
+            p(f"warning: {w}\n")
+        return
+    param = cmdline.Param.parse(report.param)
+    lay = report.layers
+    colour = {"in-effect": style.green, "pending-reboot": style.yellow}.get(report.state, style.red)
+    p(style.bold(colour(_STATES[report.state].format(param=report.param))) + "\n\n")
+    p(f"Boot setup: {report.setup.title}\n")
+
+    def mark(line: str | None) -> str:
+        if line is None:
+            return style.yellow("unknown")
+        return style.green("has it") if cmdline.in_effect(line, param) else style.red("lacks it")
+
+    c = lay.configured
+    p(f"\n{style.bold('1. Configured')} ({c.source}): {mark(c.cmdline)}\n")
+    if c.cmdline is not None:
+        for t in c.tokens:
+            p(f"     {t.token:<40} {t.origin}\n")
+        if not c.tokens:
+            p("     (empty)\n")
+    nb = lay.next_boot
+    p(f"\n{style.bold('2. Next boot')}: ")
+    if not nb.read:
+        p(style.yellow(f"not read ({nb.why})") + "\n")
+    elif nb.entry is None:
+        p(style.yellow(f"no entry ({nb.why})") + "\n")
+    else:
+        e = nb.entry
+        p(f"{mark(e.cmdline)}\n     entry:   {e.name}\n     from:    {e.source}\n     because: {nb.why}\n")
+        p(f"     cmdline: {e.cmdline if e.cmdline is not None else '(boots no Linux kernel)'}\n")
+        missing = [m for m in lay.missing(param) if m != e]
+        if missing:
+            p(f"     {len(missing)} other entr{'y' if len(missing) == 1 else 'ies'} without it:\n")
+            for m in missing:
+                p(f"       {m.name} ({m.source})\n")
+    r = lay.running
+    shown = r.cmdline if r.cmdline is not None else "(unreadable)"
+    p(f"\n{style.bold('3. Running')} (/proc/cmdline): {mark(r.cmdline)}\n     {shown}\n")
+    advice = _advice_for(report)
+    if advice:
+        p(f"\nNext: {advice}\n")
+    for w in report.warnings:
         p(style.yellow(f"warning: {w}") + "\n")

@@ -40,7 +40,7 @@ def efi_global_guid() -> str:
 def test_the_secure_boot_variable_is_the_one_the_uefi_spec_names() -> None:
     from mlxfix.bootsetup import SECURE_BOOT
 
-    assert SECURE_BOOT == f"/sys/firmware/efi/efivars/SecureBoot-{efi_global_guid()}"
+    assert f"/sys/firmware/efi/efivars/SecureBoot-{efi_global_guid()}" == SECURE_BOOT
 
 
 def copy_example(tmp_path: Path, name: str) -> Path:

@@ -42,7 +42,9 @@ def test_apply_writes_exact_bytes_then_is_idempotent(host: Path) -> None:
     assert code == 0, err
     assert grub(host) == EXPECTED
     assert "Backup: " in out
-    assert "takes effect only after a reboot" in out
+    # under --root update-grub is not run: the files alone do not reach the next boot (issue 18, item 13)
+    assert "in the files only. It reaches the boot configuration once this runs: update-grub; then reboot." in out
+    assert "Done" not in out
     after_first = snapshot(host)
     code, out, _ = invoke("apply", "--yes", "--root", str(host), "--json")
     assert code == 0
@@ -109,7 +111,7 @@ def test_json_document_validates_and_keys_are_pinned(host: Path) -> None:
         [
             "version", "mlxfix_version", "command", "host", "root", "dry_run", "changed", "would_change", "param",
             "boot_setup", "target", "cmdline", "files", "backup", "restores", "commands", "reboot_required", "rebooting",
-            "notes", "warnings", "errors", "exit_code", "verification", "ssh",
+            "notes", "warnings", "errors", "exit_code", "verification", "ssh", "next_boot", "proof",
         ]
     )  # fmt: skip
     assert doc["changed"] is True
