@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -706,6 +706,21 @@ def _app_for(args: list[str]) -> typer.Typer:
     return one
 
 
+def _output_failed(exc: OSError) -> NoReturn:
+    """stdout could not be written (a full disk, a reader that went away, a hung-up terminal): one
+    line on stderr and exit 1, never a traceback; the stream is pointed at /dev/null so that the
+    interpreter's last flush does not fail again."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    with contextlib.suppress(OSError):
+        changes = any(a in ("apply", "rollback") for a in sys.argv[1:2]) and "--dry-run" not in sys.argv
+        more = "; what it changed stands: mlxfix status and mlxfix backups tell" if changes else ""
+        sys.stderr.write(f"mlxfix: the output could not be written ({exc.strerror or exc}){more}\n")
+        sys.stderr.flush()
+    sys.exit(ExitCode.FAILED)
+
+
 def main(early: SshHost | None = None) -> None:
     """Entry point: run the app; turn what escapes it into one line and an exit code. ``early``: an
     SshHost already connecting (see mlxfix.entry)."""
@@ -735,6 +750,8 @@ def main(early: SshHost | None = None) -> None:
                 message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
                 early_document(sys.argv[1:], message)
             sys.exit(ExitCode.USAGE)
+        if isinstance(exc, OSError):
+            _output_failed(exc)
         raise
     finally:
         while _EARLY:  # started for a command that never got to use it (a usage error, --help)

@@ -567,3 +567,21 @@ def test_the_state_directory_is_refused_below_a_directory_others_control(host: P
     assert code == 1
     assert "refusing to write into /var/lib" in err
     assert snapshot(host) == before  # not even the state directory was made
+
+
+@pytest.mark.parametrize("args", [["diagnose"], ["status", "--json"], ["backups"], ["apply", "--dry-run"]])
+def test_a_stdout_that_cannot_be_written_is_one_line_and_exit_1(args: list[str]) -> None:
+    """(issue 18, item 11) ``mlxfix diagnose > /dev/full``: ENOSPC on stdout, never a traceback."""
+    example = Path(__file__).parents[1] / "examples" / "pve-missing-uar"
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlxfix", *args, "--root", str(example)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == "mlxfix: the output could not be written (No space left on device)"
