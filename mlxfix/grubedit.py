@@ -201,7 +201,7 @@ def _refuse_split_anchor(sources: Sequence[GrubFile], ev: Evaluation, variable: 
         return
     other = ev.value(anchor)
     b = ev.binding(anchor)
-    if not isinstance(other, str) or "\n" not in other.strip("\n") or b is None:
+    if not isinstance(other, str) or "\n" not in other or b is None:
         return
     line = sources[b.file].position(b.assign.start)[0] if b.assign is not None else None
     raise Refused(

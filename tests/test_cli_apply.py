@@ -585,3 +585,16 @@ def test_a_stdout_that_cannot_be_written_is_one_line_and_exit_1(args: list[str])
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1] == "mlxfix: the output could not be written (No space left on device)"
+
+
+@pytest.mark.parametrize("linux", ['"console=ttyS0\nnet.ifnames=0"', '"console=ttyS0\n"'])
+def test_a_newline_in_grub_cmdline_linux_is_refused(tmp_path: Path, linux: str) -> None:
+    """(issue 13) GRUB_CMDLINE_LINUX comes first on grub.cfg's linux line: a newline in it (a trailing
+    one too) leaves GRUB_CMDLINE_LINUX_DEFAULT, and the parameter, on a line the kernel never sees."""
+    root = debian_host(tmp_path / "root", f'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX={linux}\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
+    before = snapshot(root)
+    proc = run("apply", "--yes", "--root", str(root))
+    assert proc.returncode == 1, proc.stderr
+    assert "GRUB_CMDLINE_LINUX holds a newline" in proc.stderr
+    assert "/etc/default/grub:2" in proc.stderr
+    assert snapshot(root) == before
