@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlxfix.models import BackupsResult, ChangeResult
-from tests.trees import PVE_GRUB, debian_host, invoke, json_of, run, snapshot, wait_for_pause, write
+from tests.trees import NOBODY, PVE_GRUB, debian_host, invoke, json_of, nobody_python, run, snapshot, wait_for_pause, write
 
 EXPECTED = PVE_GRUB.replace(b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"', b'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"')
 
@@ -307,11 +307,8 @@ def test_apply_as_an_unprivileged_user_is_refused(tmp_path: Path) -> None:
     before = snapshot(root)
     proc = subprocess.run(
         [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            os.sys.executable,
+            *NOBODY,
+            nobody_python()[0],
             "-m",
             "mlxfix",
             "apply",
@@ -321,7 +318,7 @@ def test_apply_as_an_unprivileged_user_is_refused(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        env=nobody_python()[1],
         check=False,
     )
     assert proc.returncode == 1, proc.stderr
@@ -330,11 +327,8 @@ def test_apply_as_an_unprivileged_user_is_refused(tmp_path: Path) -> None:
     # ...while a dry run works without root.
     proc = subprocess.run(
         [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            os.sys.executable,
+            *NOBODY,
+            nobody_python()[0],
             "-m",
             "mlxfix",
             "apply",
@@ -344,7 +338,7 @@ def test_apply_as_an_unprivileged_user_is_refused(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        env=nobody_python()[1],
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -409,8 +403,8 @@ def test_backups_as_another_user_says_it_cannot_read_them(host: Path) -> None:
         if p.stat().st_mode & 0o001 == 0:
             p.chmod(p.stat().st_mode | 0o005)
     proc = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "mlxfix", "backups", "--root", str(host)],
-        capture_output=True, text=True, check=False, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        [*NOBODY, nobody_python()[0], "-m", "mlxfix", "backups", "--root", str(host)],
+        capture_output=True, text=True, check=False, env=nobody_python()[1],
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "cannot be read" in proc.stdout

@@ -171,3 +171,41 @@ def wait_for_pause(marker: Path, proc: subprocess.Popen[str]) -> None:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+_NOBODY_PYTHON: list[tuple[str, dict[str, str]]] = []
+
+
+def nobody_python() -> tuple[str, dict[str, str]]:
+    """An interpreter and environment with which "nobody" can import mlxfix and its dependencies,
+    wherever the clone lies: in place when nobody can read it, otherwise from a world-readable copy
+    of the package and the venv's site-packages (a clone in a 0700 directory)."""
+    import atexit
+    import shutil
+    import sysconfig
+    import tempfile
+
+    if _NOBODY_PYTHON:
+        return _NOBODY_PYTHON[0]
+    repo = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONDONTWRITEBYTECODE": "1"}
+    probe = subprocess.run(
+        [*NOBODY, sys.executable, "-c", "import mlxfix.cli, typer, pydantic, plumbum"],
+        capture_output=True, env=env, check=False,
+    )  # fmt: skip
+    if probe.returncode == 0:
+        _NOBODY_PYTHON.append((sys.executable, env))
+        return _NOBODY_PYTHON[0]
+    copy = Path(tempfile.mkdtemp(prefix="mlxfix-nobody-"))
+    atexit.register(shutil.rmtree, copy, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(repo / "mlxfix", copy / "lib" / "mlxfix", ignore=ignore)
+    for key in ("purelib", "platlib"):
+        shutil.copytree(sysconfig.get_paths()[key], copy / "lib", ignore=ignore, dirs_exist_ok=True)
+    for p in (copy, *copy.rglob("*")):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    env = {**os.environ, "PYTHONPATH": str(copy / "lib"), "PYTHONDONTWRITEBYTECODE": "1"}
+    _NOBODY_PYTHON.append((base, env))
+    return _NOBODY_PYTHON[0]
