@@ -415,6 +415,7 @@ def _maybe_reboot(report: ChangeReport, host: Host, *, reboot: bool | None, yes:
     if not host.runs_commands:
         if reboot:
             report.warnings.append("--root: not rebooting a tree; reboot the host that uses it")
+            out.write("warning: --reboot: not rebooting a tree (--root); reboot the host that uses it\n")
         return None
     if reboot is False:
         return None

@@ -592,3 +592,12 @@ def test_a_newline_in_grub_cmdline_linux_is_refused(tmp_path: Path, linux: str) 
     assert "GRUB_CMDLINE_LINUX holds a newline" in proc.stderr
     assert "/etc/default/grub:2" in proc.stderr
     assert snapshot(root) == before
+
+
+def test_reboot_under_root_is_said_in_the_human_output_too(tmp_path: Path) -> None:
+    """(issue 18, item 13) --reboot under --root reboots nothing: the admin reads that, not only the JSON."""
+    root = debian_host(tmp_path / "root")
+    proc = run("apply", "--yes", "--reboot", "--root", str(root))
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: --reboot: not rebooting a tree (--root)" in proc.stdout + proc.stderr
+    assert "Done" not in proc.stdout
