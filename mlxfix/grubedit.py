@@ -133,6 +133,7 @@ def plan_grub_edit(
         held = _held_by_the_other(ev, variable, anchor, param, "")
         if held:
             return GrubEdit(variable, param, None, "", (), sources[0].path, 0, "present", (held,))
+        _refuse_split_anchor(sources, ev, variable, anchor)
         return _add_assignment(sources, ev, param, variable, anchor)
     if isinstance(b.value, Unknown):
         u = b.value

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
 from mlxfix import cmdline, grubfile
 from mlxfix.cmdline import Param
@@ -317,6 +317,7 @@ def test_notes_warn_about_grub_cmdline_linux_conflicts() -> None:
 
 
 @given(grub_files())
+@example(data=b"GRUB_CMDLINE_LINUX=\"\"\nGRUB_CMDLINE_LINUX='\n'")
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 def test_generated_files_edit_right_or_refuse(data: bytes) -> None:
     f = grubfile.parse(data, "/etc/default/grub")

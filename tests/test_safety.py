@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import CORPUS, EXAMPLES, ROOT
@@ -381,6 +381,7 @@ def mutated_grub(draw: st.DrawFn) -> bytes:
 
 
 @given(mutated_grub())
+@example(data=b'GRUB_DEFAULT=saved\nGRUB_CMDLINE_LINUX="\nconsole=tty0 net.ifnames=0"\nGRUB_DISABLE_RECOVERY="true"\n')
 @settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_hostile_grub_files_never_crash_hang_or_write(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
     root = tmp_path_factory.mktemp("hostile")
