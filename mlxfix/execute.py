@@ -191,7 +191,7 @@ def _prove_next_boot(host: Host, plan: Plan, outcome: Outcome) -> None:
     if nb.entry is None:
         outcome.unproved = f"which entry the next boot takes could not be told ({nb.why}): check it before rebooting"
         outcome.warnings.append(outcome.unproved)
-    missing = nextboot.Layers(nextboot.Configured(None, ""), nb, nextboot.Running(None)).missing(param)
+    missing = nb.missing(param)
     if missing:
         first = missing[0]
         chosen = nb.entry is not None and first == nb.entry

@@ -645,9 +645,7 @@ def parse_grubenv(data: bytes) -> dict[str, str]:
     """grubenv's variables (a 1024-byte block: ``name=value`` lines, ``\\`` escaping, ``#`` padding)."""
     text = data.decode("utf-8", "replace")
     out: dict[str, str] = {}
-    i = 0
     for raw in _env_lines(text):
-        i += 1
         if not raw or raw.startswith("#"):
             continue
         key, eq, value = raw.partition("=")

@@ -91,6 +91,14 @@ class NextBoot(NamedTuple):
     entries: tuple[Entry, ...] = ()
     problems: tuple[str, ...] = ()  # what is wrong in the generated files (a split linux line...)
 
+    def missing(self, param: Param) -> list[Entry]:
+        """The entries that should carry ``param`` and do not: the next boot's, and every generated
+        non-recovery entry (another kernel may be the default tomorrow)."""
+        out = [e for e in self.entries if e.generated and not e.recovery and not _has(e.cmdline, param)]
+        if self.entry is not None and not _has(self.entry.cmdline, param) and self.entry not in out:
+            out.insert(0, self.entry)
+        return out
+
 
 class Running(NamedTuple):
     cmdline: str | None
@@ -102,13 +110,7 @@ class Layers(NamedTuple):
     running: Running
 
     def missing(self, param: Param) -> list[Entry]:
-        """The entries that should carry ``param`` and do not: the next boot's, and every generated
-        non-recovery entry (another kernel may be the default tomorrow)."""
-        nb = self.next_boot
-        out = [e for e in nb.entries if e.generated and not e.recovery and not _has(e.cmdline, param)]
-        if nb.entry is not None and not _has(nb.entry.cmdline, param) and nb.entry not in out:
-            out.insert(0, nb.entry)
-        return out
+        return self.next_boot.missing(param)
 
 
 def _has(line: str | None, param: Param) -> bool:

@@ -294,7 +294,7 @@ def make_apply_plan(
     del setting
     if ignored:
         warnings.append(f"the kernel ignores {', '.join('pci=' + i for i in ignored)}: only values starting with on/off count")
-    nb = _next_boot(snap, setup)
+    nb = nextboot.setup_next_boot(snap, setup)  # layer 2 as it is now; unreadable is said, never a reason to stop
     next_before = nb.entry.cmdline if nb.read and nb.entry is not None else None
     next_after = next_before
     stale = ""
@@ -304,7 +304,7 @@ def make_apply_plan(
         elif changed:
             next_after = nextboot.predict(next_before, before, after)
         _refuse_a_default_the_edit_misses(setup, nb, param)
-        missing = nextboot.Layers(nextboot.Configured(None, ""), nb, nextboot.Running(None)).missing(param)
+        missing = nb.missing(param)
         if not changed and not commands and missing and cmdline.in_effect(after or "", param) and setup.regenerate():
             first = missing[0]
             stale = (
@@ -346,11 +346,6 @@ def make_apply_plan(
         next_after=next_after,
         next_unread="" if nb.read else nb.why,
     )
-
-
-def _next_boot(snap: Snapshot, setup: BootSetup) -> nextboot.NextBoot:
-    """Layer 2 as the host has it now; a grub.cfg mlxfix cannot read is said, never a reason to stop."""
-    return nextboot.setup_next_boot(snap, setup)
 
 
 def _refuse_a_default_the_edit_misses(setup: BootSetup, nb: nextboot.NextBoot, param: Param) -> None:
