@@ -266,6 +266,16 @@ def _manual_steps(host: Host, manifest: Manifest, failed: list[str], plan: Plan)
     return steps
 
 
+def _flush(host: Host, progress: Progress) -> None:
+    """Make the regenerated boot configuration durable before anything is reported: grub-mkconfig,
+    kernel-install and proxmox-boot-tool rename their output into place without an fsync, and an
+    admin may power-cycle the host through its BMC the moment apply says it is done."""
+    result = host.run(("sync",), timeout=600)
+    if not result.ok:
+        raise CommandFailed(f"sync (to make the regenerated boot configuration durable) failed: {result.tail(3) or 'no output'}")
+    progress.step("flushed the regenerated boot configuration to disk (sync)")
+
+
 def _run(host: Host, argv: tuple[str, ...], progress: Progress) -> CommandResult:
     progress.command_start(argv)
     result = host.run(argv, on_output=progress.output)
@@ -381,6 +391,8 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
                     )
                     if not again.ok:
                         unregenerated.append(str(c))
+            if started:
+                _flush(host, progress)
         if unrestored:
             steps = _manual_steps(host, manifest, unrestored, plan)
             return NotRestored(f"{err}; putting the original files back failed too ({', '.join(unrestored)})", steps)
@@ -435,6 +447,8 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
                 detail = result.tail(3) or "no output"
                 raise CommandFailed(f"{c} failed with exit code {result.exit_code}: {detail}")
             checkpoint(f"after-command-{c.argv[0]}")
+        if started:
+            _flush(host, progress)
         _check_after_commands(host, plan)
         _prove_next_boot(host, plan, outcome)
         progress.committed()  # the last thing a Ctrl-C may undo
