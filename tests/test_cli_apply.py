@@ -89,6 +89,7 @@ def test_without_terminal_and_without_yes_nothing_changes(host: Path) -> None:
         ('if true; then\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\nfi\n', "/etc/default/grub:2:", "inside an if block"),
         ('GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT="quiet\n', "/etc/default/grub:2:28:", "sh cannot parse this file"),
         ('GRUB_CMDLINE_LINUX_DEFAULT="$(cat /x)"\n', "/etc/default/grub:1:29:", "the output of a command"),
+        ('{% if iommu %}\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n{% endif %}\n', "/etc/default/grub:1:1:", "template marker"),
     ],
 )
 def test_refusal_changes_nothing_and_names_file_and_line(tmp_path: Path, grub_text: str, where: str, reason: str) -> None:
