@@ -18,10 +18,13 @@ from mlxfix.evaluate import Unknown
 from mlxfix.grubedit import plan_grub_edit
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from mlxfix.backup import Manifest
     from mlxfix.cmdline import Param
     from mlxfix.evaluate import Evaluation
     from mlxfix.facts import FileInfo, Snapshot
+    from mlxfix.grubfile import GrubFile
 
 __all__ = ["Command", "FileWrite", "Plan", "ShellCheck", "make_apply_plan", "make_rollback_plan", "unified_diff"]
 
@@ -99,6 +102,7 @@ class Plan(NamedTuple):
     next_before: str | None = None  # its kernel command line now, and once regenerated from the edited files
     next_after: str | None = None
     next_unread: str = ""  # why the generated entries could not be read
+    cmdline_unknown: str = ""  # why the configured command line cannot be known before the regeneration
 
     @property
     def changed(self) -> bool:
@@ -243,6 +247,7 @@ def make_apply_plan(
     expected_entries: tuple[tuple[str, str], ...] = ()
     target = ""
     before = after = None
+    unknown = ""
     changed = False
     if setup.edits_grub:
         main = _info(snap, GRUB)
@@ -272,6 +277,9 @@ def make_apply_plan(
                 backup_only += [_info(snap, p) for p in grubby.files]
             expected_entries = tuple(sorted(grubby.expected.items()))
             before, after = grubby.before or before, grubby.after or after
+        if before is None or after is None:
+            unknown = _unknowable_command_line(sources, grub_evaluation(snap), edit.variable, anchor, param)
+            warnings.append(unknown)
     else:
         info = _info(snap, KERNEL_CMDLINE)
         assert info.data is not None
@@ -345,7 +353,36 @@ def make_apply_plan(
         next_before=next_before,
         next_after=next_after,
         next_unread="" if nb.read else nb.why,
+        cmdline_unknown=unknown,
     )
+
+
+def _unknowable_command_line(sources: Sequence[GrubFile], ev: Evaluation | None, variable: str, anchor: str, param: Param) -> str:
+    """Say which grub variable makes the kernel command line unknowable before grub-mkconfig runs it
+    (a ``$(...)``, an assignment inside ``if``), and why the edit is still safe, or what is left to check.
+    The edited variable itself is known (the edit would have been refused otherwise): the other one is not."""
+    said = "the kernel command line cannot be known before grub-mkconfig runs"
+    value = ev.value(anchor) if ev is not None else None
+    if not isinstance(value, Unknown):
+        return f"{said}; apply reads grub.cfg back after the regeneration"
+    where = ""
+    if 0 <= value.file < len(sources) and value.pos >= 0:
+        where = f"{sources[value.file].path}:{sources[value.file].position(value.pos)[0]}: "
+    reason = value.reason if value.reason.startswith(anchor) else f"{anchor} is {value.reason}"
+    check = (
+        f"apply reads grub.cfg back after the regeneration and puts the files back if a generated entry lacks {param.text}"
+        " (or says it could not read them; with --no-update, or under --root, run mlxfix status once the command has run)"
+    )
+    if anchor == "GRUB_CMDLINE_LINUX":  # it comes first on the linux line, the edited variable after it
+        last = "the kernel takes the last pci=realloc setting" if param.is_pci else "the kernel takes the last value"
+        why = (
+            f"it is still safe: {variable}, which gets {param.text}, comes after it on the linux line, so a value it"
+            f" gives comes first and cannot override {param.text} ({last}); only a newline or a '--' in it could keep"
+            f" {param.text} from the kernel, and"
+        )
+    else:
+        why = f"{anchor} comes after {variable} on the linux line and could hold a setting that overrides {param.text};"
+    return f"{said}: {where}{reason}, which only sh can compute; {why} {check}"
 
 
 def _refuse_a_default_the_edit_misses(setup: BootSetup, nb: nextboot.NextBoot, param: Param) -> None:

@@ -96,7 +96,10 @@ def render_plan(plan: Plan, out: TextIO, style: Style, *, runs_commands: bool = 
         p("\n")
         for w in plan.writes:
             _write_bytes_as_they_are(out, style.diff(w.diff()) + "\n")
-    if plan.before is not None or plan.after is not None:
+    if plan.cmdline_unknown:
+        p(f"\n{style.bold('Kernel command line')} (as configured, normal boot entries): cannot be known before")
+        p(" grub-mkconfig runs (see the warning)\n")
+    elif plan.before is not None or plan.after is not None:
         p(f"\n{style.bold('Kernel command line')} (as configured, normal boot entries):\n")
         p(f"  before: {_shown(plan.before, '(not known statically)')}\n")
         p(f"  after:  {_shown(plan.after, '(not known statically)')}\n")

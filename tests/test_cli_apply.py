@@ -602,3 +602,24 @@ def test_reboot_under_root_is_said_in_the_human_output_too(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert "warning: --reboot: not rebooting a tree (--root)" in proc.stdout + proc.stderr
     assert "Done" not in proc.stdout
+
+
+def test_a_command_line_that_cannot_be_known_is_said_and_why_the_edit_is_still_safe(tmp_path: Path) -> None:
+    text = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="$(cat /etc/kernel/extra)"\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
+    root = debian_host(tmp_path / "root", text)
+    before = snapshot(root)
+    code, out, _ = invoke("apply", "--dry-run", "--root", str(root))
+    assert code == 0
+    assert '+GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"' in out
+    said = "the kernel command line cannot be known before grub-mkconfig runs"
+    assert f"warning: {said}" in out
+    assert "/etc/default/grub:2: GRUB_CMDLINE_LINUX is the output of a command ($(cat /etc/kernel/extra))" in out
+    assert "comes after it on the linux line" in out  # why it is still safe
+    assert "reads grub.cfg back" in out
+    assert "Kernel command line" in out
+    assert "cannot be known before grub-mkconfig runs" in out.split("Kernel command line")[1]
+    code, doc_text, _ = invoke("apply", "--dry-run", "--json", "--root", str(root))
+    doc = json_of(doc_text)
+    assert doc["cmdline"] == {"before": None, "after": None}
+    assert [w for w in doc["warnings"] if said in w and "/etc/default/grub:2" in w]  # type: ignore[union-attr]
+    assert snapshot(root) == before
