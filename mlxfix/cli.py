@@ -459,6 +459,14 @@ def apply(
     dry_run: DryRunOpt = False,
     param: ParamOpt = "pci=realloc=off",
     yes: YesOpt = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write a --param that turns PCI realloc on (pci=realloc, pci=realloc=on), which brings the Missing UAR"
+            " failure back; refused without it.",
+        ),
+    ] = False,
     no_update: NoUpdateOpt = False,
     reboot: RebootOpt = None,
     wait: WaitOpt = False,
@@ -493,6 +501,7 @@ def apply(
         confirm=confirm,
         progress=progress,
         no_update=no_update,
+        force=force,
     )
     _finish_change(
         report,

@@ -231,15 +231,39 @@ def command_line_of(ev: Evaluation) -> str | None:
     return " ".join(p for p in parts if isinstance(p, str) and p.strip()).strip()
 
 
+def realloc_on_warning(param: Param, *, force: bool) -> str:
+    """A ``--param`` that turns PCI resource reallocation on (``pci=realloc``, ``pci=realloc=on``: the
+    last realloc setting of the kernel's pci_setup wins, a bare ``realloc`` means on) brings back what
+    leaves BAR 2 unassigned: refused without ``--force``, and said with it. "" for any other."""
+    if cmdline.realloc_setting(param.text)[0] != "on":
+        return ""
+    what = (
+        f"{param.text} turns PCI resource reallocation on, the very reallocation that leaves BAR 2 of a ConnectX-3"
+        " unassigned (Missing UAR); pci=realloc=off is the fix"
+    )
+    if not force:
+        raise Refused(
+            f"--param {what}",
+            hint=f"use pci=realloc=off (the default), or add --force to write {param.text} all the same",
+        )
+    return f"--force: {what}"
+
+
 def make_apply_plan(
-    snap: Snapshot, setup: BootSetup, param: Param, *, finishing: str | None = None, finishing_backup: str | None = None
+    snap: Snapshot,
+    setup: BootSetup,
+    param: Param,
+    *,
+    finishing: str | None = None,
+    finishing_backup: str | None = None,
+    force: bool = False,
 ) -> Plan:
     """The plan that makes ``param`` hold in this host's boot configuration.
 
     ``finishing`` names an interrupted earlier apply: its regeneration runs again even when the files
-    already hold the parameter."""
+    already hold the parameter. ``force``: a parameter that turns realloc on is written, with a warning."""
     notes: list[str] = [f"boot setup: {setup.title}"]
-    warnings: list[str] = []
+    warnings: list[str] = [w for w in [realloc_on_warning(param, force=force)] if w]
     writes: list[FileWrite] = []
     commands: list[Command] = []
     check = None

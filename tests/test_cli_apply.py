@@ -623,3 +623,31 @@ def test_a_command_line_that_cannot_be_known_is_said_and_why_the_edit_is_still_s
     assert doc["cmdline"] == {"before": None, "after": None}
     assert [w for w in doc["warnings"] if said in w and "/etc/default/grub:2" in w]  # type: ignore[union-attr]
     assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("param", ["pci=realloc", "pci=realloc=on", "pci=noaer,realloc", "pci=realloc=off,realloc=on"])
+def test_a_param_that_turns_realloc_on_needs_force(host: Path, param: str) -> None:
+    before = snapshot(host)
+    for args in (["--dry-run"], ["--yes"]):
+        proc = run("apply", *args, "--param", param, "--root", str(host))
+        assert proc.returncode == 1, proc.stderr
+        assert f"--param {param} turns PCI resource reallocation on" in proc.stderr
+        assert "Missing UAR" in proc.stderr
+        assert "--force" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert snapshot(host) == before
+
+
+@pytest.mark.parametrize("param", ["pci=realloc", "pci=realloc=on", "pci=noaer,realloc"])
+def test_force_writes_a_param_that_turns_realloc_on_and_says_so(host: Path, param: str) -> None:
+    code, out, _ = invoke("apply", "--yes", "--force", "--json", "--param", param, "--root", str(host))
+    assert code == 0
+    doc = json_of(out)
+    assert any(f"--force: {param} turns PCI resource reallocation on" in w for w in doc["warnings"])  # type: ignore[union-attr]
+    assert f'GRUB_CMDLINE_LINUX_DEFAULT="quiet {param}"'.encode() in grub(host)
+
+
+def test_force_is_not_needed_for_the_fix_itself(host: Path) -> None:
+    code, out, _ = invoke("apply", "--dry-run", "--json", "--param", "pci=noaer,realloc=off", "--root", str(host))
+    assert code == 0
+    assert not [w for w in json_of(out)["warnings"] if "reallocation on" in w]  # type: ignore[union-attr]
