@@ -320,6 +320,8 @@ def _confirmer(yes: bool, out: Any, style: Style, shown: list[bool], action: str
             return True
         if not _interactive():
             raise Refused(f"no terminal to confirm on: pass --yes to {action} without asking (or --dry-run to only look)")
+        if plan.reapplies:  # the backup of a rollback: restoring it applies the parameter again
+            return _ask(f"Restore backup {plan.backup_id}, which applies {plan.param} again?")
         return _ask(f"{action.capitalize()} these changes?")
 
     return confirm
@@ -387,7 +389,9 @@ def _finish_change(
         try:
             with _ctrl_c_raises():  # Ctrl-C stops the waiting; the change stays, and the report says so
                 commands.wait_for_reboot(host, boot_id, wait, _WaitLine(out))
-                report.verification = commands.verify(host, report.param, present=report.command == "apply")
+                report.verification = commands.verify(
+                    host, report.param, present=report.plan is not None and report.plan.effect != "rolled back"
+                )
         except (MlxfixError, KeyboardInterrupt) as exc:  # the change is made: the report must still come out
             why = str(exc) if isinstance(exc, MlxfixError) else "interrupted (Ctrl-C) while waiting for the host"
             out.write("\n")

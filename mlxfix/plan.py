@@ -103,6 +103,15 @@ class Plan(NamedTuple):
     next_after: str | None = None
     next_unread: str = ""  # why the generated entries could not be read
     cmdline_unknown: str = ""  # why the configured command line cannot be known before the regeneration
+    reapplies: bool = False  # rollback: the backup restored holds the parameter (it was saved by a rollback)
+
+    @property
+    def effect(self) -> str:
+        """What the plan does to the parameter, in words: "applied", "rolled back" or, for a rollback
+        that restores the backup of a rollback, "re-applied"."""
+        if self.action == "apply":
+            return "applied"
+        return "re-applied" if self.reapplies else "rolled back"
 
     @property
     def changed(self) -> bool:
@@ -540,6 +549,17 @@ def make_rollback_plan(
         before = (snap.text(KERNEL_CMDLINE) or "").strip()
         restored = next((w.after for w in writes if w.path == KERNEL_CMDLINE), None)
         after = restored.decode("utf-8", "replace").strip() if restored is not None else before
+    # The backup of a rollback holds the state before that rollback: restoring it applies the parameter
+    # again. What the restored files configure says so; where sh cannot know it, what the backup was of.
+    reapplies = cmdline.in_effect(after, param) if after is not None else manifest.action == "rollback"
+    if reapplies:
+        notes.append(
+            f"backup {manifest.id} was saved by a {manifest.action} ({manifest.reason}): restoring it puts back the state"
+            f" before that {manifest.action}, so {manifest.param} is applied again"
+        )
+    running = snap.text("/proc/cmdline")
+    # a reboot is due while the running kernel has what the restored files take away (or lacks what they give)
+    running_differs = running is not None and cmdline.in_effect(running.strip(), param) != reapplies
     return Plan(
         "rollback",
         manifest.param,
@@ -557,7 +577,8 @@ def make_rollback_plan(
         backup_only=backup_only,
         expected_entries=tuple(sorted(expected.items())),
         drift=tuple(drift),
-        running_differs=(running := snap.text("/proc/cmdline")) is not None and cmdline.in_effect(running.strip(), param),
+        running_differs=running_differs,
+        reapplies=reapplies,
     )
 
 

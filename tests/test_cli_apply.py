@@ -112,7 +112,7 @@ def test_json_document_validates_and_keys_are_pinned(host: Path) -> None:
         [
             "version", "mlxfix_version", "command", "host", "root", "dry_run", "changed", "would_change", "param",
             "boot_setup", "target", "cmdline", "files", "backup", "restores", "commands", "reboot_required", "rebooting",
-            "notes", "warnings", "errors", "exit_code", "verification", "ssh", "next_boot", "proof",
+            "notes", "warnings", "errors", "exit_code", "verification", "ssh", "next_boot", "proof", "effect",
         ]
     )  # fmt: skip
     assert doc["changed"] is True
@@ -651,3 +651,31 @@ def test_force_is_not_needed_for_the_fix_itself(host: Path) -> None:
     code, out, _ = invoke("apply", "--dry-run", "--json", "--param", "pci=noaer,realloc=off", "--root", str(host))
     assert code == 0
     assert not [w for w in json_of(out)["warnings"] if "reallocation on" in w]  # type: ignore[union-attr]
+
+
+def test_rolling_back_a_rollback_says_it_re_applies(host: Path) -> None:
+    assert invoke("apply", "--yes", "--root", str(host))[0] == 0
+    undo = json_of(invoke("rollback", "--yes", "--json", "--root", str(host))[1])
+    assert undo["effect"] == "rolled back"
+    assert grub(host) == PVE_GRUB
+    rollback_backup = undo["backup"]
+    assert isinstance(rollback_backup, str)
+    code, out, _ = invoke("rollback", "--dry-run", "--backup", rollback_backup, "--root", str(host))
+    assert code == 0
+    assert f"backup {rollback_backup} was saved by a rollback" in out
+    assert "Run without --dry-run to re-apply pci=realloc=off" in out
+    assert "roll back." not in out
+    code, out, _ = invoke("rollback", "--yes", "--backup", rollback_backup, "--root", str(host))
+    assert code == 0
+    assert grub(host) == EXPECTED
+    assert "pci=realloc=off re-applied" in out
+    assert "rolled back" not in out
+    redo = json_of(invoke("rollback", "--yes", "--json", "--backup", undo["restores"], "--root", str(host))[1])  # type: ignore[arg-type]
+    assert redo["effect"] == "rolled back"  # the apply's backup: the state before the apply
+    assert grub(host) == PVE_GRUB
+    doc = json_of(invoke("rollback", "--dry-run", "--json", "--backup", rollback_backup, "--root", str(host))[1])
+    assert doc["effect"] == "re-applied"
+    assert doc["reboot_required"] is False  # a dry run
+    assert any("was saved by a rollback" in n for n in doc["notes"])  # type: ignore[union-attr]
+    doc = json_of(invoke("apply", "--dry-run", "--json", "--root", str(host))[1])
+    assert doc["effect"] == "applied"
