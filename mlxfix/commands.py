@@ -170,7 +170,7 @@ def apply(
             _tidy_if_needed(host, snap, progress)
             return report
         if not confirm(plan):
-            raise Refused("not confirmed; nothing was changed")
+            raise Refused("not confirmed; nothing was changed", hint=_ASK_AGAIN.format(report.command))
         report.confirmed = True
         _execute_locked(host, report, lambda: plan_apply(host, param, boot_setup, force=force)[0], no_update, progress)
     except MlxfixError as exc:
@@ -180,6 +180,9 @@ def apply(
     if report.outcome is not None:
         report.warnings += report.outcome.warnings
     return report
+
+
+_ASK_AGAIN = "run mlxfix {} again to be asked again (--dry-run only shows the plan)"
 
 
 def _nobody_at_work(host: Host) -> None:
@@ -312,7 +315,7 @@ def rollback(
             _tidy_if_needed(host, snap, progress)
             return report
         if not confirm(plan):
-            raise Refused("not confirmed; nothing was changed")
+            raise Refused("not confirmed; nothing was changed", hint=_ASK_AGAIN.format(report.command))
         report.confirmed = True
         _execute_locked(host, report, lambda: plan_rollback(host, backup_id, force, boot_setup)[0], no_update, progress)
     except MlxfixError as exc:

@@ -11,7 +11,19 @@ from pathlib import Path
 import pytest
 
 from mlxfix.models import BackupsResult, ChangeResult
-from tests.trees import NOBODY, PVE_GRUB, debian_host, invoke, json_of, nobody_python, run, snapshot, wait_for_pause, write
+from tests.trees import (
+    NOBODY,
+    PVE_GRUB,
+    debian_host,
+    invoke,
+    json_of,
+    nobody_python,
+    on_a_terminal,
+    run,
+    snapshot,
+    wait_for_pause,
+    write,
+)
 
 EXPECTED = PVE_GRUB.replace(b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"', b'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"')
 
@@ -487,12 +499,12 @@ def test_ctrl_c_at_the_question_is_an_interruption_and_changes_nothing(host: Pat
         os.execv(sys.executable, [sys.executable, "-m", "mlxfix", "apply", "--root", str(host)])
     seen = b""
     deadline = time.monotonic() + 30
-    while b"[y/N]" not in seen and time.monotonic() < deadline:
+    while b"[y/n]" not in seen and time.monotonic() < deadline:
         try:
             seen += os.read(fd, 4096)
         except OSError:
             break
-    assert b"Apply these changes? [y/N]" in seen
+    assert b"Apply these changes? [y/n]" in seen
     os.write(fd, b"\x03")  # Ctrl-C, through the terminal's line discipline: SIGINT
     while True:
         try:
@@ -679,3 +691,40 @@ def test_rolling_back_a_rollback_says_it_re_applies(host: Path) -> None:
     assert any("was saved by a rollback" in n for n in doc["notes"])  # type: ignore[union-attr]
     doc = json_of(invoke("apply", "--dry-run", "--json", "--root", str(host))[1])
     assert doc["effect"] == "applied"
+
+
+@pytest.mark.parametrize(
+    ("keys", "code"),
+    [
+        ([b"n\n"], 1),
+        ([b"\x04"], 1),  # Ctrl-D: the end of input is a no
+        ([b"\x03"], 130),  # Ctrl-C: an interruption
+        ([b"maybe\n", b"\n", b"No\n"], 1),  # only y, yes, n and no are answers: asked again
+    ],
+)
+def test_a_no_at_the_question_ends_the_line_and_says_what_next(host: Path, keys: list[bytes], code: int) -> None:
+    before = snapshot(host)
+    got, seen = on_a_terminal([sys.executable, "-m", "mlxfix", "apply", "--root", str(host)], keys)
+    assert got == code, seen
+    assert seen.count(b"Apply these changes? [y/n] ") == len(keys)
+    assert seen.count(b"Please answer y (yes) or n (no).") == len(keys) - 1
+    after = seen.rsplit(b"[y/n] ", 1)[1]
+    assert after.startswith((b"\r\n", b"n\r\n", b"No\r\n", b"^C\r\n")), after  # the line is ended
+    assert b"nothing was changed" in after
+    assert b"run mlxfix apply again" in after
+    assert snapshot(host) == before
+
+
+def test_yes_in_any_case_applieson_a_terminal(host: Path) -> None:
+    got, seen = on_a_terminal([sys.executable, "-m", "mlxfix", "apply", "--root", str(host)], [b"YES\n"])
+    assert got == 0, seen
+    assert grub(host) == EXPECTED
+
+
+@pytest.mark.parametrize(("keys", "answer"), [([b"\x03"], "False"), ([b"\x04"], "False"), ([b"x\n", b"y\n"], "True")])
+def test_the_reboot_question_takes_ctrl_c_and_ctrl_d_as_no(keys: list[bytes], answer: str) -> None:
+    script = "from mlxfix.cli import _ask; print('answer', _ask('Reboot now?', ctrl_c=False))"
+    got, seen = on_a_terminal([sys.executable, "-c", script], keys)
+    assert got == 0, seen
+    assert seen.rsplit(b"[y/n] ", 1)[1].split(b"answer ")[0] in (b"\r\n", b"^C\r\n", b"y\r\n"), seen
+    assert f"answer {answer}".encode() in seen
