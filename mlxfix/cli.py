@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from mlxfix.errors import ExitCode, MlxfixError, Refused, UsageError
+from mlxfix.errors import ExitCode, Interrupted, MlxfixError, Refused, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -180,22 +180,31 @@ def _interactive() -> bool:
 
 
 def _ask(question: str, *, ctrl_c: bool = True) -> bool:
-    """y/N on the terminal. Ctrl-C is an interruption (130), not a "no"; ``ctrl_c=False`` (the
-    reboot prompt, after the change is made): Ctrl-C is a "no"."""
-    sys.stderr.write(f"{question} [y/N] ")
-    sys.stderr.flush()
-    try:
-        with _ctrl_c_raises():
-            answer = sys.stdin.readline()
-    except EOFError:
-        sys.stderr.write("\n")
-        return False
-    except KeyboardInterrupt:
-        sys.stderr.write("\n")
-        if ctrl_c:
-            raise
-        return False
-    return answer.strip().lower() in ("y", "yes")
+    """y/n on the terminal: y, yes, n and no (in any case) are answers; anything else, an empty line
+    too, asks again. Ctrl-D (the end of input) is a "no". Ctrl-C is an interruption (130), not a "no";
+    ``ctrl_c=False`` (the reboot prompt, after the change is made): Ctrl-C is a "no". Whatever ends the
+    question, the line is ended, so that what mlxfix says next starts on a line of its own."""
+    while True:
+        try:
+            with _ctrl_c_raises():  # from before the question shows: a Ctrl-C as soon as it is seen is taken
+                sys.stderr.write(f"{question} [y/n] ")
+                sys.stderr.flush()
+                answer = sys.stdin.readline()
+        except KeyboardInterrupt:
+            sys.stderr.write("\n")
+            if ctrl_c:
+                raise
+            return False
+        if not answer.endswith("\n"):  # Ctrl-D: the terminal ended no line
+            sys.stderr.write("\n")
+            if not answer.strip():
+                return False
+        word = answer.strip().lower()
+        if word in ("y", "yes"):
+            return True
+        if word in ("n", "no"):
+            return False
+        sys.stderr.write("Please answer y (yes) or n (no).\n")
 
 
 @contextlib.contextmanager
@@ -320,7 +329,14 @@ def _confirmer(yes: bool, out: Any, style: Style, shown: list[bool], action: str
             return True
         if not _interactive():
             raise Refused(f"no terminal to confirm on: pass --yes to {action} without asking (or --dry-run to only look)")
-        return _ask(f"{action.capitalize()} these changes?")
+        command = "apply" if action == "apply" else "rollback"
+        again = f"run mlxfix {command} again to be asked again (--dry-run only shows the plan)"
+        try:
+            if plan.reapplies:  # the backup of a rollback: restoring it applies the parameter again
+                return _ask(f"Restore backup {plan.backup_id}, which applies {plan.param} again?")
+            return _ask(f"{action.capitalize()} these changes?")
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted at the question (Ctrl-C); nothing was changed", hint=again) from None
 
     return confirm
 
@@ -387,7 +403,9 @@ def _finish_change(
         try:
             with _ctrl_c_raises():  # Ctrl-C stops the waiting; the change stays, and the report says so
                 commands.wait_for_reboot(host, boot_id, wait, _WaitLine(out))
-                report.verification = commands.verify(host, report.param, present=report.command == "apply")
+                report.verification = commands.verify(
+                    host, report.param, present=report.plan is not None and report.plan.effect != "rolled back"
+                )
         except (MlxfixError, KeyboardInterrupt) as exc:  # the change is made: the report must still come out
             why = str(exc) if isinstance(exc, MlxfixError) else "interrupted (Ctrl-C) while waiting for the host"
             out.write("\n")
@@ -426,6 +444,8 @@ def _maybe_reboot(report: ChangeReport, host: Host, *, reboot: bool | None, yes:
         if os.environ.get("SSH_CONNECTION") and not remote:
             out.write("You are connected over SSH: the session will drop; reconnect in a minute or two and run: mlxfix verify\n")
         if not _ask(f"Reboot {host.label if remote else 'now'}?", ctrl_c=False):
+            verify = f"mlxfix verify --host {host.label}" if remote else "mlxfix verify"
+            out.write(f"Not rebooting. The change takes effect at the next boot: reboot when it suits you, then run: {verify}\n")
             return None
     boot_id = (host.read(BOOT_ID).data or b"").decode().strip() or None
     argv = reboot_command(host)
@@ -459,6 +479,14 @@ def apply(
     dry_run: DryRunOpt = False,
     param: ParamOpt = "pci=realloc=off",
     yes: YesOpt = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write a --param that turns PCI realloc on (pci=realloc, pci=realloc=on), which brings the Missing UAR"
+            " failure back; refused without it.",
+        ),
+    ] = False,
     no_update: NoUpdateOpt = False,
     reboot: RebootOpt = None,
     wait: WaitOpt = False,
@@ -493,6 +521,7 @@ def apply(
         confirm=confirm,
         progress=progress,
         no_update=no_update,
+        force=force,
     )
     _finish_change(
         report,

@@ -119,16 +119,17 @@ def _interrupted(snap: Snapshot) -> str | None:
     return f"{intent.action} of {intent.started}, backup {intent.backup}"
 
 
-def plan_apply(host: Host, param_text: str, boot_setup: str | None) -> tuple[Plan, Snapshot]:
+def plan_apply(host: Host, param_text: str, boot_setup: str | None, *, force: bool = False) -> tuple[Plan, Snapshot]:
     from mlxfix.cmdline import Param
-    from mlxfix.plan import make_apply_plan
+    from mlxfix.plan import make_apply_plan, realloc_on_warning
 
     param = Param.parse(param_text)
     check_setup_name(boot_setup)
+    realloc_on_warning(param, force=force)  # refused before anything is read; the plan carries the warning
     snap = snapshot(host)
     setup = detect(snap, boot_setup, param.text)
     interrupted = _interrupted(snap)
-    plan = make_apply_plan(snap, setup, param, finishing=interrupted, finishing_backup=_interrupted_backup(snap))
+    plan = make_apply_plan(snap, setup, param, finishing=interrupted, finishing_backup=_interrupted_backup(snap), force=force)
     if not host.runs_commands and not plan.writes and plan.commands and not interrupted:
         plan = _only_on_the_host(plan, f"the files already hold {param.text}")
     return plan, snap
@@ -151,11 +152,13 @@ def apply(
     confirm: Callable[[Plan], bool],
     progress: Progress | None = None,
     no_update: bool = False,
+    force: bool = False,
 ) -> ChangeReport:
-    """``mlxfix apply``: plan; print it (dry run) or execute it after confirmation."""
+    """``mlxfix apply``: plan; print it (dry run) or execute it after confirmation. ``force``: write a
+    parameter that turns PCI realloc on (it brings the failure back), with a warning."""
     report = ChangeReport("apply", host.label, host.root, dry_run, param)
     try:
-        plan, snap = plan_apply(host, param, boot_setup)
+        plan, snap = plan_apply(host, param, boot_setup, force=force)
         plan = _without_commands(plan, report) if no_update else plan
         report.plan = plan
         report.left_to_run += tuple((argv, "--root: run it on the host itself") for argv in plan.left_to_admin)
@@ -167,9 +170,9 @@ def apply(
             _tidy_if_needed(host, snap, progress)
             return report
         if not confirm(plan):
-            raise Refused("not confirmed; nothing was changed")
+            raise Refused("not confirmed; nothing was changed", hint=_ASK_AGAIN.format(report.command))
         report.confirmed = True
-        _execute_locked(host, report, lambda: plan_apply(host, param, boot_setup)[0], no_update, progress)
+        _execute_locked(host, report, lambda: plan_apply(host, param, boot_setup, force=force)[0], no_update, progress)
     except MlxfixError as exc:
         _blame_the_login(host, exc)
         report.error = exc
@@ -177,6 +180,9 @@ def apply(
     if report.outcome is not None:
         report.warnings += report.outcome.warnings
     return report
+
+
+_ASK_AGAIN = "run mlxfix {} again to be asked again (--dry-run only shows the plan)"
 
 
 def _nobody_at_work(host: Host) -> None:
@@ -309,7 +315,7 @@ def rollback(
             _tidy_if_needed(host, snap, progress)
             return report
         if not confirm(plan):
-            raise Refused("not confirmed; nothing was changed")
+            raise Refused("not confirmed; nothing was changed", hint=_ASK_AGAIN.format(report.command))
         report.confirmed = True
         _execute_locked(host, report, lambda: plan_rollback(host, backup_id, force, boot_setup)[0], no_update, progress)
     except MlxfixError as exc:

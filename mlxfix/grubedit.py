@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["FileEdit", "GrubEdit", "plan_grub_edit"]
 
 _PLACEHOLDER = re.compile(r"@[A-Z][A-Z0-9_]*@")
+_ENGINES = {"{{": "Jinja, Go or Mustache", "{%": "Jinja", "{#": "Jinja", "<%": "ERB or Puppet EPP"}
 _BARE_SAFE = re.compile(r"[A-Za-z0-9_.,:=+/@%^!~-]*")
 MAX_BYTES = 1 << 20
 
@@ -90,6 +91,7 @@ def check_editable(f: GrubFile) -> None:
         line, col = f.position(pos)
         what = "NUL bytes" if f.text[pos] == "\x00" else f"the control byte {ord(f.text[pos]):#04x}"
         raise Refused(f"the file holds {what}: it is binary, not a shell file", path=f.path, line=line, column=col)
+    _refuse_template(f)
     err = f.error
     if err is not None:
         line, col = f.position(err.pos)
@@ -102,6 +104,26 @@ def check_editable(f: GrubFile) -> None:
         raise Refused(
             f"{name} holds the placeholder {ph}: this is a package template, not a live configuration", path=f.path, line=line
         )
+
+
+def _refuse_template(f: GrubFile, after_edit: bool = False) -> None:
+    """A template (Ansible's Jinja, Chef's ERB...) is not what grub-mkconfig should source: its
+    rendering is what the host will have, so an edit of the template itself is refused (before a
+    syntax error, which a template usually is to sh, so that the reason given is the real one)."""
+    found = f.template_marker()
+    if found is None:
+        return
+    pos, marker = found
+    line, col = f.position(pos)
+    engine = _ENGINES.get(marker[:2], "a template placeholder")
+    what = "; the edit would create it" if after_edit else ""
+    raise Refused(
+        f"{marker!r} is a template marker ({engine}{what}): this file is a template to be rendered, not a live configuration",
+        path=f.path,
+        line=line,
+        column=col,
+        hint="change the template's variables (or its source) and render it, or fix the rendered file",
+    )
 
 
 def plan_grub_edit(
@@ -510,6 +532,7 @@ def _verify(
         if len(fe.after) > MAX_BYTES:
             raise _refuse(sources, *where, f"the edited file would be {len(fe.after)} bytes, over the 1 MiB mlxfix accepts")
         new_sources[fe.source] = grubfile.reparse(sources[fe.source], fe.after)
+        _refuse_template(new_sources[fe.source], after_edit=True)  # a second run would refuse it
         err = new_sources[fe.source].error
         if err is not None:
             why = f"mlxfix cannot edit this assignment safely: the result would not parse ({err.message})"

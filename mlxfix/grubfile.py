@@ -21,11 +21,15 @@ from mlxfix.shell import Assign, DoubleQuoted, Expansion, Literal, Word
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["AssignmentInfo", "GrubFile", "Statement", "ValuePart", "parse", "reparse"]
+__all__ = ["TEMPLATE_MARKER", "AssignmentInfo", "GrubFile", "Statement", "ValuePart", "parse", "reparse"]
 
 StatementKind = Lit["blank", "comment", "assignment", "shell", "invalid"]
 _BINARY = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
 _PLACEHOLDER = re.compile(r"@[A-Z][A-Z0-9_]*@")
+# What template engines leave in a file they have not rendered: Jinja (Ansible, Salt), Go templates,
+# Mustache and Helm ``{{ }}``, ``{% %}``, ``{# #}``; ERB and Puppet's EPP ``<% %>``; ``@@NAME@@``
+# placeholders. ``${#X}`` is sh's own (the length of X), not a Jinja comment.
+TEMPLATE_MARKER = re.compile(r"\{\{|\{%|(?<!\$)\{#|<%|@@[A-Za-z_][A-Za-z0-9_]*@@")
 
 
 class Statement(NamedTuple):
@@ -146,6 +150,29 @@ class GrubFile:
                         found.append((info.line, info.name, m.group(0)))
         return found
 
+    def template_marker(self) -> tuple[int, str] | None:
+        """The first template marker (``{{``, ``{%``, ``{#``, ``<%``, ``@@NAME@@``) in what sh reads as
+        code, as (offset, marker), or None. A marker in a comment is not code: sh never sees it. In
+        the text after a syntax error (which has no parse), a line whose first character is ``#``
+        counts as a comment."""
+        if TEMPLATE_MARKER.search(self.text) is None:  # the common case, without walking any statement
+            return None
+        for st in self.statements:
+            if st.kind in ("blank", "comment"):
+                continue
+            if st.unit.command is None:  # after a syntax error: the rest of the file, line by line
+                for m in TEMPLATE_MARKER.finditer(self.text, st.start, st.end):
+                    line_start = self.text.rfind("\n", 0, m.start()) + 1
+                    if not self.text[line_start : m.start()].lstrip(" \t").startswith("#"):
+                        return m.start(), m.group(0)
+                continue
+            spans = sorted(_word_spans(st.unit.command))
+            for m in TEMPLATE_MARKER.finditer(self.text, st.start, st.end):
+                # in a word, or an operator just before one (``<%``: a redirection, then ``%``)
+                if any(lo < m.end() and m.start() < hi for lo, hi in spans):
+                    return m.start(), m.group(0)
+        return None
+
     def assignments(self, name: str | None = None) -> list[AssignmentInfo]:
         """Every assignment in the file, top level or nested, in source order (optionally one name)."""
         found: list[AssignmentInfo] = []
@@ -160,6 +187,15 @@ class GrubFile:
                         AssignmentInfo(node.name, line, col, context, exported, index, node, _value_parts(self.text, node.value))
                     )
         return found
+
+
+def _word_spans(node: object) -> Iterator[tuple[int, int]]:
+    """The (start, end) of every word in a command tree: where sh reads text, never a comment."""
+    if isinstance(node, Word):
+        yield node.start, node.end
+    elif isinstance(node, tuple):  # the nodes are named tuples: their fields, and tuples of nodes
+        for child in node:
+            yield from _word_spans(child)
 
 
 def _value_parts(text: str, word: Word) -> tuple[ValuePart, ...]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import cmdline
 from mlxfix.errors import Refused
+from mlxfix.grubfile import TEMPLATE_MARKER
 
 if TYPE_CHECKING:
     from mlxfix.cmdline import Param
@@ -59,6 +60,14 @@ def plan_cmdline_file_edit(data: bytes, param: Param, path: str = PATH, *, first
         )
     index = content[0] if content else len(lines)
     line = lines[index] if content else ""
+    marker = TEMPLATE_MARKER.search(line)
+    if marker is not None:  # the tool would hand the kernel the template's text as parameters
+        raise Refused(
+            f"{marker.group(0)!r} is a template marker: this file is a template to be rendered, not a live command line",
+            path=path,
+            line=index + 1,
+            hint="change the template's variables (or its source) and render it, or fix the rendered file",
+        )
     body = line.rstrip("\r\n")
     ending = line[len(body) :]
     changes = cmdline.ensure(body, param)

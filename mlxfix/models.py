@@ -113,6 +113,7 @@ class ChangeResult(_Model):
     verification: WaitedVerification | None = None
     next_boot: PlannedNextBoot | None = None  # null where the generated entries cannot be read
     proof: str | None = None  # apply: what the read-back of the generated entries showed
+    effect: str | None = None  # "applied", "rolled back", or "re-applied" (the rollback of a rollback)
 
 
 class WaitedVerification(_Model):
@@ -197,6 +198,7 @@ def change_result(report: ChangeReport, exit_code: int) -> ChangeResult:
         if plan is not None and plan.next_entry is not None
         else None,
         proof=outcome.proof or None if outcome is not None else None,
+        effect=plan.effect if plan is not None else None,
     )
 
 

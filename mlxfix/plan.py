@@ -18,10 +18,13 @@ from mlxfix.evaluate import Unknown
 from mlxfix.grubedit import plan_grub_edit
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from mlxfix.backup import Manifest
     from mlxfix.cmdline import Param
     from mlxfix.evaluate import Evaluation
     from mlxfix.facts import FileInfo, Snapshot
+    from mlxfix.grubfile import GrubFile
 
 __all__ = ["Command", "FileWrite", "Plan", "ShellCheck", "make_apply_plan", "make_rollback_plan", "unified_diff"]
 
@@ -99,6 +102,16 @@ class Plan(NamedTuple):
     next_before: str | None = None  # its kernel command line now, and once regenerated from the edited files
     next_after: str | None = None
     next_unread: str = ""  # why the generated entries could not be read
+    cmdline_unknown: str = ""  # why the configured command line cannot be known before the regeneration
+    reapplies: bool = False  # rollback: the backup restored holds the parameter (it was saved by a rollback)
+
+    @property
+    def effect(self) -> str:
+        """What the plan does to the parameter, in words: "applied", "rolled back" or, for a rollback
+        that restores the backup of a rollback, "re-applied"."""
+        if self.action == "apply":
+            return "applied"
+        return "re-applied" if self.reapplies else "rolled back"
 
     @property
     def changed(self) -> bool:
@@ -227,15 +240,39 @@ def command_line_of(ev: Evaluation) -> str | None:
     return " ".join(p for p in parts if isinstance(p, str) and p.strip()).strip()
 
 
+def realloc_on_warning(param: Param, *, force: bool) -> str:
+    """A ``--param`` that turns PCI resource reallocation on (``pci=realloc``, ``pci=realloc=on``: the
+    last realloc setting of the kernel's pci_setup wins, a bare ``realloc`` means on) brings back what
+    leaves BAR 2 unassigned: refused without ``--force``, and said with it. "" for any other."""
+    if cmdline.realloc_setting(param.text)[0] != "on":
+        return ""
+    what = (
+        f"{param.text} turns PCI resource reallocation on, the very reallocation that leaves BAR 2 of a ConnectX-3"
+        " unassigned (Missing UAR); pci=realloc=off is the fix"
+    )
+    if not force:
+        raise Refused(
+            f"--param {what}",
+            hint=f"use pci=realloc=off (the default), or add --force to write {param.text} all the same",
+        )
+    return f"--force: {what}"
+
+
 def make_apply_plan(
-    snap: Snapshot, setup: BootSetup, param: Param, *, finishing: str | None = None, finishing_backup: str | None = None
+    snap: Snapshot,
+    setup: BootSetup,
+    param: Param,
+    *,
+    finishing: str | None = None,
+    finishing_backup: str | None = None,
+    force: bool = False,
 ) -> Plan:
     """The plan that makes ``param`` hold in this host's boot configuration.
 
     ``finishing`` names an interrupted earlier apply: its regeneration runs again even when the files
-    already hold the parameter."""
+    already hold the parameter. ``force``: a parameter that turns realloc on is written, with a warning."""
     notes: list[str] = [f"boot setup: {setup.title}"]
-    warnings: list[str] = []
+    warnings: list[str] = [w for w in [realloc_on_warning(param, force=force)] if w]
     writes: list[FileWrite] = []
     commands: list[Command] = []
     check = None
@@ -243,6 +280,7 @@ def make_apply_plan(
     expected_entries: tuple[tuple[str, str], ...] = ()
     target = ""
     before = after = None
+    unknown = ""
     changed = False
     if setup.edits_grub:
         main = _info(snap, GRUB)
@@ -272,6 +310,9 @@ def make_apply_plan(
                 backup_only += [_info(snap, p) for p in grubby.files]
             expected_entries = tuple(sorted(grubby.expected.items()))
             before, after = grubby.before or before, grubby.after or after
+        if before is None or after is None:
+            unknown = _unknowable_command_line(sources, grub_evaluation(snap), edit.variable, anchor, param)
+            warnings.append(unknown)
     else:
         info = _info(snap, KERNEL_CMDLINE)
         assert info.data is not None
@@ -345,7 +386,36 @@ def make_apply_plan(
         next_before=next_before,
         next_after=next_after,
         next_unread="" if nb.read else nb.why,
+        cmdline_unknown=unknown,
     )
+
+
+def _unknowable_command_line(sources: Sequence[GrubFile], ev: Evaluation | None, variable: str, anchor: str, param: Param) -> str:
+    """Say which grub variable makes the kernel command line unknowable before grub-mkconfig runs it
+    (a ``$(...)``, an assignment inside ``if``), and why the edit is still safe, or what is left to check.
+    The edited variable itself is known (the edit would have been refused otherwise): the other one is not."""
+    said = "the kernel command line cannot be known before grub-mkconfig runs"
+    value = ev.value(anchor) if ev is not None else None
+    if not isinstance(value, Unknown):
+        return f"{said}; apply reads grub.cfg back after the regeneration"
+    where = ""
+    if 0 <= value.file < len(sources) and value.pos >= 0:
+        where = f"{sources[value.file].path}:{sources[value.file].position(value.pos)[0]}: "
+    reason = value.reason if value.reason.startswith(anchor) else f"{anchor} is {value.reason}"
+    check = (
+        f"apply reads grub.cfg back after the regeneration and puts the files back if a generated entry lacks {param.text}"
+        " (or says it could not read them; with --no-update, or under --root, run mlxfix status once the command has run)"
+    )
+    if anchor == "GRUB_CMDLINE_LINUX":  # it comes first on the linux line, the edited variable after it
+        last = "the kernel takes the last pci=realloc setting" if param.is_pci else "the kernel takes the last value"
+        why = (
+            f"it is still safe: {variable}, which gets {param.text}, comes after it on the linux line, so a value it"
+            f" gives comes first and cannot override {param.text} ({last}); only a newline or a '--' in it could keep"
+            f" {param.text} from the kernel, and"
+        )
+    else:
+        why = f"{anchor} comes after {variable} on the linux line and could hold a setting that overrides {param.text};"
+    return f"{said}: {where}{reason}, which only sh can compute; {why} {check}"
 
 
 def _refuse_a_default_the_edit_misses(setup: BootSetup, nb: nextboot.NextBoot, param: Param) -> None:
@@ -479,6 +549,17 @@ def make_rollback_plan(
         before = (snap.text(KERNEL_CMDLINE) or "").strip()
         restored = next((w.after for w in writes if w.path == KERNEL_CMDLINE), None)
         after = restored.decode("utf-8", "replace").strip() if restored is not None else before
+    # The backup of a rollback holds the state before that rollback: restoring it applies the parameter
+    # again. What the restored files configure says so; where sh cannot know it, what the backup was of.
+    reapplies = cmdline.in_effect(after, param) if after is not None else manifest.action == "rollback"
+    if reapplies:
+        notes.append(
+            f"backup {manifest.id} was saved by a {manifest.action} ({manifest.reason}): restoring it puts back the state"
+            f" before that {manifest.action}, so {manifest.param} is applied again"
+        )
+    running = snap.text("/proc/cmdline")
+    # a reboot is due while the running kernel has what the restored files take away (or lacks what they give)
+    running_differs = running is not None and cmdline.in_effect(running.strip(), param) != reapplies
     return Plan(
         "rollback",
         manifest.param,
@@ -496,7 +577,8 @@ def make_rollback_plan(
         backup_only=backup_only,
         expected_entries=tuple(sorted(expected.items())),
         drift=tuple(drift),
-        running_differs=(running := snap.text("/proc/cmdline")) is not None and cmdline.in_effect(running.strip(), param),
+        running_differs=running_differs,
+        reapplies=reapplies,
     )
 
 

@@ -96,7 +96,10 @@ def render_plan(plan: Plan, out: TextIO, style: Style, *, runs_commands: bool = 
         p("\n")
         for w in plan.writes:
             _write_bytes_as_they_are(out, style.diff(w.diff()) + "\n")
-    if plan.before is not None or plan.after is not None:
+    if plan.cmdline_unknown:
+        p(f"\n{style.bold('Kernel command line')} (as configured, normal boot entries): cannot be known before")
+        p(" grub-mkconfig runs (see the warning)\n")
+    elif plan.before is not None or plan.after is not None:
         p(f"\n{style.bold('Kernel command line')} (as configured, normal boot entries):\n")
         p(f"  before: {_shown(plan.before, '(not known statically)')}\n")
         p(f"  after:  {_shown(plan.after, '(not known statically)')}\n")
@@ -163,12 +166,12 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
             p(style.green(f"Nothing to do: the files already hold what backup {plan.backup_id} saved.") + "\n")
         return
     if report.dry_run:
-        verb = "apply" if report.command == "apply" else "roll back"
+        verb = {"applied": "apply", "rolled back": "roll back"}.get(plan.effect, f"re-apply {plan.param}")
         p(f"Dry run: nothing was changed. Run without --dry-run to {verb}.")
         p(" The change would take effect only after a reboot.\n" if plan.reboot_required else "\n")
         return
     if outcome is not None:
-        verb = "applied" if report.command == "apply" else "rolled back"
+        verb = plan.effect
         pending = [shlex.join(argv) for argv, _ in report.left_to_run] + [
             shlex.join(c.argv) for c in outcome.commands if c.exit_code is None
         ]

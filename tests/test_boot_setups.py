@@ -801,3 +801,15 @@ def test_a_refusal_in_json_carries_its_advice(tmp_path: Path) -> None:
     code, doc, _ = setup_of(EXAMPLES / "fedora-silverblue")
     assert code == 1
     assert doc["notes"] == [f"hint: run: rpm-ostree kargs --append-if-missing={P}, then reboot"]
+
+
+def test_a_template_kernel_cmdline_is_refused(tmp_path: Path) -> None:
+    root = copy_example(tmp_path, "pve-systemd-boot")
+    cmdline = root / "etc/kernel/cmdline"
+    cmdline.write_text("root=ZFS=rpool/ROOT/pve-1 boot=zfs {{ kernel_options }}\n")
+    before = cmdline.read_bytes()
+    code, doc, err = setup_of(root)
+    assert code == 1
+    assert "/etc/kernel/cmdline:1: '{{' is a template marker" in err
+    assert doc["files"] == []
+    assert cmdline.read_bytes() == before

@@ -11,7 +11,19 @@ from pathlib import Path
 import pytest
 
 from mlxfix.models import BackupsResult, ChangeResult
-from tests.trees import NOBODY, PVE_GRUB, debian_host, invoke, json_of, nobody_python, run, snapshot, wait_for_pause, write
+from tests.trees import (
+    NOBODY,
+    PVE_GRUB,
+    debian_host,
+    invoke,
+    json_of,
+    nobody_python,
+    on_a_terminal,
+    run,
+    snapshot,
+    wait_for_pause,
+    write,
+)
 
 EXPECTED = PVE_GRUB.replace(b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"', b'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"')
 
@@ -89,6 +101,7 @@ def test_without_terminal_and_without_yes_nothing_changes(host: Path) -> None:
         ('if true; then\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\nfi\n', "/etc/default/grub:2:", "inside an if block"),
         ('GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT="quiet\n', "/etc/default/grub:2:28:", "sh cannot parse this file"),
         ('GRUB_CMDLINE_LINUX_DEFAULT="$(cat /x)"\n', "/etc/default/grub:1:29:", "the output of a command"),
+        ('{% if iommu %}\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n{% endif %}\n', "/etc/default/grub:1:1:", "template marker"),
     ],
 )
 def test_refusal_changes_nothing_and_names_file_and_line(tmp_path: Path, grub_text: str, where: str, reason: str) -> None:
@@ -111,7 +124,7 @@ def test_json_document_validates_and_keys_are_pinned(host: Path) -> None:
         [
             "version", "mlxfix_version", "command", "host", "root", "dry_run", "changed", "would_change", "param",
             "boot_setup", "target", "cmdline", "files", "backup", "restores", "commands", "reboot_required", "rebooting",
-            "notes", "warnings", "errors", "exit_code", "verification", "ssh", "next_boot", "proof",
+            "notes", "warnings", "errors", "exit_code", "verification", "ssh", "next_boot", "proof", "effect",
         ]
     )  # fmt: skip
     assert doc["changed"] is True
@@ -486,12 +499,12 @@ def test_ctrl_c_at_the_question_is_an_interruption_and_changes_nothing(host: Pat
         os.execv(sys.executable, [sys.executable, "-m", "mlxfix", "apply", "--root", str(host)])
     seen = b""
     deadline = time.monotonic() + 30
-    while b"[y/N]" not in seen and time.monotonic() < deadline:
+    while b"[y/n]" not in seen and time.monotonic() < deadline:
         try:
             seen += os.read(fd, 4096)
         except OSError:
             break
-    assert b"Apply these changes? [y/N]" in seen
+    assert b"Apply these changes? [y/n]" in seen
     os.write(fd, b"\x03")  # Ctrl-C, through the terminal's line discipline: SIGINT
     while True:
         try:
@@ -601,3 +614,117 @@ def test_reboot_under_root_is_said_in_the_human_output_too(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert "warning: --reboot: not rebooting a tree (--root)" in proc.stdout + proc.stderr
     assert "Done" not in proc.stdout
+
+
+def test_a_command_line_that_cannot_be_known_is_said_and_why_the_edit_is_still_safe(tmp_path: Path) -> None:
+    text = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="$(cat /etc/kernel/extra)"\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
+    root = debian_host(tmp_path / "root", text)
+    before = snapshot(root)
+    code, out, _ = invoke("apply", "--dry-run", "--root", str(root))
+    assert code == 0
+    assert '+GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"' in out
+    said = "the kernel command line cannot be known before grub-mkconfig runs"
+    assert f"warning: {said}" in out
+    assert "/etc/default/grub:2: GRUB_CMDLINE_LINUX is the output of a command ($(cat /etc/kernel/extra))" in out
+    assert "comes after it on the linux line" in out  # why it is still safe
+    assert "reads grub.cfg back" in out
+    assert "Kernel command line" in out
+    assert "cannot be known before grub-mkconfig runs" in out.split("Kernel command line")[1]
+    code, doc_text, _ = invoke("apply", "--dry-run", "--json", "--root", str(root))
+    doc = json_of(doc_text)
+    assert doc["cmdline"] == {"before": None, "after": None}
+    assert [w for w in doc["warnings"] if said in w and "/etc/default/grub:2" in w]  # type: ignore[union-attr]
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("param", ["pci=realloc", "pci=realloc=on", "pci=noaer,realloc", "pci=realloc=off,realloc=on"])
+def test_a_param_that_turns_realloc_on_needs_force(host: Path, param: str) -> None:
+    before = snapshot(host)
+    for args in (["--dry-run"], ["--yes"]):
+        proc = run("apply", *args, "--param", param, "--root", str(host))
+        assert proc.returncode == 1, proc.stderr
+        assert f"--param {param} turns PCI resource reallocation on" in proc.stderr
+        assert "Missing UAR" in proc.stderr
+        assert "--force" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert snapshot(host) == before
+
+
+@pytest.mark.parametrize("param", ["pci=realloc", "pci=realloc=on", "pci=noaer,realloc"])
+def test_force_writes_a_param_that_turns_realloc_on_and_says_so(host: Path, param: str) -> None:
+    code, out, _ = invoke("apply", "--yes", "--force", "--json", "--param", param, "--root", str(host))
+    assert code == 0
+    doc = json_of(out)
+    assert any(f"--force: {param} turns PCI resource reallocation on" in w for w in doc["warnings"])  # type: ignore[union-attr]
+    assert f'GRUB_CMDLINE_LINUX_DEFAULT="quiet {param}"'.encode() in grub(host)
+
+
+def test_force_is_not_needed_for_the_fix_itself(host: Path) -> None:
+    code, out, _ = invoke("apply", "--dry-run", "--json", "--param", "pci=noaer,realloc=off", "--root", str(host))
+    assert code == 0
+    assert not [w for w in json_of(out)["warnings"] if "reallocation on" in w]  # type: ignore[union-attr]
+
+
+def test_rolling_back_a_rollback_says_it_re_applies(host: Path) -> None:
+    assert invoke("apply", "--yes", "--root", str(host))[0] == 0
+    undo = json_of(invoke("rollback", "--yes", "--json", "--root", str(host))[1])
+    assert undo["effect"] == "rolled back"
+    assert grub(host) == PVE_GRUB
+    rollback_backup = undo["backup"]
+    assert isinstance(rollback_backup, str)
+    code, out, _ = invoke("rollback", "--dry-run", "--backup", rollback_backup, "--root", str(host))
+    assert code == 0
+    assert f"backup {rollback_backup} was saved by a rollback" in out
+    assert "Run without --dry-run to re-apply pci=realloc=off" in out
+    assert "roll back." not in out
+    code, out, _ = invoke("rollback", "--yes", "--backup", rollback_backup, "--root", str(host))
+    assert code == 0
+    assert grub(host) == EXPECTED
+    assert "pci=realloc=off re-applied" in out
+    assert "rolled back" not in out
+    redo = json_of(invoke("rollback", "--yes", "--json", "--backup", undo["restores"], "--root", str(host))[1])  # type: ignore[arg-type]
+    assert redo["effect"] == "rolled back"  # the apply's backup: the state before the apply
+    assert grub(host) == PVE_GRUB
+    doc = json_of(invoke("rollback", "--dry-run", "--json", "--backup", rollback_backup, "--root", str(host))[1])
+    assert doc["effect"] == "re-applied"
+    assert doc["reboot_required"] is False  # a dry run
+    assert any("was saved by a rollback" in n for n in doc["notes"])  # type: ignore[union-attr]
+    doc = json_of(invoke("apply", "--dry-run", "--json", "--root", str(host))[1])
+    assert doc["effect"] == "applied"
+
+
+@pytest.mark.parametrize(
+    ("keys", "code"),
+    [
+        ([b"n\n"], 1),
+        ([b"\x04"], 1),  # Ctrl-D: the end of input is a no
+        ([b"\x03"], 130),  # Ctrl-C: an interruption
+        ([b"maybe\n", b"\n", b"No\n"], 1),  # only y, yes, n and no are answers: asked again
+    ],
+)
+def test_a_no_at_the_question_ends_the_line_and_says_what_next(host: Path, keys: list[bytes], code: int) -> None:
+    before = snapshot(host)
+    got, seen = on_a_terminal([sys.executable, "-m", "mlxfix", "apply", "--root", str(host)], keys)
+    assert got == code, seen
+    assert seen.count(b"Apply these changes? [y/n] ") == len(keys)
+    assert seen.count(b"Please answer y (yes) or n (no).") == len(keys) - 1
+    after = seen.rsplit(b"[y/n] ", 1)[1]
+    assert after.startswith((b"\r\n", b"n\r\n", b"No\r\n", b"^C\r\n")), after  # the line is ended
+    assert b"nothing was changed" in after
+    assert b"run mlxfix apply again" in after
+    assert snapshot(host) == before
+
+
+def test_yes_in_any_case_applieson_a_terminal(host: Path) -> None:
+    got, seen = on_a_terminal([sys.executable, "-m", "mlxfix", "apply", "--root", str(host)], [b"YES\n"])
+    assert got == 0, seen
+    assert grub(host) == EXPECTED
+
+
+@pytest.mark.parametrize(("keys", "answer"), [([b"\x03"], "False"), ([b"\x04"], "False"), ([b"x\n", b"y\n"], "True")])
+def test_the_reboot_question_takes_ctrl_c_and_ctrl_d_as_no(keys: list[bytes], answer: str) -> None:
+    script = "from mlxfix.cli import _ask; print('answer', _ask('Reboot now?', ctrl_c=False))"
+    got, seen = on_a_terminal([sys.executable, "-c", script], keys)
+    assert got == 0, seen
+    assert seen.rsplit(b"[y/n] ", 1)[1].split(b"answer ")[0] in (b"\r\n", b"^C\r\n", b"y\r\n"), seen
+    assert f"answer {answer}".encode() in seen

@@ -277,6 +277,13 @@ def test_already_present_changes_nothing() -> None:
         (': > /nonexistent/x\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "special builtin ':'"),
         ('. /etc/default/other\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "sh stops if that file cannot be read"),
         ('\xef\xbb\xbfGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "byte order mark"),
+        # Templates to be rendered (Ansible, Salt, Chef, Puppet...), not what grub-mkconfig should source:
+        ('{{ ansible_managed | comment }}\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 1, "'{{' is a template marker"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet{% if iommu %} intel_iommu=on{% endif %}"\n', 1, "'{%' is a template marker"),
+        ('GRUB_TIMEOUT=5\n{# managed #}\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', 2, "'{#' is a template marker"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="<%= @cmdline %>"\n', 1, "'<%' is a template marker"),
+        ("GRUB_CMDLINE_LINUX_DEFAULT='quiet @@extra@@'\n", 1, "'@@extra@@' is a template marker"),
+        ('GRUB_DEFAULT=0\nGRUB_TIMEOUT={{ t | ternary("a", "b") }}\n', 2, "'{{' is a template marker"),
     ],
 )
 def test_refusals_name_file_line_and_reason(text: str, line: int, reason: str) -> None:
@@ -361,3 +368,23 @@ def test_golden_diffs(path: Path) -> None:
         golden.write_text(text, encoding="utf-8")
     assert golden.exists(), f"no golden diff for {path.name}: run with MLXFIX_REGEN_GOLDEN=1"
     assert text == golden.read_text(encoding="utf-8")
+
+
+def test_a_template_drop_in_is_refused_by_name() -> None:
+    main = grubfile.parse(b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', "/etc/default/grub")
+    dropin = grubfile.parse(b'GRUB_CMDLINE_LINUX="{{ cmdline }}"\n', "/etc/default/grub.d/50-x.cfg")
+    with pytest.raises(Refused, match="template marker") as exc:
+        plan_grub_edit([main, dropin], P)
+    assert (exc.value.path, exc.value.line) == ("/etc/default/grub.d/50-x.cfg", 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '# {{ ansible_managed }}: a comment is not what sh runs\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n',
+        'GRUB_CMDLINE_LINUX_DEFAULT="quiet" # rendered from {% raw %}\n',
+        'X=abc\nGRUB_CMDLINE_LINUX_DEFAULT="quiet ${#X}"\n',  # ${#X} is sh, not a Jinja comment
+    ],
+)
+def test_template_markers_only_in_comments_or_in_sh_syntax_are_not_refused(text: str) -> None:
+    assert plan(text).changed

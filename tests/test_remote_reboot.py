@@ -6,6 +6,7 @@ boot id, the way a real reboot would."""
 from __future__ import annotations
 
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from tests.namespace import require_root
 from tests.sshd import Sshd
-from tests.trees import json_of, run
+from tests.trees import json_of, on_a_terminal, run
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -90,4 +91,18 @@ def test_no_reboot_without_asking(sandboxed_sshd: tuple[Sshd, Path]) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json_of(proc.stdout)["rebooting"] is False
+    assert not (sandbox / "rebooted").exists()
+
+
+@pytest.mark.parametrize("no", [b"n\n", b"\x03", b"\x04"])
+def test_no_at_the_reboot_question_says_what_to_do_next(sandboxed_sshd: tuple[Sshd, Path], no: bytes) -> None:
+    server, sandbox = sandboxed_sshd
+    argv = [sys.executable, "-m", "mlxfix", "apply", "--host", server.target, *server.options()]
+    env = {"MLXFIX_REBOOT_COMMAND": f"touch {sandbox}/rebooted"}
+    code, seen = on_a_terminal(argv, [b"y\n", no], env=env)
+    assert code == 0, seen
+    assert b"Reboot " in seen
+    after = seen.rsplit(b"[y/n] ", 1)[1]
+    assert after.startswith((b"n\r\n", b"^C\r\n", b"\r\n")), after  # the line is ended
+    assert f"reboot when it suits you, then run: mlxfix verify --host {server.target}".encode() in after
     assert not (sandbox / "rebooted").exists()

@@ -209,3 +209,38 @@ def nobody_python() -> tuple[str, dict[str, str]]:
     env = {**os.environ, "PYTHONPATH": str(copy / "lib"), "PYTHONDONTWRITEBYTECODE": "1"}
     _NOBODY_PYTHON.append((base, env))
     return _NOBODY_PYTHON[0]
+
+
+def on_a_terminal(
+    argv: list[str], keys: list[bytes], wait_for: bytes = b"[y/n] ", env: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """Run ``argv`` on a pseudo-terminal of its own; each time the prompt ``wait_for`` shows, type the
+    next of ``keys`` (through the line discipline: Ctrl-C is SIGINT, Ctrl-D the end of input). Returns
+    the exit code and everything the terminal showed."""
+    import pty
+    import select
+    import signal
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: on a terminal of its own
+        os.execve(argv[0], argv, {**os.environ, **(env or {})})
+    seen, typed = b"", 0
+    deadline = time.monotonic() + 30
+    while True:
+        if not select.select([fd], [], [], max(deadline - time.monotonic(), 0))[0]:
+            os.kill(pid, signal.SIGKILL)  # a prompt that never came (or an answer never taken): fail, do not hang
+            break
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        while typed < len(keys) and seen.count(wait_for) > typed:
+            os.write(fd, keys[typed])
+            typed += 1
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen
