@@ -317,6 +317,12 @@ class _Progress:
             i += 1
 
 
+def _name_target(host: Host, out: Any, style: Style) -> None:
+    """With --host, a human report starts by naming its target: fleet logs interleave many hosts."""
+    if host.label != "localhost":
+        out.write(f"{style.bold('Target:')} {host.label}\n")
+
+
 def _confirmer(yes: bool, out: Any, style: Style, shown: list[bool], action: str, runs_commands: bool) -> Callable[[Plan], bool]:
     from mlxfix.render import render_plan
 
@@ -510,6 +516,7 @@ def apply(
     style = Style(out)
     waiting = _wait(wait, wait_timeout, target, reboot)
     host = _host(root, target, ssh_option, needs=_needs(as_json, dry_run))
+    _name_target(host, out, style)
     shown: list[bool] = []
     progress = _Progress(out, style)
     confirm = _confirmer(yes, out, style, shown, "apply", host.runs_commands)
@@ -565,6 +572,7 @@ def rollback(
     style = Style(out)
     waiting = _wait(wait, wait_timeout, target, reboot)
     host = _host(root, target, ssh_option, needs=_needs(as_json, dry_run))
+    _name_target(host, out, style)
     shown: list[bool] = []
     report = commands.rollback(
         host,
@@ -602,6 +610,7 @@ def backups(root: RootOpt = "/", as_json: JsonOpt = False, target: HostOpt = Non
 
         sys.stdout.write(dump(backups_result(host.label, host.root, listing), _ssh_figures(host)) + "\n")
     else:
+        _name_target(host, sys.stdout, Style(sys.stdout))
         render_backups(listing, sys.stdout, Style(sys.stdout))
 
 
@@ -636,6 +645,7 @@ def diagnose(
     d = commands.diagnose(host, boot_setup)
     code = _DIAGNOSE_EXIT[d.status]
     out = _human(as_json)
+    _name_target(host, out, Style(out))
     render_diagnosis(d, out, Style(out))
     if as_json:
         from mlxfix.models import diagnose_result, dump
@@ -665,6 +675,7 @@ def verify(
     v = commands.verify(host, param)
     code = ExitCode.OK if v.ok else ExitCode.NOT_VERIFIED
     out = _human(as_json)
+    _name_target(host, out, Style(out))
     render_verification(v, out, Style(out))
     if as_json:
         from mlxfix.models import dump, verify_result
@@ -698,7 +709,10 @@ def status(
     host = _host(root, target, ssh_option, needs=_needs(as_json))
     report = commands.status(host, param, boot_setup)
     out = _human(as_json)
-    render_status(report, out, Style(out), full=out.isatty() and not as_json)
+    full = out.isatty() and not as_json
+    if full:
+        _name_target(host, out, Style(out))
+    render_status(report, out, Style(out), full=full)
     if as_json:
         from mlxfix.models import dump, status_result
 

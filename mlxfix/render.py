@@ -157,17 +157,18 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
                 e(f"  {s}\n")
         return
     assert plan is not None
+    on = f" on {report.host}" if report.host != "localhost" else ""  # the last line of a fleet's log names its host
     if not plan.writes and not plan.commands:
         if report.command == "apply":
-            p(style.green(f"Nothing to do: {plan.param} is already in place.") + "\n")
+            p(style.green(f"Nothing to do{on}: {plan.param} is already in place.") + "\n")
             if plan.running_differs:
                 p("The running kernel does not have it yet: reboot, then run: mlxfix verify\n")
         else:
-            p(style.green(f"Nothing to do: the files already hold what backup {plan.backup_id} saved.") + "\n")
+            p(style.green(f"Nothing to do{on}: the files already hold what backup {plan.backup_id} saved.") + "\n")
         return
     if report.dry_run:
         verb = {"applied": "apply", "rolled back": "roll back"}.get(plan.effect, f"re-apply {plan.param}")
-        p(f"Dry run: nothing was changed. Run without --dry-run to {verb}.")
+        p(f"Dry run{on}: nothing was changed. Run without --dry-run to {verb}.")
         p(" The change would take effect only after a reboot.\n" if plan.reboot_required else "\n")
         return
     if outcome is not None:
@@ -178,11 +179,11 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
         if pending:
             todo = "; ".join(dict.fromkeys(pending))
             p(
-                style.yellow(f"Files written: {plan.param} {verb} in the files only.")
+                style.yellow(f"Files written{on}: {plan.param} {verb} in the files only.")
                 + f" It reaches the boot configuration once this runs: {todo}; then reboot.\n"
             )
             return
-        p(style.green(f"Done: {plan.param} {verb}.") + " The change takes effect only after a reboot.\n")
+        p(style.green(f"Done{on}: {plan.param} {verb}.") + " The change takes effect only after a reboot.\n")
         if outcome.proof:
             p(f"Checked: {outcome.proof}.\n")
 
@@ -296,7 +297,8 @@ def status_line(report: StatusReport) -> str:
     entry = nb.entry
     where = f"next boot: {entry.name} ({entry.source})" if entry is not None else f"next boot: {nb.why or 'unknown'}"
     advice = _advice_for(report)
-    return f"mlxfix status: {report.state}: {report.param}; {where}" + (f"; {advice}" if advice else "")
+    on = f" {report.host}" if report.host != "localhost" else ""  # monitoring of many hosts: which one
+    return f"mlxfix status{on}: {report.state}: {report.param}; {where}" + (f"; {advice}" if advice else "")
 
 
 def render_status(report: StatusReport, out: TextIO, style: Style, *, full: bool) -> None:

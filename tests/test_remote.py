@@ -83,6 +83,33 @@ def test_dry_run_apply_rollback_backups_over_ssh_match_local(sshd: Sshd, tmp_pat
     assert (there / "etc/default/grub").stat().st_mode == (EXAMPLES / "pve-missing-uar/etc/default/grub").stat().st_mode
 
 
+def test_human_reports_over_ssh_name_their_target(sshd: Sshd, tmp_path: Path) -> None:
+    """A fleet's logs interleave hosts: each report names its target first, and its last line too."""
+    there = tree(tmp_path)
+    target = sshd.target
+    for args, last in (
+        (["diagnose"], None),
+        (["status"], None),
+        (["apply", "--dry-run"], f"Dry run on {target}: nothing was changed"),
+        (["apply", "--yes"], f"Files written on {target}: pci=realloc=off applied in the files only"),  # --root: no update-grub
+        (["apply", "--yes"], f"Nothing to do on {target}: pci=realloc=off is already in place"),
+        (["backups"], None),
+        (["verify"], None),
+        (["rollback", "--yes"], f"Files written on {target}: pci=realloc=off rolled back in the files only"),
+    ):
+        p = remote(sshd, *args, "--root", str(there))
+        assert "Traceback" not in p.stdout + p.stderr, p.stderr
+        lines = p.stdout.splitlines()
+        if args == ["status"]:  # one line without a terminal, for monitoring: the host in it
+            assert lines[0].startswith(f"mlxfix status {target}: "), lines
+            continue
+        assert lines[0] == f"Target: {target}", (args, lines[:3])
+        if last is not None:
+            assert any(ln.startswith(last) for ln in lines), (args, lines[-4:])
+    local = run("diagnose", "--root", str(there))
+    assert "Target:" not in local.stdout  # the local host is not named: there is only one
+
+
 def test_odd_file_names_and_bytes_arrive_intact(sshd: Sshd, tmp_path: Path) -> None:
     """The read script sends plain names as they are and everything else through base64: a drop-in
     whose name has a space, a colon and a byte that is not UTF-8, and a file of binary-ish bytes, are
