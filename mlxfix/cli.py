@@ -449,6 +449,8 @@ def _maybe_reboot(report: ChangeReport, host: Host, *, reboot: bool | None, yes:
             return None
         if os.environ.get("SSH_CONNECTION") and not remote:
             out.write("You are connected over SSH: the session will drop; reconnect in a minute or two and run: mlxfix verify\n")
+        if report.vm:
+            out.write(f"Remember: {report.vm}.\n")
         if not _ask(f"Reboot {host.label if remote else 'now'}?", ctrl_c=False):
             verify = f"mlxfix verify --host {host.label}" if remote else "mlxfix verify"
             out.write(f"Not rebooting. The change takes effect at the next boot: reboot when it suits you, then run: {verify}\n")

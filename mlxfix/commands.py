@@ -50,6 +50,7 @@ class ChangeReport:
     verification: Verification | None = None  # --wait: verify after the host came back
     reboot: tuple[tuple[str, ...], int, str] | None = None  # the reboot command that ran: argv, exit code, output
     left_to_run: tuple[tuple[tuple[str, ...], str], ...] = ()  # the commands the admin must run, and why
+    vm: str | None = None  # apply in a VM: the warning, said again at the reboot question
 
     @property
     def changed(self) -> bool:
@@ -80,8 +81,26 @@ LEFTOVERS = tuple(
 def snapshot(host: Host, *, with_status: bool = True) -> Snapshot:
     """One batched read of everything detection and planning need (and what an interrupted run left)."""
     files, listings, globs, tools = gather_request()
-    status = [["proxmox-boot-tool", "status"]] if with_status else []
-    return host.gather([*files, INTENT], [*listings, BACKUPS], [*globs, *LEFTOVERS], tools, status)
+    status = [["proxmox-boot-tool", "status"], ["systemd-detect-virt", "--vm"]] if with_status else []
+    return host.gather([*files, *_VIRT_FILES, INTENT], [*listings, BACKUPS], [*globs, *LEFTOVERS], tools, status)
+
+
+# What tells a VM from bare metal (diagnose reads them too): apply in a VM is most often a mistake.
+_VIRT_FILES = ["/proc/cpuinfo", "/sys/class/dmi/id/sys_vendor", "/sys/class/dmi/id/product_name"]
+
+
+def vm_warning(snap: Snapshot) -> str | None:
+    """In a VM, the Missing UAR failure is the hypervisor host's: say so before anything changes."""
+    from mlxfix.virt import detect_vm
+
+    dmi = " ".join(filter(None, ((snap.text(f"/sys/class/dmi/id/{n}") or "").strip() for n in ("sys_vendor", "product_name"))))
+    virtual, evidence = detect_vm(snap, dmi)
+    if not virtual:
+        return None
+    return (
+        f"this host is a VM ({virtual}; {evidence}): when a passed-through ConnectX-3 fails with Missing UAR,"
+        " the fix belongs on the hypervisor host's kernel command line, not here (run mlxfix diagnose on the host)"
+    )
 
 
 def _tidy_if_needed(host: Host, snap: Snapshot, progress: Progress | None) -> None:
@@ -132,6 +151,9 @@ def plan_apply(host: Host, param_text: str, boot_setup: str | None, *, force: bo
     plan = make_apply_plan(snap, setup, param, finishing=interrupted, finishing_backup=_interrupted_backup(snap), force=force)
     if not host.runs_commands and not plan.writes and plan.commands and not interrupted:
         plan = _only_on_the_host(plan, f"the files already hold {param.text}")
+    vm = vm_warning(snap)
+    if vm and (plan.writes or plan.commands):
+        plan = plan._replace(warnings=(*plan.warnings, vm))
     return plan, snap
 
 
@@ -161,6 +183,7 @@ def apply(
         plan, snap = plan_apply(host, param, boot_setup, force=force)
         plan = _without_commands(plan, report) if no_update else plan
         report.plan = plan
+        report.vm = vm_warning(snap)  # (in the plan's warnings too: shown before the question)
         report.left_to_run += tuple((argv, "--root: run it on the host itself") for argv in plan.left_to_admin)
         report.warnings += plan.warnings
         if dry_run:

@@ -391,40 +391,14 @@ def _verdict(f: _Facts) -> tuple[str, tuple[str, ...]]:
     return "other-failure", tuple(ev)
 
 
-_VIRTUAL_VENDORS = (
-    ("QEMU", "qemu"),
-    ("KVM", "kvm"),
-    ("VMware", "vmware"),
-    ("VirtualBox", "oracle"),
-    ("Xen", "xen"),
-    ("Microsoft Corporation Virtual", "microsoft"),
-)
-
-
 def _dmi(snap: Snapshot, *names: str) -> str:
     return " ".join(filter(None, (_text(snap, f"/sys/class/dmi/id/{n}") for n in names)))
 
 
-def _context(snap: Snapshot) -> Context:
-    virt = snap.outputs.get("systemd-detect-virt --vm", "").strip()
-    virtual: str | None = None
-    why = ""
-    if virt and virt != "none":
-        virtual, why = virt, f"systemd-detect-virt --vm: {virt}"
-    elif virt == "none":
-        why = "systemd-detect-virt --vm: none"
-    else:
-        cpuinfo = snap.text("/proc/cpuinfo") or ""
-        if re.search(r"^flags\s*:.*\bhypervisor\b", cpuinfo, re.MULTILINE):
-            virtual, why = "vm", "the CPU has the hypervisor flag (/proc/cpuinfo)"
-        else:
-            vendor = _dmi(snap, "sys_vendor", "product_name")
-            for marker, name in _VIRTUAL_VENDORS:
-                if marker.lower() in vendor.lower():
-                    virtual, why = name, f"DMI says {vendor}"
-                    break
-            else:
-                why = "no hypervisor flag, no virtual DMI vendor"
+def host_context(snap: Snapshot) -> Context:
+    from mlxfix.virt import detect_vm
+
+    virtual, why = detect_vm(snap, _dmi(snap, "sys_vendor", "product_name"))
     proxmox = None
     pveversion = snap.outputs.get("pveversion", "").strip()
     if pveversion:
@@ -500,7 +474,7 @@ def analyse(snap: Snapshot, configured: str | None, configured_source: str, log_
     )
     if not devices and any(ln.kind in ("missing-uar", "missing-dcs") for ln in host_log):
         warnings.append("the kernel log reports Missing UAR/DCS for a device mlxfix cannot see in sysfs")
-    context = _context(snap)
+    context = host_context(snap)
     diagnosis = Diagnosis(
         status, tuple(devices), modules, running, running_realloc, configured, configured_realloc, configured_source,
         log_source, host_log, context, (), tuple(warnings), log_read=log_text is not None,

@@ -728,3 +728,20 @@ def test_the_reboot_question_takes_ctrl_c_and_ctrl_d_as_no(keys: list[bytes], an
     assert got == 0, seen
     assert seen.rsplit(b"[y/n] ", 1)[1].split(b"answer ")[0] in (b"\r\n", b"^C\r\n", b"y\r\n"), seen
     assert f"answer {answer}".encode() in seen
+
+
+def test_apply_in_a_vm_warns_that_the_fix_belongs_on_the_hypervisor(host: Path, tmp_path: Path) -> None:
+    """diagnose says it; apply in a guest said nothing. The warning comes with the plan (before the
+    question), in the JSON, and in the report; bare metal gets none."""
+    bare = run("apply", "--dry-run", "--json", "--root", str(host))
+    assert not [w for w in json_of(bare.stdout)["warnings"] if "VM" in w]  # type: ignore[union-attr]
+    write(host, "proc/cpuinfo", "processor\t: 0\nflags\t\t: fpu vme de pse tsc msr pae hypervisor lm\n")
+    dry = run("apply", "--dry-run", "--root", str(host))
+    plan = dry.stdout.partition("Dry run:")[0]
+    assert "warning: this host is a VM (vm; the CPU has the hypervisor flag (/proc/cpuinfo))" in plan
+    assert "the fix belongs on the hypervisor host's kernel command line" in plan
+    doc = json_of(run("apply", "--yes", "--json", "--root", str(host)).stdout)
+    assert doc["changed"] is True
+    assert any(w.startswith("this host is a VM") for w in doc["warnings"])  # type: ignore[union-attr]
+    again = json_of(run("apply", "--yes", "--json", "--root", str(host)).stdout)
+    assert not [w for w in again["warnings"] if "VM" in w]  # type: ignore[union-attr]  # nothing to do: nothing to warn of
