@@ -266,6 +266,24 @@ def _manual_steps(host: Host, manifest: Manifest, failed: list[str], plan: Plan)
     return steps
 
 
+@contextmanager
+def _second_ctrl_c(plan: Plan) -> Iterator[None]:
+    """A Ctrl-C while the files are being put back stops the restore half-way: the intent record
+    stays, and the admin, who wanted out, is told both ways on, not only "finish it"."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if plan.action == "apply":
+            ways = "run mlxfix apply to finish the change, or mlxfix rollback to undo it"
+        else:
+            ways = "run mlxfix rollback to finish it (then mlxfix apply, if you want the parameter back)"
+        raise Interrupted(
+            "interrupted again (Ctrl-C) while the original files were being put back: the host holds the old or"
+            " the new files, and the record of this run",
+            hint=f"{ways}; mlxfix status shows where the host stands",
+        ) from None
+
+
 def _flush(host: Host, progress: Progress) -> None:
     """Make the regenerated boot configuration durable before anything is reported: grub-mkconfig,
     kernel-install and proxmox-boot-tool rename their output into place without an fsync, and an
@@ -378,6 +396,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
             return lost
 
     def undo(err: MlxfixError) -> MlxfixError:
+        checkpoint("restoring")
         touched = attempted | ({i.path for i in plan.backup_only} if started else set())
         unrestored = _restore(host, manifest, stored, progress, touched, outcome)
         outcome.restored = not unrestored
@@ -453,9 +472,11 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
         _prove_next_boot(host, plan, outcome)
         progress.committed()  # the last thing a Ctrl-C may undo
     except MlxfixError as exc:
-        raise fail(exc) from None
+        with _second_ctrl_c(plan):
+            raise fail(exc) from None
     except KeyboardInterrupt:
-        raise fail(Interrupted("interrupted (Ctrl-C)")) from None
+        with _second_ctrl_c(plan):
+            raise fail(Interrupted("interrupted (Ctrl-C)")) from None
     try:
         backup.clear_intent(host)
     except MlxfixError as exc:  # everything is done; a stale intent only makes the next run regenerate again

@@ -162,13 +162,16 @@ def _write_all(fd: int, data: bytes, path: str) -> None:
 def checkpoint(step: str) -> None:
     """A named step of apply/rollback. Under MLXFIX_TEST_CRASH_AT=step the process dies here with
     SIGKILL; under MLXFIX_TEST_PAUSE_AT=step:FILE it creates FILE.reached and waits (60 s at most) for
-    FILE.go, so that a test can break something (kill the SSH connection) at exactly this point."""
+    FILE.go, so that a test can break something (kill the SSH connection) at exactly this point.
+    Several pauses: ``step:FILE,step2:FILE2``."""
     if _CRASH_AT and step == _CRASH_AT:
         _die()
-    if _PAUSE_AT and _PAUSE_AT.split(":", 1)[0] == step:
+    for pause in filter(None, _PAUSE_AT.split(",")):
+        if pause.split(":", 1)[0] != step:
+            continue
         import time
 
-        marker = _PAUSE_AT.split(":", 1)[1]
+        marker = pause.split(":", 1)[1]
         with open(marker + ".reached", "w"):
             pass
         deadline = time.monotonic() + 60

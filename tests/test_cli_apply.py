@@ -745,3 +745,37 @@ def test_apply_in_a_vm_warns_that_the_fix_belongs_on_the_hypervisor(host: Path, 
     assert any(w.startswith("this host is a VM") for w in doc["warnings"])  # type: ignore[union-attr]
     again = json_of(run("apply", "--yes", "--json", "--root", str(host)).stdout)
     assert not [w for w in again["warnings"] if "VM" in w]  # type: ignore[union-attr]  # nothing to do: nothing to warn of
+
+
+@pytest.mark.parametrize("way_out", ["rollback", "apply"])
+def test_a_second_ctrl_c_during_the_restore_says_both_ways_out(tmp_path: Path, way_out: str) -> None:
+    """The first Ctrl-C starts putting the files back; a second one stops that half-way. The record
+    of the run stays, and the admin (who wanted out) is told both ways on; each of them works."""
+    import signal
+
+    host = debian_host(tmp_path / "root")
+    original = grub(host)
+    first, second = tmp_path / "first", tmp_path / "second"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlxfix", "apply", "--yes", "--root", str(host)],
+        env={**os.environ, "MLXFIX_TEST_PAUSE_AT": f"after-write:{first},restoring:{second}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    wait_for_pause(first, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    wait_for_pause(second, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "interrupted again (Ctrl-C) while the original files were being put back" in err
+    assert "run mlxfix apply to finish the change, or mlxfix rollback to undo it" in err
+    assert (host / "var/lib/mlxfix/intent.json").exists()
+    assert grub(host) == EXPECTED  # the restore had not begun
+    code, _, err = invoke(way_out, "--yes", "--root", str(host))
+    assert code == 0, err
+    assert grub(host) == (original if way_out == "rollback" else EXPECTED)
+    assert not (host / "var/lib/mlxfix/intent.json").exists()
