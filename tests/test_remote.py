@@ -8,6 +8,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -180,17 +181,18 @@ def test_connection_failures_name_the_host(sshd: Sshd, case: str, message: str) 
         assert (sshd.dir / "empty_known_hosts").read_text() == ""  # nothing was accepted silently
 
 
-def test_not_root_and_no_sudo(sshd: Sshd, tmp_path: Path) -> None:
+def test_not_root_and_no_sudo(sshd: Sshd, request: pytest.FixtureRequest) -> None:
     user = "mlxfixtest"
     try:
         pwd.getpwnam(user)
     except KeyError:
         subprocess.run(["useradd", "-M", "-s", "/bin/sh", "-d", "/nonexistent", user], check=True)
     subprocess.run(["usermod", "-p", "*", user], check=True)  # no password, but not locked: sshd lets the key in
-    there = tree(tmp_path)
-    for p in (tmp_path, *tmp_path.parents):  # let the user reach the tree (pytest makes its dirs 0700)
-        if p.stat().st_mode & 0o001 == 0:
-            p.chmod(p.stat().st_mode | 0o005)
+    # A tree the user can reach: not under pytest's own directory, which pytest keeps (and puts back) 0700.
+    reachable = Path(tempfile.mkdtemp(prefix="mlxfix-nonroot-"))
+    reachable.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(reachable, ignore_errors=True))
+    there = tree(reachable)
     target = f"{user}@127.0.0.1:{sshd.port}"
     dry = remote(sshd, "apply", "--dry-run", "--root", str(there), target=target)
     assert dry.returncode == 0, dry.stderr  # reading needs no privilege
