@@ -469,7 +469,11 @@ class LocalHost:
             existing = os.path.dirname(existing)
         self._refuse_unsafe_dir(existing, path)  # no one else may control a directory above it (nothing made yet)
         try:
-            os.makedirs(os.path.dirname(real), exist_ok=True)
+            old_umask = os.umask(0o022)  # parents as a system makes them (0755), whatever the admin's umask
+            try:
+                os.makedirs(os.path.dirname(real), exist_ok=True)
+            finally:
+                os.umask(old_umask)
             try:
                 _HOOKS.check("mkdir", path)
                 os.mkdir(real, 0o700)

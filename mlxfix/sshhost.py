@@ -662,7 +662,7 @@ class SshHost:
             'p=$d; d=$(cd -P "$a" && pwd -P) || exit 3; why=\n'
             f"{_SAFE_ANCESTORS}\n"
             "d=$p\n"
-            'mkdir -p "$(dirname "$d")"; mkdir -m 700 "$d" 2>/dev/null || true\n'
+            '(umask 022; mkdir -p "$(dirname "$d")"); mkdir -m 700 "$d" 2>/dev/null || true\n'
             '[ -L "$d" ] && { echo "it is a symlink" >&2; exit 3; }\n'
             '[ -d "$d" ] || { echo "it is not a directory" >&2; exit 3; }\n'
             'set -- $(stat -c "%u %a" "$d")\n[ "$1" = "$(id -u)" ] || { echo "it belongs to uid $1" >&2; exit 3; }\n'

@@ -779,3 +779,27 @@ def test_a_second_ctrl_c_during_the_restore_says_both_ways_out(tmp_path: Path, w
     assert code == 0, err
     assert grub(host) == (original if way_out == "rollback" else EXPECTED)
     assert not (host / "var/lib/mlxfix/intent.json").exists()
+
+
+def test_an_admins_umask_of_000_does_not_lock_mlxfix_out_of_its_state_directory(tmp_path: Path) -> None:
+    """The parents of /var/lib/mlxfix that mlxfix makes are 0755 whatever the umask: a 0777 one would
+    be refused (another user could control it) by every later run."""
+    import shutil
+
+    host = debian_host(tmp_path / "root")
+    shutil.rmtree(host / "var", ignore_errors=True)
+
+    def mlxfix(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mlxfix", *args, "--root", str(host)],
+            capture_output=True,
+            text=True,
+            check=False,
+            preexec_fn=lambda: os.umask(0),
+        )
+
+    first = mlxfix("apply", "--yes")
+    assert first.returncode == 0, first.stderr
+    assert [stat.S_IMODE((host / d).stat().st_mode) for d in ("var", "var/lib", "var/lib/mlxfix")] == [0o755, 0o755, 0o700]
+    again = mlxfix("rollback", "--yes")
+    assert again.returncode == 0, again.stderr
