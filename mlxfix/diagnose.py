@@ -223,8 +223,12 @@ def scan_log(text: str) -> tuple[list[LogLine], str]:
     found: list[LogLine] = []
     index: dict[tuple[str, str], int] = {}  # (kind, message) -> its place in found
     done = -1  # the start of the last line taken: a line with several matches is taken once
+    begin = scanned = 0  # the start of the current line; how far back newlines were looked for
     for m in _INTERESTING.finditer(text):
-        begin = text.rfind("\n", 0, m.start()) + 1
+        newline = text.rfind("\n", scanned, m.start())  # only what the previous match did not cover:
+        if newline >= 0:  # a long line of many matches is not searched back again for each
+            begin = newline + 1
+        scanned = m.start()
         if begin == done:
             continue
         done = begin

@@ -161,16 +161,31 @@ class GrubFile:
             if st.kind in ("blank", "comment"):
                 continue
             if st.unit.command is None:  # after a syntax error: the rest of the file, line by line
-                for m in TEMPLATE_MARKER.finditer(self.text, st.start, st.end):
-                    line_start = self.text.rfind("\n", 0, m.start()) + 1
-                    if not self.text[line_start : m.start()].lstrip(" \t").startswith("#"):
-                        return m.start(), m.group(0)
+                found = self._marker_outside_comment_lines(st.start, st.end)
+                if found is not None:
+                    return found
                 continue
-            spans = sorted(_word_spans(st.unit.command))
+            starts, ends = _merged(sorted(_word_spans(st.unit.command)))
             for m in TEMPLATE_MARKER.finditer(self.text, st.start, st.end):
-                # in a word, or an operator just before one (``<%``: a redirection, then ``%``)
-                if any(lo < m.end() and m.start() < hi for lo, hi in spans):
+                # in a word, or an operator just before one (``<%``: a redirection, then ``%``): the
+                # last word span starting before the marker's end is the only one that can overlap it
+                i = bisect.bisect_left(starts, m.end()) - 1
+                if i >= 0 and ends[i] > m.start():
                     return m.start(), m.group(0)
+        return None
+
+    def _marker_outside_comment_lines(self, start: int, end: int) -> tuple[int, str] | None:
+        """The first marker on a line that does not start with ``#``; linear in the text (a megabyte
+        comment line of markers is looked at once, not once per marker)."""
+        pos = start
+        while pos < end:
+            newline = self.text.find("\n", pos, end)
+            stop = end if newline < 0 else newline
+            if not self.text[pos:stop].lstrip(" \t").startswith("#"):
+                m = TEMPLATE_MARKER.search(self.text, pos, stop)
+                if m is not None:
+                    return m.start(), m.group(0)
+            pos = stop + 1
         return None
 
     def assignments(self, name: str | None = None) -> list[AssignmentInfo]:
@@ -187,6 +202,19 @@ class GrubFile:
                         AssignmentInfo(node.name, line, col, context, exported, index, node, _value_parts(self.text, node.value))
                     )
         return found
+
+
+def _merged(spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Sorted spans (nested words included) as disjoint ones: their starts and their ends."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for lo, hi in spans:
+        if ends and lo <= ends[-1]:
+            ends[-1] = max(ends[-1], hi)
+        else:
+            starts.append(lo)
+            ends.append(hi)
+    return starts, ends
 
 
 def _word_spans(node: object) -> Iterator[tuple[int, int]]:

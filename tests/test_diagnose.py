@@ -566,3 +566,21 @@ def test_proxmox_is_known_from_pveversion_alone(tmp_path: Path) -> None:
     write(root, "/usr/bin/pveversion", "#!/bin/sh\n").chmod(0o755)
     _, doc = diagnose(root)
     assert doc["context"]["proxmox"] == "Proxmox VE (pveversion is installed)"  # type: ignore[index]
+
+
+def test_the_log_scan_is_linear_on_one_long_line_of_many_matches() -> None:
+    """A kernel log line of megabytes full of matches (seen: 5.3 s at 2 MiB when each match searched
+    back to the start of the text): twice the size takes about twice the time, and little of it."""
+    import time
+
+    def timed(size: int) -> float:
+        line = "[ 1.0] " + "mlx4_core BAR 2 " * (size // 16)
+        started = time.perf_counter()
+        found, _ = scan_log(line + "\n[ 2.0] mlx4_core 0000:01:00.0: Missing UAR, aborting\n")
+        took = time.perf_counter() - started
+        assert [ln.kind for ln in found][-1] == "missing-uar"
+        return took
+
+    small, big = min(timed(1 << 20) for _ in range(3)), min(timed(2 << 20) for _ in range(3))
+    assert big < 0.5, f"2 MiB took {big:.2f} s"
+    assert big < 4 * small + 0.05, f"1 MiB {small:.3f} s, 2 MiB {big:.3f} s: not linear"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -168,3 +169,22 @@ def test_syntax_error_is_located_and_kept() -> None:
 def test_newline_style() -> None:
     assert grubfile.parse(b"A=1\r\nB=2\r\n").newline == "\r\n"
     assert grubfile.parse(b"A=1\nB=2\n").newline == "\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # after a syntax error, a comment line of a megabyte of markers (each searched back to the start: minutes)
+        'GRUB_CMDLINE_LINUX_DEFAULT="quiet\n(\n# ' + "{{" * 400_000 + "\n",
+        # a parsed assignment with many words and a trailing comment of markers (every word per marker)
+        "X=1; echo" + " w" * 20_000 + " # " + "{{" * 200_000 + "\n",
+    ],
+    ids=["after-syntax-error", "parsed"],
+)
+def test_the_template_scan_is_linear_on_hostile_lines(text: str) -> None:
+    import time
+
+    f = grubfile.parse(text.encode(), "/etc/default/grub")
+    started = time.perf_counter()
+    assert f.template_marker() is None  # markers only in comments: sh never reads them
+    assert time.perf_counter() - started < 2.0
