@@ -320,14 +320,20 @@ class LocalHost:
                 ]
             else:
                 current = [f"{base}/{part}" for base in current]
-        return sorted(p for p in current if os.path.lexists(self.real(p)))
+        return sorted(p for p in current if self._lexists(p))
+
+    def _lexists(self, path: str) -> bool:
+        try:
+            return os.path.lexists(self.real(path))
+        except HostError:  # a symlink loop on the way (one looping PCI device entry): sh's glob skips it too
+            return False
 
     def listdir(self, path: str) -> list[str] | None:
         try:
             return sorted(os.listdir(self.real(path)))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except OSError:
+        except (OSError, HostError):  # unreadable, or a symlink loop on the way
             return None
 
     def gather(

@@ -53,6 +53,17 @@ def test_diagnose_over_ssh_is_the_local_diagnosis(sshd: Sshd) -> None:
         same(json_of(local.stdout), json_of(over.stdout))
 
 
+def test_a_looping_pci_device_entry_gives_the_same_verdict_locally_and_over_ssh(sshd: Sshd, tmp_path: Path) -> None:
+    """A sysfs entry that is a symlink loop matches no glob, as in sh: locally it ended diagnose (exit 1)."""
+    there = tree(tmp_path)
+    (there / "sys/bus/pci/devices/0000:00:07.0").symlink_to("0000:00:07.0")
+    local = run("diagnose", "--json", "--root", str(there))
+    assert local.returncode == 10, local.stderr
+    over = remote(sshd, "diagnose", "--json", "--root", str(there))
+    assert over.returncode == 10, over.stderr
+    same(json_of(local.stdout), json_of(over.stdout))
+
+
 def test_dry_run_apply_rollback_backups_over_ssh_match_local(sshd: Sshd, tmp_path: Path) -> None:
     here, there = tree(tmp_path, "here"), tree(tmp_path, "there")
     local = run("apply", "--dry-run", "--json", "--root", str(here))
