@@ -7,11 +7,12 @@ Pure code: a Snapshot of the host comes in, a Plan comes out.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import shlex
 from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import bls, cmdline, kernelcmdline, nextboot
-from mlxfix.bootsetup import GRUB, KERNEL_CMDLINE, BootSetup, grub_evaluation, grub_sources
+from mlxfix.bootsetup import GRUB, GRUB_D, KERNEL_CMDLINE, BootSetup, grub_evaluation, grub_sources
 from mlxfix.digest import sha256
 from mlxfix.errors import FileError, Refused
 from mlxfix.evaluate import Unknown
@@ -20,7 +21,7 @@ from mlxfix.grubedit import plan_grub_edit
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from mlxfix.backup import Manifest
+    from mlxfix.backup import Manifest, ManifestFile
     from mlxfix.cmdline import Param
     from mlxfix.evaluate import Evaluation
     from mlxfix.facts import FileInfo, Snapshot
@@ -454,6 +455,41 @@ def _with_files(snap: Snapshot, new: dict[str, bytes]) -> Snapshot:
     return out
 
 
+def owned(setup_name: str, path: str) -> bool:
+    """Whether ``path`` is one the boot setup's apply writes or saves (what a backup of it can hold)."""
+    if setup_name.startswith("grub"):
+        drop_in = path.startswith(f"{GRUB_D}/") and path.endswith(".cfg") and "/" not in path[len(GRUB_D) + 1 :]
+        if path == GRUB or drop_in:
+            return True
+        if setup_name == "grub2-bls":
+            return path == bls.GRUBENV or fnmatch.fnmatchcase(path, bls.ENTRIES)
+        return False
+    return path == KERNEL_CMDLINE
+
+
+def _refuse_what_mlxfix_never_wrote(manifest: Manifest, setup_name: str, entry: ManifestFile, info: FileInfo | None) -> None:
+    """A forged or damaged manifest must not loosen another file: a rollback restores only the paths
+    the backup's boot setup owns, never adds mode bits beyond the file's present ones and 0644, and
+    never gives a file to a user other than root or its present owner."""
+    where = f"backup {manifest.id} asks to restore {entry.path}"
+    if not owned(setup_name, entry.path):
+        raise Refused(f"{where}, which is no file of the {setup_name} boot setup: mlxfix never writes it; refusing the backup")
+    exists = info is not None and info.exists
+    allowed = ((info.mode & 0o7777) if info is not None and exists else 0) | 0o644
+    if entry.mode & 0o7777 & ~allowed:
+        raise Refused(
+            f"{where} with mode {entry.mode & 0o7777:04o}, wider than the file's own and 0644: refusing the backup",
+            path=entry.path,
+        )
+    for kind, wanted, now in (("uid", entry.uid, info.uid if info is not None and exists else 0),
+                              ("gid", entry.gid, info.gid if info is not None and exists else 0)):  # fmt: skip
+        if wanted not in (0, now):
+            raise Refused(
+                f"{where} owned by {kind} {wanted}: mlxfix gives a file only to root or its present owner; refusing the backup",
+                path=entry.path,
+            )
+
+
 def make_rollback_plan(
     snap: Snapshot,
     setup: BootSetup,
@@ -479,6 +515,7 @@ def make_rollback_plan(
     changed_by_grubby: list[str] = []
     for entry in manifest.files:
         info = snap.files.get(entry.path)
+        _refuse_what_mlxfix_never_wrote(manifest, setup.name, entry, info)
         current = info.data if info is not None and info.exists else None
         original = stored[entry.path]
         if entry.path == bls.GRUBENV and setup.name == "grub2-bls":

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -679,6 +680,40 @@ def test_a_manifest_naming_a_path_outside_or_a_set_id_mode_is_refused(tmp_path: 
         assert proc.returncode == 1, proc.stderr
         assert words in proc.stderr
         assert snapshot(root) == before
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"path": "/etc/shadow"}, "/etc/shadow, which is no file of the grub-debian boot setup"),
+        ({"path": "/etc/default/grub.d/../../shadow"}, "a path mlxfix never writes"),
+        ({"path": "/etc/default/grub.d/sub/x.cfg"}, "which is no file of the grub-debian boot setup"),
+        ({"mode": 0o100666}, "with mode 0666, wider than the file's own and 0644"),
+        ({"uid": 1000}, "owned by uid 1000: mlxfix gives a file only to root or its present owner"),
+        ({"gid": 1000}, "owned by gid 1000"),
+        ({"path": "/etc/shadow", "mode": 0o100666, "uid": 1000}, "no file of the grub-debian boot setup"),
+    ],
+    ids=["shadow", "dotdot", "nested", "mode", "uid", "gid", "all"],
+)
+def test_a_forged_manifest_cannot_loosen_another_file(tmp_path: Path, changes: dict[str, object], words: str) -> None:
+    """A manifest in the state directory is data, not orders: a rollback writes only the files the
+    backup's boot setup owns, adds no mode bits beyond the file's and 0644, gives nothing to another user."""
+    root = fresh(tmp_path, "root")
+    shadow = root / "etc/shadow"
+    shadow.write_text("root:*:19000:0:99999:7:::\n")
+    shadow.chmod(0o640)
+    assert mlxfix(root, "apply").returncode == 0
+    [backup] = (root / "var/lib/mlxfix/backups").iterdir()
+    manifest = json.loads((backup / "manifest.json").read_text())
+    manifest["files"][0].update(changes)
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+    before = snapshot(root)
+    proc = mlxfix(root, "rollback")
+    assert proc.returncode == 1, proc.stderr
+    assert words in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert snapshot(root) == before
+    assert stat.S_IMODE(shadow.stat().st_mode) == 0o640
 
 
 @pytest.mark.parametrize("lock", ["flock", "fcntl"])
