@@ -50,7 +50,12 @@ class ChangeReport:
     verification: Verification | None = None  # --wait: verify after the host came back
     reboot: tuple[tuple[str, ...], int, str] | None = None  # the reboot command that ran: argv, exit code, output
     left_to_run: tuple[tuple[tuple[str, ...], str], ...] = ()  # the commands the admin must run, and why
-    vm: str | None = None  # apply in a VM: the warning, said again at the reboot question
+
+    @property
+    def vm(self) -> str | None:
+        """apply in a VM: the plan's warning of it, said again at the reboot question."""
+        warnings = self.plan.warnings if self.plan is not None else ()
+        return next((w for w in warnings if w.startswith(VM_WARNING)), None)
 
     @property
     def changed(self) -> bool:
@@ -89,6 +94,9 @@ def snapshot(host: Host, *, with_status: bool = True) -> Snapshot:
 _VIRT_FILES = ["/proc/cpuinfo", "/sys/class/dmi/id/sys_vendor", "/sys/class/dmi/id/product_name"]
 
 
+VM_WARNING = "this host is a VM"
+
+
 def vm_warning(snap: Snapshot) -> str | None:
     """In a VM, the Missing UAR failure is the hypervisor host's: say so before anything changes."""
     from mlxfix.virt import detect_vm
@@ -98,7 +106,7 @@ def vm_warning(snap: Snapshot) -> str | None:
     if not virtual:
         return None
     return (
-        f"this host is a VM ({virtual}; {evidence}): when a passed-through ConnectX-3 fails with Missing UAR,"
+        f"{VM_WARNING} ({virtual}; {evidence}): when a passed-through ConnectX-3 fails with Missing UAR,"
         " the fix belongs on the hypervisor host's kernel command line, not here (run mlxfix diagnose on the host)"
     )
 
@@ -183,7 +191,6 @@ def apply(
         plan, snap = plan_apply(host, param, boot_setup, force=force)
         plan = _without_commands(plan, report) if no_update else plan
         report.plan = plan
-        report.vm = vm_warning(snap)  # (in the plan's warnings too: shown before the question)
         report.left_to_run += tuple((argv, "--root: run it on the host itself") for argv in plan.left_to_admin)
         report.warnings += plan.warnings
         if dry_run:
