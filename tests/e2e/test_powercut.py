@@ -127,6 +127,8 @@ def test_power_cuts_during_apply_and_rollback(new_guest: Callable[..., Guest]) -
         g.power_cut()
         proc.kill()
         proc.wait(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()  # (its ssh died with the guest: nothing more to read)
 
         g.boot()  # the guest must come up, whatever the moment was
         after = seen(g)
