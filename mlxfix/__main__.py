@@ -1,6 +1,6 @@
 """``python -m mlxfix``."""
 
-from mlxfix.entry import main
+from mlxfix.cli.entry import main
 
 if __name__ == "__main__":
     main()

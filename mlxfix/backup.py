@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from mlxfix import __version__
 from mlxfix.digest import sha256
 from mlxfix.errors import FileError, Refused, UsageError
-from mlxfix.host import STATE_DIR, checkpoint
+from mlxfix.host.local import STATE_DIR, checkpoint
 
 if TYPE_CHECKING:
-    from mlxfix.host import Host, Snapshot
+    from mlxfix.host.local import Host, Snapshot
     from mlxfix.plan import Plan
 
 __all__ = ["Intent", "Listing", "Manifest", "ManifestFile", "create", "list_backups", "load", "parse_intent"]

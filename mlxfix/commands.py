@@ -11,18 +11,18 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mlxfix.bootsetup import check_setup_name, detect, gather_request
+from mlxfix.boot.detect import check_setup_name, detect, gather_request
 from mlxfix.errors import Busy, FileError, MlxfixError, Refused
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from mlxfix.backup import Listing, Manifest
-    from mlxfix.bootsetup import BootSetup
+    from mlxfix.boot.detect import BootSetup
+    from mlxfix.boot.nextboot import Layers
     from mlxfix.diagnose import Diagnosis, Verification
     from mlxfix.execute import Outcome, Progress
-    from mlxfix.host import Host, Snapshot
-    from mlxfix.nextboot import Layers
+    from mlxfix.host.local import Host, Snapshot
     from mlxfix.plan import Plan
 
 __all__ = ["ChangeReport", "StatusReport", "apply", "backups", "diagnose", "reboot_command", "rollback", "status", "verify"]
@@ -321,7 +321,7 @@ def rollback(
         report.left_to_run += tuple((argv, "--root: run it on the host itself") for argv in plan.left_to_admin)
         report.warnings += plan.warnings
         if plan.drift and not force:  # the diff is in the report (and the JSON's files) for review
-            from mlxfix.bls import GRUBENV
+            from mlxfix.boot.bls import GRUBENV
 
             if plan.drift == (GRUBENV,):
                 why, review = "kernelopts in the file was changed since the apply", "check kernelopts in it"
@@ -369,7 +369,7 @@ def _without_commands(plan: Plan, report: ChangeReport | None) -> Plan:
 def _setup_for(snap: Snapshot, manifest: Manifest, override: str | None) -> BootSetup:
     """The boot setup to regenerate with after a restore: --boot-setup if given, else the one the
     backup was made with (an apply forced with --boot-setup is undone the same way)."""
-    from mlxfix.bootsetup import recorded
+    from mlxfix.boot.detect import recorded
 
     if override is not None:
         return detect(snap, override)
@@ -458,14 +458,14 @@ class StatusReport:
 
     @property
     def exit_code(self) -> int:
-        from mlxfix.nextboot import STATE_EXIT
+        from mlxfix.boot.nextboot import STATE_EXIT
 
         return STATE_EXIT[self.state]
 
 
 def status(host: Host, param: str, boot_setup: str | None = None) -> StatusReport:
     """``mlxfix status``: one batched read, then the layers and the state (pure)."""
-    from mlxfix import nextboot
+    from mlxfix.boot import nextboot
     from mlxfix.cmdline import Param
 
     p = Param.parse(param)
@@ -499,7 +499,7 @@ def diagnose(host: Host, boot_setup: str | None = None) -> Diagnosis:
     """``mlxfix diagnose``: read the facts in two batched reads (the second one for what the first one
     found: the Mellanox devices, and the kernel log when the journal had none), then judge them."""
     from mlxfix import diagnose as diag
-    from mlxfix.bootsetup import KERNEL_CMDLINE, TOOLS, gather_request
+    from mlxfix.boot.detect import KERNEL_CMDLINE, TOOLS, gather_request
     from mlxfix.plan import world_writable
 
     check_setup_name(boot_setup)
@@ -564,8 +564,8 @@ def _merge(snap: Snapshot, extra: Snapshot) -> None:
 
 def _configured_cmdline(snap: Snapshot, setup: BootSetup | None, setup_error: str) -> tuple[str | None, str]:
     """The command line the boot configuration gives the next boot, and where it comes from."""
-    from mlxfix import bls
-    from mlxfix.bootsetup import KERNEL_CMDLINE
+    from mlxfix.boot import bls
+    from mlxfix.boot.detect import KERNEL_CMDLINE
     from mlxfix.plan import grub_command_line
 
     if setup is None:
@@ -574,7 +574,7 @@ def _configured_cmdline(snap: Snapshot, setup: BootSetup | None, setup_error: st
         entry = bls.default_entry(snap)
         return (entry.args, f"BLS entry {entry.path}, the next boot's") if entry is not None else (None, "no BLS entries")
     if setup.edits_grub:
-        from mlxfix import nextboot
+        from mlxfix.boot import nextboot
 
         nb = nextboot.grub_next_boot(snap, setup)  # what the next boot really gets, when grub.cfg can be read
         if nb.read and nb.entry is not None and nb.entry.cmdline is not None:
@@ -591,8 +591,8 @@ def _configured_cmdline(snap: Snapshot, setup: BootSetup | None, setup_error: st
 
 def _why_unknown(snap: Snapshot) -> str:
     """Why sh's view of the grub files cannot be computed statically, in one phrase with file and line."""
-    from mlxfix.bootsetup import grub_evaluation, grub_sources, locate
-    from mlxfix.evaluate import Unknown
+    from mlxfix.boot.detect import grub_evaluation, grub_sources, locate
+    from mlxfix.defaults.evaluate import Unknown
 
     for f in grub_sources(snap):
         pos = f.binary_at()

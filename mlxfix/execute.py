@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Protocol
 from mlxfix import backup
 from mlxfix.digest import sha256
 from mlxfix.errors import Busy, CommandFailed, ConnectionLost, HostError, Interrupted, MlxfixError, NotRestored, Refused
-from mlxfix.host import STATE_DIR, checkpoint
+from mlxfix.host.local import STATE_DIR, checkpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from mlxfix.backup import Manifest
-    from mlxfix.host import CommandResult, Host, Snapshot
+    from mlxfix.host.local import CommandResult, Host, Snapshot
     from mlxfix.plan import Plan
 
 __all__ = ["CommandOutcome", "Outcome", "exclusive", "execute", "precheck"]
@@ -161,7 +161,7 @@ def _check_after_commands(host: Host, plan: Plan) -> None:
     parameter."""
     if not plan.expected_entries or not host.runs_commands:
         return
-    from mlxfix import bls
+    from mlxfix.boot import bls
 
     snap = host.gather([bls.GRUBENV], globs=[bls.ENTRIES])
     wrong = bls.mismatched(snap, dict(plan.expected_entries))
@@ -177,7 +177,7 @@ def _prove_next_boot(host: Host, plan: Plan, outcome: Outcome) -> None:
     line) is a failure like any other: the files are put back."""
     if plan.action != "apply" or not host.runs_commands or not plan.commands:
         return
-    from mlxfix import nextboot
+    from mlxfix.boot import nextboot
     from mlxfix.cmdline import Param
 
     files, listings, globs = nextboot.request(plan.setup)

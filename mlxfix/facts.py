@@ -1,5 +1,5 @@
 """What a batched read of a host learned: files, listings, tools, command outputs. Plain data, no
-I/O: the pure core (detection, planning, diagnosis) reads it; mlxfix.host and mlxfix.sshhost fill it."""
+I/O: the pure core (detection, planning, diagnosis) reads it; mlxfix.host.local and mlxfix.host.ssh fill it."""
 
 from __future__ import annotations
 

@@ -11,21 +11,22 @@ import fnmatch
 import shlex
 from typing import TYPE_CHECKING, NamedTuple
 
-from mlxfix import bls, cmdline, kernelcmdline, nextboot
-from mlxfix.bootsetup import GRUB, GRUB_D, KERNEL_CMDLINE, BootSetup, grub_evaluation, grub_sources
+from mlxfix import cmdline
+from mlxfix.boot import bls, kernelcmdline, nextboot
+from mlxfix.boot.detect import GRUB, GRUB_D, KERNEL_CMDLINE, BootSetup, grub_evaluation, grub_sources
+from mlxfix.defaults.evaluate import Unknown
+from mlxfix.defaults.grubedit import plan_grub_edit
 from mlxfix.digest import sha256
 from mlxfix.errors import FileError, Refused
-from mlxfix.evaluate import Unknown
-from mlxfix.grubedit import plan_grub_edit
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from mlxfix.backup import Manifest, ManifestFile
     from mlxfix.cmdline import Param
-    from mlxfix.evaluate import Evaluation
+    from mlxfix.defaults.evaluate import Evaluation
+    from mlxfix.defaults.grubfile import GrubFile
     from mlxfix.facts import FileInfo, Snapshot
-    from mlxfix.grubfile import GrubFile
 
 __all__ = ["Command", "FileWrite", "Plan", "ShellCheck", "make_apply_plan", "make_rollback_plan", "unified_diff"]
 

@@ -27,8 +27,8 @@ def test_checks_are_clean(argv: list[str]) -> None:
 
 def test_the_pure_core_imports_neither_typer_nor_plumbum_nor_pydantic() -> None:
     code = (
-        "import sys; import mlxfix.grubedit, mlxfix.bootsetup, mlxfix.plan, mlxfix.kernelcmdline, mlxfix.bls, mlxfix.diagnose, mlxfix.facts; "
-        "assert 'mlxfix.host' not in sys.modules, 'the core imports the host'; "
+        "import sys; import mlxfix.defaults.grubedit, mlxfix.boot.detect, mlxfix.plan, mlxfix.boot.kernelcmdline, mlxfix.boot.bls, mlxfix.diagnose, mlxfix.facts; "
+        "assert 'mlxfix.host.local' not in sys.modules, 'the core imports the host'; "
         "bad = [m for m in ('typer', 'plumbum', 'pydantic') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
@@ -37,7 +37,7 @@ def test_the_pure_core_imports_neither_typer_nor_plumbum_nor_pydantic() -> None:
 
 def test_a_dry_run_imports_neither_plumbum_nor_pydantic() -> None:
     code = (
-        "import sys; from mlxfix.cli import main; sys.argv = ['mlxfix', 'apply', '--dry-run', '--root', 'examples/pve-missing-uar']\n"
+        "import sys; from mlxfix.cli.typer_app import main; sys.argv = ['mlxfix', 'apply', '--dry-run', '--root', 'examples/pve-missing-uar']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "bad = [m for m in ('plumbum', 'pydantic') if m in sys.modules]; sys.stderr.write(repr(bad)); sys.exit(1 if bad else 0)"
     )

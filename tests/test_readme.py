@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer.main
 
-from mlxfix.cli import app
+from mlxfix.cli.typer_app import app
 from mlxfix.errors import ExitCode
 
 README = (Path(__file__).parents[1] / "README.md").read_text()

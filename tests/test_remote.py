@@ -294,7 +294,7 @@ def test_bad_host_arguments_are_usage_errors(args: list[str], message: str) -> N
 
 
 def test_the_early_connection_is_used_once_or_closed(sshd: Sshd, tmp_path: Path) -> None:
-    """mlxfix.entry connects before typer parses the command line: a run uses that one connection, and
+    """mlxfix.cli.entry connects before typer parses the command line: a run uses that one connection, and
     a run that dies of a usage error leaves no ssh behind."""
     there = tree(tmp_path)
     ok = remote(sshd, "apply", "--dry-run", "--json", "--root", str(there))
@@ -308,7 +308,7 @@ def test_the_early_connection_is_used_once_or_closed(sshd: Sshd, tmp_path: Path)
 
 
 def test_the_early_glance_at_the_command_line_is_conservative() -> None:
-    from mlxfix.entry import _early_connection
+    from mlxfix.cli.entry import _early_connection
 
     assert _early_connection(["diagnose"]) is None
     assert _early_connection(["diagnose", "--host", "a", "--help"]) is None

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests import test_update_grub
-from tests.test_update_grub import linux_lines, mlxfix
+from tests.boot import test_update_grub
+from tests.boot.test_update_grub import linux_lines, mlxfix
 from tests.trees import json_of
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mlxfix.cli import app
+from mlxfix.cli.typer_app import app
 
 DEBIAN_OS_RELEASE = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nID=debian\n'
 PVE_GRUB = (Path(__file__).parents[1] / "examples" / "pve-missing-uar" / "etc" / "default" / "grub").read_bytes()
@@ -191,7 +191,7 @@ def nobody_python() -> tuple[str, dict[str, str]]:
     repo = Path(__file__).parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONDONTWRITEBYTECODE": "1"}
     probe = subprocess.run(
-        [*NOBODY, sys.executable, "-c", "import mlxfix.cli, typer, pydantic, plumbum"],
+        [*NOBODY, sys.executable, "-c", "import mlxfix.cli.typer_app, typer, pydantic, plumbum"],
         capture_output=True, env=env, check=False,
     )  # fmt: skip
     if probe.returncode == 0:

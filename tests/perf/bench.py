@@ -184,10 +184,10 @@ def big_grub(size: int) -> bytes:
     """A grub file of ``size`` bytes less 64 (so that the edited file is within the limit), written the ways people write them: the real files of tests/corpus
     (those mlxfix edits), one after another, repeated, then the stock Proxmox VE file, whose
     GRUB_CMDLINE_LINUX_DEFAULT is the one that counts."""
-    from mlxfix import grubfile
     from mlxfix.cmdline import Param
+    from mlxfix.defaults import grubfile
+    from mlxfix.defaults.grubedit import plan_grub_edit
     from mlxfix.errors import Refused
-    from mlxfix.grubedit import plan_grub_edit
 
     stock = (EXAMPLE / "etc/default/grub").read_bytes()
     real = []
@@ -233,9 +233,10 @@ def big_log(lines: int) -> bytes:
 
 
 def scale(runs: int) -> list[Row]:
-    from mlxfix import diagnose, grubfile
+    from mlxfix import diagnose
     from mlxfix.cmdline import Param
-    from mlxfix.grubedit import plan_grub_edit
+    from mlxfix.defaults import grubfile
+    from mlxfix.defaults.grubedit import plan_grub_edit
 
     rows: list[Row] = []
     param = Param.parse("pci=realloc=off")

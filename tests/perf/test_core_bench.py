@@ -2,7 +2,7 @@
 
 In the normal suite each case runs once, as a check that it still works (``--benchmark-disable`` in
 pyproject.toml); to time them: ``.venv/bin/python -m pytest tests/perf --benchmark-enable --benchmark-disable-gc``
-(the CLI runs with the cycle collector off, see mlxfix.cli.main; with it on, 1 MiB costs twice as much).
+(the CLI runs with the cycle collector off, see mlxfix.cli.typer_app.main; with it on, 1 MiB costs twice as much).
 Every case asserts its result, so a case cannot get fast by doing nothing.
 """
 
@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mlxfix import cmdline, diagnose, grubfile
+from mlxfix import cmdline, diagnose
 from mlxfix.cmdline import Param
-from mlxfix.evaluate import evaluate
-from mlxfix.grubedit import plan_grub_edit
+from mlxfix.defaults import grubfile
+from mlxfix.defaults.evaluate import evaluate
+from mlxfix.defaults.grubedit import plan_grub_edit
 from mlxfix.plan import unified_diff
 from tests.perf.bench import big_grub, big_log
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlxfix.errors import Busy, ConnectionLost, HostError, NoSuchRoot, UsageError
 from mlxfix.facts import CommandResult, FileInfo, Snapshot
-from mlxfix.host import MAX_READ, checkpoint
+from mlxfix.host.local import MAX_READ, checkpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence

@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, NamedTuple
 
-from mlxfix import grubfile
+from mlxfix.defaults import grubfile
+from mlxfix.defaults.evaluate import Unknown, evaluate
 from mlxfix.errors import FileError, Refused, UsageError
-from mlxfix.evaluate import Unknown, evaluate
 
 if TYPE_CHECKING:
-    from mlxfix.evaluate import Evaluation
+    from mlxfix.defaults.evaluate import Evaluation
     from mlxfix.facts import Snapshot
 
 __all__ = ["SETUPS", "BootSetup", "detect", "gather_request"]
@@ -126,7 +126,7 @@ def gather_request() -> tuple[list[str], list[str], list[str], list[str]]:
         "/ostree",
     ]
     globs = [f"{GRUB_D}/*.cfg", "/boot/efi/EFI/*/grub.cfg", *LOADER_ENTRIES]
-    from mlxfix import nextboot  # what the next boot gets: read in the same batch
+    from mlxfix.boot import nextboot  # what the next boot gets: read in the same batch
 
     more_files, more_listings, more_globs = nextboot.request()
     files = list(dict.fromkeys([*files, *more_files]))

@@ -21,7 +21,7 @@ from mlxfix import cmdline
 from mlxfix.errors import ExitCode
 
 if TYPE_CHECKING:
-    from mlxfix.bootsetup import BootSetup
+    from mlxfix.boot.detect import BootSetup
     from mlxfix.cmdline import Param
     from mlxfix.facts import Snapshot
 
@@ -183,7 +183,7 @@ def layers(snap: Snapshot, setup: BootSetup) -> Layers:
 
 def configured(snap: Snapshot, setup: BootSetup) -> Configured:
     """Layer 1, with the origin of every token."""
-    from mlxfix import bootsetup
+    from mlxfix.boot import detect as bootsetup
 
     if setup.edits_grub:
         return _grub_configured(snap, setup)
@@ -200,8 +200,8 @@ def configured(snap: Snapshot, setup: BootSetup) -> Configured:
 def _grub_configured(snap: Snapshot, setup: BootSetup) -> Configured:
     """GRUB_CMDLINE_LINUX then GRUB_CMDLINE_LINUX_DEFAULT, as grub-mkconfig joins them for normal
     entries (grub2-bls: GRUB_CMDLINE_LINUX, what new kernels' entries get)."""
-    from mlxfix.bootsetup import grub_evaluation, grub_sources, locate
-    from mlxfix.evaluate import Unknown
+    from mlxfix.boot.detect import grub_evaluation, grub_sources, locate
+    from mlxfix.defaults.evaluate import Unknown
 
     sources = grub_sources(snap)
     ev = grub_evaluation(snap)
@@ -264,7 +264,7 @@ def grub_cfg_path(setup: BootSetup) -> str:
 def grub_next_boot(snap: Snapshot, setup: BootSetup) -> NextBoot:
     """GRUB: the generated grub.cfg, the entry its ``default`` (after grubenv's next_entry and
     saved_entry) picks, and that entry's ``linux`` line as the kernel gets it."""
-    from mlxfix import grubcfg
+    from mlxfix.boot import grubcfg
 
     path = grub_cfg_path(setup)
     data = snap.data(path)
@@ -288,7 +288,7 @@ def grub_next_boot(snap: Snapshot, setup: BootSetup) -> NextBoot:
 def _bls(snap: Snapshot) -> NextBoot:
     """grub2-bls: the BLS entries (``$kernelopts`` from grubenv), saved_entry, else the newest
     non-rescue entry, as blscfg sorts them."""
-    from mlxfix import bls
+    from mlxfix.boot import bls
 
     found = bls.entries(snap)
     if not found:

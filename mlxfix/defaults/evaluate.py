@@ -14,14 +14,14 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
-from mlxfix import shell
-from mlxfix.shell import Assign, DoubleQuoted, Expansion, Literal, Word
+from mlxfix.defaults import shell
+from mlxfix.defaults.shell import Assign, DoubleQuoted, Expansion, Literal, Word
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
     from collections.abc import Set as AbstractSet
 
-    from mlxfix.grubfile import GrubFile
+    from mlxfix.defaults.grubfile import GrubFile
 
 __all__ = ["Binding", "Evaluation", "Leaf", "Run", "Unknown", "evaluate", "text_of"]
 

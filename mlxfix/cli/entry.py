@@ -12,13 +12,13 @@ import sys
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
-    from mlxfix.sshhost import SshHost
+    from mlxfix.host.ssh import SshHost
 
 
 def main() -> None:
     try:
         early = _early_connection(sys.argv[1:])
-        from mlxfix import cli
+        from mlxfix.cli import typer_app as cli
     except KeyboardInterrupt:
         _interrupted()
     except RuntimeError as exc:  # a Ctrl-C inside a class body's __set_name__ comes wrapped
@@ -34,7 +34,7 @@ def _interrupted() -> NoReturn:
     sys.stderr.write("mlxfix: interrupted\n")
     if "--json" in sys.argv[1:]:
         with contextlib.suppress(BaseException):  # a second Ctrl-C: the exit code still says it
-            from mlxfix.cli import early_document
+            from mlxfix.cli.typer_app import early_document
 
             early_document(sys.argv[1:], "interrupted", 130)
     sys.exit(130)
@@ -61,7 +61,7 @@ def _early_connection(args: list[str]) -> SshHost | None:
     if len(values["--host"]) != 1 or len(values["--root"]) > 1:
         return None  # none, or an odd command line: typer will say what is wrong with it
     from mlxfix.errors import MlxfixError
-    from mlxfix.sshhost import SshHost
+    from mlxfix.host.ssh import SshHost
 
     try:
         host = SshHost(values["--host"][0], (values["--root"] or ["/"])[0], values["--ssh-option"])

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import cmdline
+from mlxfix.defaults.grubfile import TEMPLATE_MARKER
 from mlxfix.errors import Refused
-from mlxfix.grubfile import TEMPLATE_MARKER
 
 if TYPE_CHECKING:
     from mlxfix.cmdline import Param

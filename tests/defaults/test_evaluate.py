@@ -8,8 +8,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlxfix import grubfile
-from mlxfix.evaluate import Evaluation, Unknown, evaluate, reevaluate
+from mlxfix.defaults import grubfile
+from mlxfix.defaults.evaluate import Evaluation, Unknown, evaluate, reevaluate
 from tests.conftest import corpus_hosts
 from tests.oracle import names_in, sh_accepts, sh_values
 from tests.strategies import grub_files

@@ -568,7 +568,7 @@ class LocalHost:
 
     def run(self, argv: Sequence[str], *, on_output: Callable[[str], None] | None = None, timeout: float = 900) -> CommandResult:
         """Run a command (never through a shell), streaming its output lines to ``on_output``."""
-        from mlxfix.sshhost import import_plumbum
+        from mlxfix.host.ssh import import_plumbum
 
         local = import_plumbum().local
 

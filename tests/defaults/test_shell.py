@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlxfix import shell
+from mlxfix.defaults import shell
 from tests.strategies import grub_files
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from tests.conftest import EXAMPLES, corpus_hosts
 from tests.oracle import sh_values
 from tests.trees import PVE_GRUB, json_of, run, snapshot
 
-FAKES = str(Path(__file__).parent / "fakes")
+FAKES = str(Path(__file__).parents[1] / "fakes")
 P = "pci=realloc=off"
 
 
@@ -38,7 +38,7 @@ def efi_global_guid() -> str:
 
 
 def test_the_secure_boot_variable_is_the_one_the_uefi_spec_names() -> None:
-    from mlxfix.bootsetup import SECURE_BOOT
+    from mlxfix.boot.detect import SECURE_BOOT
 
     assert f"/sys/firmware/efi/efivars/SecureBoot-{efi_global_guid()}" == SECURE_BOOT
 
@@ -369,7 +369,7 @@ def test_rhel8_kernelopts_in_grubenv(sandbox: Path) -> None:
 def test_grub2_without_bls_runs_grub2_mkconfig_on_the_cfg_in_use(sandbox: Path) -> None:
     """grub2-mkconfig is a wrapper around Debian's real grub-mkconfig (the RHEL name for it)."""
     kernels(sandbox, "3.10.0-1160.el7.x86_64")
-    centos = (Path(__file__).parent / "corpus/grub/001-chemti-centos7-vm02.grub").read_text()
+    centos = (Path(__file__).parents[1] / "corpus/grub/001-chemti-centos7-vm02.grub").read_text()
     # Its GRUB_DISTRIBUTOR reads /etc/system-release, which a Debian machine lacks (grub-mkconfig runs
     # with set -e and would stop there): name the distributor instead.
     centos = re.sub(r"GRUB_DISTRIBUTOR=.*", 'GRUB_DISTRIBUTOR="CentOS Linux"', centos)

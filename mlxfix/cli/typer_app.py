@@ -21,11 +21,11 @@ from mlxfix.errors import ExitCode, Interrupted, MlxfixError, Refused, UsageErro
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from mlxfix.cli.render import Style
     from mlxfix.commands import ChangeReport
-    from mlxfix.host import CommandResult, Host
+    from mlxfix.host.local import CommandResult, Host
+    from mlxfix.host.ssh import SshHost
     from mlxfix.plan import Plan
-    from mlxfix.render import Style
-    from mlxfix.sshhost import SshHost
 
 HELP = """\
 Fix the Mellanox ConnectX-3 "Missing UAR, aborting" failure safely.
@@ -126,7 +126,7 @@ def _main(
 # -- helpers -------------------------------------------------------------------------------------------
 
 _OPEN: list[Any] = []  # SSH hosts to close when the command ends
-_EARLY: list[SshHost] = []  # the connection mlxfix.entry started before the CLI was imported, if any
+_EARLY: list[SshHost] = []  # the connection mlxfix.cli.entry started before the CLI was imported, if any
 
 
 def _handled(func: Callable[..., None]) -> Callable[..., None]:
@@ -229,11 +229,11 @@ def _host(root: str, target: str | None = None, ssh_options: list[str] | None = 
     """This machine, or the one --host names (its SSH connection already on its way). ``needs``: the
     modules the command imports after its first read, imported while the login is still under way."""
     if target is not None:
-        from mlxfix.sshhost import SshHost
+        from mlxfix.host.ssh import SshHost
 
         early: SshHost | None = _EARLY.pop() if _EARLY else None
         if early is not None and early.made_for(target, root, ssh_options or []):
-            remote = early  # started by mlxfix.entry before the CLI was imported
+            remote = early  # started by mlxfix.cli.entry before the CLI was imported
         else:
             if early is not None:
                 early.close()
@@ -242,7 +242,7 @@ def _host(root: str, target: str | None = None, ssh_options: list[str] | None = 
         remote.meanwhile(needs)
         remote.start()  # the handshake overlaps the imports and the planning that follow
         return remote
-    from mlxfix.host import LocalHost
+    from mlxfix.host.local import LocalHost
 
     if ssh_options:
         raise UsageError("--ssh-option needs --host")
@@ -324,7 +324,7 @@ def _name_target(host: Host, out: Any, style: Style) -> None:
 
 
 def _confirmer(yes: bool, out: Any, style: Style, shown: list[bool], action: str, runs_commands: bool) -> Callable[[Plan], bool]:
-    from mlxfix.render import render_plan
+    from mlxfix.cli.render import render_plan
 
     def confirm(plan: Plan) -> bool:
         render_plan(plan, out, style, runs_commands=runs_commands)
@@ -390,7 +390,7 @@ def _finish_change(
     wait: float | None = None,
 ) -> None:
     """Reboot step, then the report (human or JSON), then the exit code."""
-    from mlxfix.render import render_change
+    from mlxfix.cli.render import render_change
 
     out = _human(as_json)
     render_change(report, out, style, show_plan=not shown)
@@ -404,7 +404,7 @@ def _finish_change(
     code = report.error.exit_code if report.error is not None else ExitCode.OK
     if wait is not None and report.rebooting:
         from mlxfix import commands
-        from mlxfix.render import render_verification
+        from mlxfix.cli.render import render_verification
 
         try:
             with _ctrl_c_raises():  # Ctrl-C stops the waiting; the change stays, and the report says so
@@ -512,7 +512,7 @@ def apply(
     Already applied: nothing changes and the exit code is 0.
     """
     from mlxfix import commands
-    from mlxfix.render import Style
+    from mlxfix.cli.render import Style
 
     out = _human(as_json)
     style = Style(out)
@@ -568,7 +568,7 @@ def rollback(
     A file changed after mlxfix wrote it is shown as a diff and needs --force.
     """
     from mlxfix import commands
-    from mlxfix.render import Style
+    from mlxfix.cli.render import Style
 
     out = _human(as_json)
     style = Style(out)
@@ -603,7 +603,7 @@ def rollback(
 def backups(root: RootOpt = "/", as_json: JsonOpt = False, target: HostOpt = None, ssh_option: SshOpt = None) -> None:
     """List the backups mlxfix keeps under /var/lib/mlxfix/backups, newest first."""
     from mlxfix import commands
-    from mlxfix.render import Style, render_backups
+    from mlxfix.cli.render import Style, render_backups
 
     host = _host(root, target, ssh_option, needs=_needs(as_json))
     listing = commands.backups(host)
@@ -641,7 +641,7 @@ def diagnose(
     Exit code: 0 healthy or no device, 10 affected, 11 pending reboot, 12 another failure, 1 error.
     """
     from mlxfix import commands
-    from mlxfix.render import Style, render_diagnosis
+    from mlxfix.cli.render import Style, render_diagnosis
 
     host = _host(root, target, ssh_option, needs=_needs(as_json))
     d = commands.diagnose(host, boot_setup)
@@ -671,7 +671,7 @@ def verify(
     Exit code 0 only when every check holds; 13 names the failing checks.
     """
     from mlxfix import commands
-    from mlxfix.render import Style, render_verification
+    from mlxfix.cli.render import Style, render_verification
 
     host = _host(root, target, ssh_option, needs=_needs(as_json))
     v = commands.verify(host, param)
@@ -706,7 +706,7 @@ def status(
     will not have it), 15 absent, 1 error, 2 usage.
     """
     from mlxfix import commands
-    from mlxfix.render import Style, render_status
+    from mlxfix.cli.render import Style, render_status
 
     host = _host(root, target, ssh_option, needs=_needs(as_json))
     report = commands.status(host, param, boot_setup)
@@ -769,7 +769,7 @@ def _output_failed(exc: OSError) -> NoReturn:
 
 def main(early: SshHost | None = None) -> None:
     """Entry point: run the app; turn what escapes it into one line and an exit code. ``early``: an
-    SshHost already connecting (see mlxfix.entry)."""
+    SshHost already connecting (see mlxfix.cli.entry)."""
     if early is not None:
         _EARLY.append(early)
     # mlxfix is a short-lived process whose big structures (the parsed file, the evaluation) are trees

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlxfix import grubfile
+from mlxfix.defaults import grubfile
 from tests.conftest import CORPUS
 from tests.strategies import grub_files
 

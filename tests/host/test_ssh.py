@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlxfix.host import LocalHost
-from mlxfix.sshhost import SshHost
+from mlxfix.host.local import LocalHost
+from mlxfix.host.ssh import SshHost
 
 if TYPE_CHECKING:
     from tests.sshd import Sshd
@@ -120,7 +120,7 @@ def test_an_exit_129_is_not_a_sighup(sshd: Sshd) -> None:
     """(issue 18, item 3) sh's "$?" is 129 for both; the wrapper on the target asks the wait status,
     with perl, with python3, and with neither says it cannot tell (a status above 128 is then taken
     for a signal: the cautious reading)."""
-    from mlxfix.sshhost import _status, _status_wrapper
+    from mlxfix.host.ssh import _status, _status_wrapper
 
     remote = _host(sshd)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlxfix import grubcfg
+from mlxfix.boot import grubcfg
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

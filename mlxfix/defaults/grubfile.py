@@ -15,8 +15,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple
 from typing import Literal as Lit
 
-from mlxfix import shell
-from mlxfix.shell import Assign, DoubleQuoted, Expansion, Literal, Word
+from mlxfix.defaults import shell
+from mlxfix.defaults.shell import Assign, DoubleQuoted, Expansion, Literal, Word
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

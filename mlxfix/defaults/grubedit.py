@@ -12,16 +12,17 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, NamedTuple
 
-from mlxfix import cmdline, grubfile
+from mlxfix import cmdline
 from mlxfix.cmdline import Change, Param
+from mlxfix.defaults import grubfile
+from mlxfix.defaults.evaluate import Binding, Evaluation, Run, Unknown, evaluate, reevaluate, text_of
+from mlxfix.defaults.shell import DoubleQuoted, Expansion, Literal, literal_atoms
 from mlxfix.errors import Refused
-from mlxfix.evaluate import Binding, Evaluation, Run, Unknown, evaluate, reevaluate, text_of
-from mlxfix.shell import DoubleQuoted, Expansion, Literal, literal_atoms
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from mlxfix.grubfile import GrubFile
+    from mlxfix.defaults.grubfile import GrubFile
 
 __all__ = ["FileEdit", "GrubEdit", "plan_grub_edit"]
 

@@ -58,7 +58,7 @@ def mlxfix(
     full_env = {k: v for k, v in os.environ.items() if k != "SSH_CONNECTION"}
     full_env["SANDBOX"] = str(sandbox)
     full_env["PATH"] = f"{path_prefix}:{os.environ['PATH']}" if path_prefix else os.environ["PATH"]
-    full_env["PYTHONPATH"] = str(Path(__file__).parents[1])
+    full_env["PYTHONPATH"] = str(Path(__file__).parents[2])
     full_env.update(env or {})
     return subprocess.run(
         ["unshare", "-m", "sh", "-c", NAMESPACE, "sh", sys.executable, "-m", "mlxfix", *args],

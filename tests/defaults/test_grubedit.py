@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
-from mlxfix import cmdline, grubfile
+from mlxfix import cmdline
 from mlxfix.cmdline import Param
+from mlxfix.defaults import grubfile
+from mlxfix.defaults.grubedit import GrubEdit, plan_grub_edit
 from mlxfix.errors import Refused
-from mlxfix.grubedit import GrubEdit, plan_grub_edit
 from tests.conftest import CORPUS, corpus_files, corpus_hosts
 from tests.oracle import names_in, sh_values
 from tests.strategies import grub_files
@@ -352,7 +353,7 @@ def test_generated_files_edit_right_or_refuse(data: bytes) -> None:
         assert not again.changed  # editing twice is editing once
 
 
-GOLDEN = Path(__file__).parent / "golden" / "grubedit"
+GOLDEN = Path(__file__).parents[1] / "golden" / "grubedit"
 
 
 def golden_text(path: Path) -> str:
@@ -369,7 +370,7 @@ def golden_text(path: Path) -> str:
 @pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
 def test_golden_diffs(path: Path) -> None:
     """Every corpus edit, reviewed once by a person, pinned byte for byte. After a deliberate change:
-    MLXFIX_REGEN_GOLDEN=1 python -m pytest tests/test_grubedit.py -k golden, then read git diff tests/golden."""
+    MLXFIX_REGEN_GOLDEN=1 python -m pytest tests/defaults/test_grubedit.py -k golden, then read git diff tests/golden."""
     golden = GOLDEN / f"{path.name}.diff"
     text = golden_text(path)
     if os.environ.get("MLXFIX_REGEN_GOLDEN"):

@@ -1,0 +1,20 @@
+"""The command line: ``entry`` (the console script, which starts a --host connection before typer
+is imported), ``typer_app`` (options in, core calls, exit codes out) and ``render`` (human output).
+
+``from mlxfix.cli import app`` and ``main`` keep working; they are imported only when asked for,
+so that ``entry`` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["app", "main"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from mlxfix.cli import typer_app
+
+        return getattr(typer_app, name)
+    raise AttributeError(name)
