@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from mlxfix.backup import Listing, Manifest
-    from mlxfix.boot.detect import BootSetup
     from mlxfix.boot.nextboot import Layers
+    from mlxfix.boot.setup import BootSetup
     from mlxfix.diagnose import Diagnosis, Verification
     from mlxfix.execute import Outcome, Progress
     from mlxfix.host.local import Host, Snapshot
@@ -381,7 +381,7 @@ def _setup_for(snap: Snapshot, manifest: Manifest, override: str | None) -> Boot
         return now
     why = f"backup {manifest.id} was made with boot setup {manifest.boot_setup}: it is undone with it"
     setup = recorded(snap, manifest.boot_setup, why)
-    return setup._replace(evidence=(*setup.evidence, f"(detection now finds {now.name})")) if now is not None else setup
+    return setup.with_evidence(f"(detection now finds {now.name})") if now is not None else setup
 
 
 def backups(host: Host) -> Listing:
@@ -499,8 +499,9 @@ def diagnose(host: Host, boot_setup: str | None = None) -> Diagnosis:
     """``mlxfix diagnose``: read the facts in two batched reads (the second one for what the first one
     found: the Mellanox devices, and the kernel log when the journal had none), then judge them."""
     from mlxfix import diagnose as diag
-    from mlxfix.boot.detect import KERNEL_CMDLINE, TOOLS, gather_request
-    from mlxfix.plan import world_writable
+    from mlxfix.boot.detect import TOOLS, gather_request
+    from mlxfix.boot.kernelcmdline import PATH as KERNEL_CMDLINE
+    from mlxfix.steps import world_writable
 
     check_setup_name(boot_setup)
     files, listings, globs, _ = gather_request()
@@ -564,49 +565,9 @@ def _merge(snap: Snapshot, extra: Snapshot) -> None:
 
 def _configured_cmdline(snap: Snapshot, setup: BootSetup | None, setup_error: str) -> tuple[str | None, str]:
     """The command line the boot configuration gives the next boot, and where it comes from."""
-    from mlxfix.boot import bls
-    from mlxfix.boot.detect import KERNEL_CMDLINE
-    from mlxfix.plan import grub_command_line
-
     if setup is None:
         return None, f"unknown ({setup_error})"
-    if setup.name == "grub2-bls":
-        entry = bls.default_entry(snap)
-        return (entry.args, f"BLS entry {entry.path}, the next boot's") if entry is not None else (None, "no BLS entries")
-    if setup.edits_grub:
-        from mlxfix.boot import nextboot
-
-        nb = nextboot.grub_next_boot(snap, setup)  # what the next boot really gets, when grub.cfg can be read
-        if nb.read and nb.entry is not None and nb.entry.cmdline is not None:
-            return nb.entry.cmdline, f"{nb.entry.source} (the entry the next boot takes: {nb.entry.name})"
-        line = grub_command_line(snap)
-        where = "/etc/default/grub" + (" and grub.d" if snap.globs.get("/etc/default/grub.d/*.cfg") else "")
-        if line is None:
-            them = "them" if " and " in where else "it"
-            return None, f"{where}: not known without running {them} ({_why_unknown(snap)})"
-        return line, where
-    text = snap.text(KERNEL_CMDLINE)
-    return (text.strip() if text is not None else None), KERNEL_CMDLINE
-
-
-def _why_unknown(snap: Snapshot) -> str:
-    """Why sh's view of the grub files cannot be computed statically, in one phrase with file and line."""
-    from mlxfix.boot.detect import grub_evaluation, grub_sources, locate
-    from mlxfix.defaults.evaluate import Unknown
-
-    for f in grub_sources(snap):
-        pos = f.binary_at()
-        if pos >= 0:
-            return f"{f.path}:{f.position(pos)[0]} is binary"
-        if f.error is not None:
-            return f"{f.path}:{f.position(f.error.pos)[0]}: {f.error.message}"
-    ev = grub_evaluation(snap)
-    for name in ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT"):
-        value = ev.value(name) if ev is not None else None
-        if isinstance(value, Unknown):
-            path, line = locate(snap, value)
-            return f"{path}:{line}: {name}: {value.reason}" if line else f"{path}: {name}: {value.reason}"
-    return "the grub files cannot be read"
+    return setup.judged_cmdline(snap)
 
 
 _LOG_FILES = ("/var/log/kern.log", "/var/log/dmesg")

@@ -177,12 +177,11 @@ def _prove_next_boot(host: Host, plan: Plan, outcome: Outcome) -> None:
     line) is a failure like any other: the files are put back."""
     if plan.action != "apply" or not host.runs_commands or not plan.commands:
         return
-    from mlxfix.boot import nextboot
     from mlxfix.cmdline import Param
 
-    files, listings, globs = nextboot.request(plan.setup)
+    files, listings, globs = plan.setup.read_request()
     snap = host.gather(files, listings, globs)
-    nb = nextboot.setup_next_boot(snap, plan.setup)
+    nb = plan.setup.next_boot(snap)
     param = Param.parse(plan.param)
     if not nb.read:
         outcome.unproved = f"what the next boot gets could not be read back ({nb.why}): check it before rebooting"

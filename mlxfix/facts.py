@@ -81,3 +81,15 @@ class Snapshot:
         if info is not None:
             return info.exists
         return self.listings.get(path) is not None
+
+    def with_files(self, new: dict[str, bytes]) -> Snapshot:
+        """A copy in which some files hold new bytes (to describe a result before it exists)."""
+        import copy
+
+        out = copy.copy(self)
+        out.files = dict(self.files)
+        out.derived = {}
+        for path, data in new.items():
+            old = self.files.get(path)
+            out.files[path] = FileInfo(path, True, data, old.mode if old else 0o644)
+        return out

@@ -1,8 +1,9 @@
-"""The boot setups mlxfix drives: where each configures the kernel command line, how it is
-regenerated, and what the next boot will get.
+"""The boot setups mlxfix drives, one module each behind the interface in ``setup``.
 
-``detect`` tells which setup a host has, from the evidence in a Snapshot; ``grubcfg`` runs a
-generated grub.cfg as GRUB would, to find the entry the next boot takes; ``bls`` reads Boot Loader
-Spec entries and simulates grubby; ``kernelcmdline`` edits /etc/kernel/cmdline; ``nextboot`` puts
-the three layers (configured, generated, running) side by side. Pure code.
+``grub_debian``, ``grub_mkconfig``, ``grub2`` and ``grub2_bls`` (sharing ``grub_base``),
+``systemd_boot`` and ``proxmox_systemd_boot`` (sharing ``kernelcmdline``) each say where the command
+line is configured, how to edit and regenerate it, what the next boot gets and what a rollback undoes.
+``detect`` compares the evidence of a Snapshot and names the setup; ``grubcfg`` runs a generated
+grub.cfg as GRUB would; ``bls`` reads Boot Loader Spec entries and simulates grubby; ``nextboot``
+puts the three layers (configured, generated, running) side by side. Pure code.
 """

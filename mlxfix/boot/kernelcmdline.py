@@ -7,16 +7,20 @@ lines differently). Pure code.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from mlxfix import cmdline
+from mlxfix.boot.setup import BootSetup, ConfigEdit
 from mlxfix.defaults.grubfile import TEMPLATE_MARKER
 from mlxfix.errors import Refused
 
 if TYPE_CHECKING:
+    from mlxfix.boot.nextboot import Configured
     from mlxfix.cmdline import Param
+    from mlxfix.facts import Snapshot
 
-__all__ = ["CmdlineFileEdit", "plan_cmdline_file_edit"]
+__all__ = ["CmdlineFileEdit", "KernelCmdlineSetup", "plan_cmdline_file_edit"]
 
 PATH = "/etc/kernel/cmdline"
 
@@ -80,3 +84,67 @@ def plan_cmdline_file_edit(data: bytes, param: Param, path: str = PATH, *, first
     else:
         lines[index] = new_body + ending
     return CmdlineFileEdit(path, body, new_body, "".join(lines).encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class KernelCmdlineSetup(BootSetup):
+    """A setup whose tool copies /etc/kernel/cmdline into the boot entries (kernel-install,
+    proxmox-boot-tool)."""
+
+    location: ClassVar[str] = PATH
+    # proxmox-boot-tool reads line 1 only; kernel-install the whole file.
+    first_line_only: ClassVar[bool] = False
+
+    @classmethod
+    def require(cls, snap: Snapshot) -> None:
+        if not snap.exists(PATH):
+            raise Refused(f"--boot-setup {cls.name}: {PATH} does not exist", path=PATH)
+
+    def owns(self, path: str) -> bool:
+        return path == PATH
+
+    def config_files(self, snap: Snapshot) -> list[str]:
+        del snap
+        return [PATH]
+
+    def configured(self, snap: Snapshot) -> Configured:
+        from mlxfix.boot.nextboot import Configured, Token
+
+        text = snap.text(PATH)
+        if text is None:
+            return Configured(None, f"{PATH} does not exist")
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                origin = f"{PATH}:{n}"
+                return Configured(line.strip(), PATH, tuple(Token(t.text, origin) for t in cmdline.split(line)))
+        return Configured("", PATH)
+
+    def configured_line(self, snap: Snapshot) -> str | None:
+        text = snap.text(PATH)
+        return text.strip() if text is not None else None
+
+    def judged_cmdline(self, snap: Snapshot) -> tuple[str | None, str]:
+        return self.configured_line(snap), PATH
+
+    def plan_edit(self, snap: Snapshot, param: Param) -> ConfigEdit:
+        from mlxfix.steps import file_write, readable
+
+        info = readable(snap, PATH)
+        assert info.data is not None
+        fedit = plan_cmdline_file_edit(info.data, param, first_line_only=self.first_line_only)
+        warnings = []
+        if not any(t.key == "root" for t in cmdline.split(fedit.before)):
+            self.missing_root()
+            warnings.append(f"{PATH} has no root= parameter; check that this host's boot does not need one")
+        return ConfigEdit(
+            target=PATH,
+            reason=f"apply: {param.text} in {PATH}",
+            before=fedit.before,
+            after=fedit.after,
+            changed=fedit.changed,
+            writes=(file_write(info, fedit.data, f"the kernel command line gets {param.text}"),) if fedit.changed else (),
+            warnings=tuple(warnings),
+        )
+
+    def missing_root(self) -> None:
+        """A command line without root=: a warning, unless the setup cannot boot without it (Refused)."""

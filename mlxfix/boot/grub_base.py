@@ -1,0 +1,317 @@
+"""What every GRUB setup shares: the grub defaults files as sh sees them, the token edit of one of
+their variables, and the generated grub.cfg read as GRUB runs it at boot.
+
+The setups differ only in the command that regenerates grub.cfg, where that grub.cfg is, and (for
+grub2-bls) where the entries' options live: ``grub_debian``, ``grub_mkconfig``, ``grub2`` and
+``grub2_bls`` subclass ``GrubSetup``. Pure code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from mlxfix import cmdline
+from mlxfix.boot.setup import BootSetup, ConfigEdit
+from mlxfix.errors import Refused
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from mlxfix.boot.nextboot import Configured, NextBoot
+    from mlxfix.cmdline import Param
+    from mlxfix.defaults.evaluate import Evaluation, Unknown
+    from mlxfix.defaults.grubfile import GrubFile
+    from mlxfix.facts import Snapshot
+
+__all__ = ["GRUB", "GRUB_CFG", "GRUB_D", "GrubSetup", "command_line_of", "grub_command_line", "grub_evaluation", "grub_sources"]
+
+GRUB = "/etc/default/grub"
+GRUB_D = "/etc/default/grub.d"
+GRUB_CFG = "/boot/grub/grub.cfg"
+EFI = "/sys/firmware/efi"
+
+
+def grub_sources(snap: Snapshot) -> list[GrubFile]:
+    """/etc/default/grub, then grub.d/*.cfg in the order grub-mkconfig sources them; parsed once per
+    snapshot (detection, the plan and the configured command line all ask)."""
+    from mlxfix.defaults import grubfile
+
+    inputs = [(path, d) for path in (GRUB, *snap.globs.get(f"{GRUB_D}/*.cfg", [])) if (d := snap.data(path)) is not None]
+    memo = snap.derived.get("grub_sources")
+    if memo is not None and len(memo[0]) == len(inputs) and all(a[1] is b[1] for a, b in zip(memo[0], inputs, strict=True)):
+        return list(memo[1])
+    sources = [grubfile.parse(d, path) for path, d in inputs]
+    snap.derived["grub_sources"] = (inputs, sources)
+    snap.derived.pop("grub_evaluation", None)
+    return list(sources)
+
+
+def grub_evaluation(snap: Snapshot) -> Evaluation | None:
+    """What sh computes from the grub files (None without files, or when one does not parse); once."""
+    from mlxfix.defaults.evaluate import evaluate
+
+    sources = grub_sources(snap)
+    if not sources or any(s.error for s in sources):
+        return None
+    if "grub_evaluation" not in snap.derived:
+        # The two variables an edit may change: checkpoints before them let the check of an edit
+        # re-evaluate only what follows it.
+        snap.derived["grub_evaluation"] = evaluate(sources, watch={"GRUB_CMDLINE_LINUX_DEFAULT", "GRUB_CMDLINE_LINUX"})
+    ev: Evaluation = snap.derived["grub_evaluation"]
+    return ev
+
+
+def locate(snap: Snapshot, value: Unknown) -> tuple[str, int | None]:
+    """The file and line an unknowable value comes from (the main file when it has no place)."""
+    sources = grub_sources(snap)
+    if 0 <= value.file < len(sources):
+        f = sources[value.file]
+        return f.path, f.position(value.pos)[0] if value.pos >= 0 else None
+    return GRUB, None
+
+
+def grub_command_line(snap: Snapshot) -> str | None:
+    """The kernel options grub-mkconfig puts on normal entries, as these files configure them."""
+    ev = grub_evaluation(snap)
+    return None if ev is None else command_line_of(ev)
+
+
+def command_line_of(ev: Evaluation) -> str | None:
+    """GRUB_CMDLINE_LINUX and GRUB_CMDLINE_LINUX_DEFAULT as grub-mkconfig joins them (None if unknown)."""
+    from mlxfix.defaults.evaluate import Unknown
+
+    parts = [ev.value("GRUB_CMDLINE_LINUX"), ev.value("GRUB_CMDLINE_LINUX_DEFAULT")]
+    if any(isinstance(p, Unknown) for p in parts):
+        return None
+    return " ".join(p for p in parts if isinstance(p, str) and p.strip()).strip()
+
+
+@dataclass(frozen=True)
+class GrubSetup(BootSetup):
+    """A GRUB whose menu grub-mkconfig generates from /etc/default/grub and its drop-ins."""
+
+    location: ClassVar[str] = "GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub"
+    variable: ClassVar[str | None] = "GRUB_CMDLINE_LINUX_DEFAULT"
+    grub_cfg: str = GRUB_CFG  # the grub.cfg the boot loader reads, and the regeneration writes
+
+    @classmethod
+    def require(cls, snap: Snapshot) -> None:
+        if not snap.exists(GRUB):
+            raise Refused(f"--boot-setup {cls.name}: {GRUB} does not exist", path=GRUB)
+
+    @property
+    def edited(self) -> str:
+        assert self.variable is not None
+        return self.variable
+
+    @property
+    def anchor(self) -> str:
+        """The other grub variable: where a variable that does not exist yet is added, next to it."""
+        return "GRUB_CMDLINE_LINUX" if self.edited == "GRUB_CMDLINE_LINUX_DEFAULT" else "GRUB_CMDLINE_LINUX_DEFAULT"
+
+    @classmethod
+    def reads(cls) -> tuple[list[str], list[str], list[str]]:
+        return [GRUB_CFG, "/boot/grub/grubenv", "/boot/grub/custom.cfg"], [EFI], []
+
+    def read_request(self) -> tuple[list[str], list[str], list[str]]:
+        files, listings, globs = self.reads()
+        directory = self.grub_cfg.rsplit("/", 1)[0]
+        return [self.grub_cfg, f"{directory}/grubenv", f"{directory}/custom.cfg", *files], listings, globs
+
+    def owns(self, path: str) -> bool:
+        drop_in = path.startswith(f"{GRUB_D}/") and path.endswith(".cfg") and "/" not in path[len(GRUB_D) + 1 :]
+        return path == GRUB or drop_in
+
+    def config_files(self, snap: Snapshot) -> list[str]:
+        return [s.path for s in grub_sources(snap)]
+
+    def configured_line(self, snap: Snapshot) -> str | None:
+        return grub_command_line(snap) if snap.exists(GRUB) else None
+
+    def configured(self, snap: Snapshot) -> Configured:
+        """GRUB_CMDLINE_LINUX then GRUB_CMDLINE_LINUX_DEFAULT, as grub-mkconfig joins them for normal
+        entries (grub2-bls: GRUB_CMDLINE_LINUX, what new kernels' entries get)."""
+        from mlxfix.boot.nextboot import Configured, Token
+        from mlxfix.defaults.evaluate import Unknown
+
+        sources = grub_sources(snap)
+        ev = grub_evaluation(snap)
+        where = GRUB + (" and grub.d" if len(sources) > 1 else "")
+        if ev is None:
+            return Configured(None, f"{where}: cannot be parsed")
+        names = (
+            ["GRUB_CMDLINE_LINUX"]
+            if self.edited == "GRUB_CMDLINE_LINUX"
+            else ["GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT"]
+        )
+        tokens: list[Token] = []
+        texts: list[str] = []
+        for name in names:
+            b = ev.binding(name)
+            if b is None:
+                continue
+            if isinstance(b.value, Unknown):
+                path, line = locate(snap, b.value)
+                return Configured(
+                    None, f"{path}:{line}: {name}: {b.value.reason}" if line else f"{path}: {name}: {b.value.reason}"
+                )
+            runs = b.value
+            text = "".join(r.text for r in runs)
+            texts.append(text)
+            fallback = f"{sources[b.file].path}:{sources[b.file].position(b.assign.start)[0]}" if b.assign is not None else where
+            starts = []
+            pos = 0
+            for r in runs:
+                starts.append(pos)
+                pos += len(r.text)
+            k = 0
+            for t in cmdline.split(text):
+                while k + 1 < len(runs) and starts[k + 1] <= t.start:
+                    k += 1
+                run = runs[k] if runs else None
+                if run is not None and run.literal is not None and 0 <= run.file < len(sources):
+                    origin = f"{sources[run.file].path}:{sources[run.file].position(run.literal.start)[0]}"
+                else:
+                    origin = fallback
+                tokens.append(Token(t.text, f"{origin} ({name})"))
+        joined = " ".join(t for t in texts if t.strip()).strip()
+        return Configured(joined, where, tuple(tokens))
+
+    def plan_edit(self, snap: Snapshot, param: Param) -> ConfigEdit:
+        """The token edit of the setup's grub variable, proved by re-running sh on the result."""
+        from mlxfix.defaults.grubedit import plan_grub_edit
+        from mlxfix.steps import ShellCheck, file_write, readable
+
+        main = readable(snap, GRUB)
+        sources = grub_sources(snap)
+        edit = plan_grub_edit(sources, param, self.edited, self.anchor, grub_evaluation(snap))
+        target = f"{edit.path}:{edit.line}" if edit.line else edit.path
+        target = ", ".join([target, *(fe.path for fe in edit.files if fe.path != edit.path)])
+        why = f"{edit.variable} {'gets' if edit.action != 'present' else 'has'} {param.text}"
+        writes = tuple(file_write(snap.files[fe.path] if fe.path != GRUB else main, fe.after, why) for fe in edit.files)
+        before = grub_command_line(snap)
+        after = command_line_of(edit.checked) if edit.checked is not None else before
+        check = ShellCheck(tuple(s.path for s in sources), edit.variable, edit.after) if edit.changed else None
+        planned = ConfigEdit(
+            target=target,
+            reason=f"apply: {param.text} in {self.edited} of {target or GRUB}",
+            before=before,
+            after=after,
+            changed=edit.changed,
+            writes=writes,
+            check=check,
+            notes=tuple(edit.notes),
+            warnings=tuple(edit.warnings),
+        )
+        planned = self.with_entries(snap, param, planned)
+        if planned.before is None or planned.after is None:
+            unknown = self._unknowable_command_line(sources, grub_evaluation(snap), param)
+            planned = dataclasses.replace(planned, warnings=(*planned.warnings, unknown), unknown=unknown)
+        return planned
+
+    def with_entries(self, snap: Snapshot, param: Param, edit: ConfigEdit) -> ConfigEdit:
+        """What the setup's own tool changes besides the files (grub2-bls: the BLS entries)."""
+        del snap, param
+        return edit
+
+    def _unknowable_command_line(self, sources: Sequence[GrubFile], ev: Evaluation | None, param: Param) -> str:
+        """Say which grub variable makes the kernel command line unknowable before grub-mkconfig runs it
+        (a ``$(...)``, an assignment inside ``if``), and why the edit is still safe, or what is left to check.
+        The edited variable itself is known (the edit would have been refused otherwise): the other one is not."""
+        from mlxfix.defaults.evaluate import Unknown
+
+        variable, anchor = self.edited, self.anchor
+        said = "the kernel command line cannot be known before grub-mkconfig runs"
+        value = ev.value(anchor) if ev is not None else None
+        if not isinstance(value, Unknown):
+            return f"{said}; apply reads grub.cfg back after the regeneration"
+        where = ""
+        if 0 <= value.file < len(sources) and value.pos >= 0:
+            where = f"{sources[value.file].path}:{sources[value.file].position(value.pos)[0]}: "
+        reason = value.reason if value.reason.startswith(anchor) else f"{anchor} is {value.reason}"
+        check = (
+            f"apply reads grub.cfg back after the regeneration and puts the files back if a generated entry lacks {param.text}"
+            " (or says it could not read them; with --no-update, or under --root, run mlxfix status once the command has run)"
+        )
+        if anchor == "GRUB_CMDLINE_LINUX":  # it comes first on the linux line, the edited variable after it
+            last = "the kernel takes the last pci=realloc setting" if param.is_pci else "the kernel takes the last value"
+            why = (
+                f"it is still safe: {variable}, which gets {param.text}, comes after it on the linux line, so a value it"
+                f" gives comes first and cannot override {param.text} ({last}); only a newline or a '--' in it could keep"
+                f" {param.text} from the kernel, and"
+            )
+        else:
+            why = f"{anchor} comes after {variable} on the linux line and could hold a setting that overrides {param.text};"
+        return f"{said}: {where}{reason}, which only sh can compute; {why} {check}"
+
+    def next_boot(self, snap: Snapshot) -> NextBoot:
+        """The generated grub.cfg, the entry its ``default`` (after grubenv's next_entry and
+        saved_entry) picks, and that entry's ``linux`` line as the kernel gets it."""
+        from mlxfix.boot import grubcfg
+        from mlxfix.boot.nextboot import Entry, NextBoot
+
+        path = self.grub_cfg
+        data = snap.data(path)
+        if data is None:
+            info = snap.files.get(path)
+            why = info.problem() if info is not None else "not read"
+            return NextBoot(False, why=f"{path}: {why}")
+        directory = path.rsplit("/", 1)[0]
+        env_data = snap.data(f"{directory}/grubenv")
+        env = grubcfg.parse_grubenv(env_data) if env_data is not None else None
+        custom_path = f"{directory}/custom.cfg"
+        custom = snap.data(custom_path)
+        platform = "efi" if snap.exists(EFI) else "pc"
+        result = grubcfg.next_boot(data, path, env=env, custom=custom, custom_path=custom_path, platform=platform)
+        entries = tuple(Entry(e.name, e.source, e.cmdline, e.recovery, e.generated) for e in result.entries if e.boots_linux)
+        chosen = result.entry
+        entry = (
+            Entry(chosen.name, chosen.source, chosen.cmdline, chosen.recovery, chosen.generated) if chosen is not None else None
+        )
+        return NextBoot(True, entry, result.why, entries, tuple(result.problems))
+
+    def check_reach(self, nb: NextBoot, param: Param) -> None:
+        """The next boot takes a custom entry (40_custom, custom.cfg) with a linux line of its own: an
+        edit of the grub variables is right there and useless."""
+        entry = nb.entry
+        if entry is None or entry.generated or entry.cmdline is None or cmdline.in_effect(entry.cmdline, param):
+            return
+        raise Refused(
+            f"the next boot takes {entry.name!r} ({entry.source}; {nb.why}), an entry with a linux line of its own that does"
+            f" not use {self.edited}: adding {param.text} there would not reach the kernel",
+            path=entry.source.rsplit(":", 1)[0],
+            hint=f"point GRUB_DEFAULT at a generated entry, or add {param.text} to that entry's linux line by hand"
+            " (/etc/grub.d/40_custom or custom.cfg), then run update-grub",
+        )
+
+    def judged_cmdline(self, snap: Snapshot) -> tuple[str | None, str]:
+        nb = self.next_boot(snap)  # what the next boot really gets, when grub.cfg can be read
+        if nb.read and nb.entry is not None and nb.entry.cmdline is not None:
+            return nb.entry.cmdline, f"{nb.entry.source} (the entry the next boot takes: {nb.entry.name})"
+        line = grub_command_line(snap)
+        where = GRUB + (" and grub.d" if snap.globs.get(f"{GRUB_D}/*.cfg") else "")
+        if line is None:
+            them = "them" if " and " in where else "it"
+            return None, f"{where}: not known without running {them} ({_why_unknown(snap)})"
+        return line, where
+
+
+def _why_unknown(snap: Snapshot) -> str:
+    """Why sh's view of the grub files cannot be computed statically, in one phrase with file and line."""
+    from mlxfix.defaults.evaluate import Unknown
+
+    for f in grub_sources(snap):
+        pos = f.binary_at()
+        if pos >= 0:
+            return f"{f.path}:{f.position(pos)[0]} is binary"
+        if f.error is not None:
+            return f"{f.path}:{f.position(f.error.pos)[0]}: {f.error.message}"
+    ev = grub_evaluation(snap)
+    for name in ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT"):
+        value = ev.value(name) if ev is not None else None
+        if isinstance(value, Unknown):
+            path, line = locate(snap, value)
+            return f"{path}:{line}: {name}: {value.reason}" if line else f"{path}: {name}: {value.reason}"
+    return "the grub files cannot be read"

@@ -1,0 +1,214 @@
+"""The one interface every boot setup implements, so that nothing else asks a setup its name.
+
+A boot setup knows where the kernel command line is configured, how to edit it, which commands turn
+the edited files into what the boot loader reads, how to read that back (the entry the next boot
+takes), and what a rollback must undo. The plan, the executor, status and diagnose call these methods;
+adding a setup is one module and one line in ``mlxfix.boot.detect.SETUPS``. Pure code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Self
+
+from mlxfix.digest import sha256
+from mlxfix.errors import FileError, Refused
+from mlxfix.steps import FileWrite
+
+if TYPE_CHECKING:
+    from mlxfix.backup import Manifest, ManifestFile
+    from mlxfix.boot.nextboot import Configured, NextBoot
+    from mlxfix.cmdline import Param
+    from mlxfix.facts import FileInfo, Snapshot
+    from mlxfix.steps import Command, ShellCheck
+
+__all__ = ["BootSetup", "ConfigEdit", "Restore"]
+
+
+@dataclass(frozen=True)
+class ConfigEdit:
+    """A setup's part of an apply plan: what its configured files (and its own tools) change."""
+
+    target: str  # the file (and line) whose setting is edited, for people
+    reason: str  # what the backup is of, in one line
+    before: str | None  # the configured kernel command line before and after (None: not knowable)
+    after: str | None
+    changed: bool
+    writes: tuple[FileWrite, ...] = ()
+    commands: tuple[Command, ...] = ()  # commands that change state themselves (grubby), before the regeneration
+    check: ShellCheck | None = None
+    backup_only: tuple[FileInfo, ...] = ()  # files such a command changes: saved, not written
+    expected_entries: tuple[tuple[str, str], ...] = ()  # BLS entry -> its arguments after grubby
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    unknown: str = ""  # why the configured command line cannot be known before the regeneration
+
+
+@dataclass
+class Restore:
+    """A setup's part of a rollback plan, filled file by file."""
+
+    writes: list[FileWrite] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    expected: dict[str, str] = field(default_factory=dict)  # BLS entry -> its arguments after grubby
+    drift: list[str] = field(default_factory=list)  # files changed after mlxfix wrote them
+    notes: list[str] = field(default_factory=list)
+    changed_by_commands: list[str] = field(default_factory=list)  # saved before the rollback's commands run
+
+
+@dataclass(frozen=True)
+class BootSetup:
+    """A detected (or requested) boot setup and the evidence for it."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    location: ClassVar[str]  # where the command line lives, in words
+    # The grub variable the parameter goes into, or None where no grub defaults file is edited.
+    variable: ClassVar[str | None] = None
+    evidence: tuple[str, ...] = ()
+
+    # -- what it is ----------------------------------------------------------------------------------
+
+    @classmethod
+    def found(cls, snap: Snapshot, evidence: tuple[str, ...]) -> Self:
+        """The setup on the host the snapshot is of (a subclass adds what it reads from it)."""
+        del snap
+        return cls(evidence)
+
+    @classmethod
+    def require(cls, snap: Snapshot) -> None:
+        """--boot-setup NAME skips detection, not what the setup cannot work without: Refused then."""
+
+    def with_evidence(self, *more: str) -> Self:
+        return dataclasses.replace(self, evidence=(*self.evidence, *more))
+
+    @classmethod
+    def reads(cls) -> tuple[list[str], list[str], list[str]]:
+        """Files, listings and globs this setup's next boot is read from, wherever they may be: part of
+        the first batched read (detection has not run yet), so that status needs no second one."""
+        return [], [], []
+
+    def read_request(self) -> tuple[list[str], list[str], list[str]]:
+        """What the read-back after a regeneration asks for: the same, for this very host."""
+        return self.reads()
+
+    # -- the configured layer ------------------------------------------------------------------------
+
+    def owns(self, path: str) -> bool:
+        """Whether ``path`` is one this setup's apply writes or saves (what a backup of it may restore)."""
+        raise NotImplementedError
+
+    def config_files(self, snap: Snapshot) -> list[str]:
+        """The files that configure the command line (checked for modes anyone can write)."""
+        raise NotImplementedError
+
+    def configured(self, snap: Snapshot) -> Configured:
+        """Layer 1: what the regeneration will use, every token with its origin."""
+        raise NotImplementedError
+
+    def configured_line(self, snap: Snapshot) -> str | None:
+        """The configured command line alone (None: it cannot be known without running the files)."""
+        return self.configured(snap).cmdline
+
+    def plan_edit(self, snap: Snapshot, param: Param) -> ConfigEdit:
+        """The edit that makes the configured command line carry ``param``."""
+        raise NotImplementedError
+
+    # -- the generated layer -------------------------------------------------------------------------
+
+    def regenerate(self) -> list[list[str]]:
+        """The commands that turn the edited files into the boot configuration."""
+        raise NotImplementedError
+
+    def next_boot(self, snap: Snapshot) -> NextBoot:
+        """Layer 2: the generated entries and the one the next boot takes (or why it was not read)."""
+        raise NotImplementedError
+
+    def predict(self, entry_cmdline: str | None, edit: ConfigEdit) -> str | None:
+        """The next boot's command line once the edit is regenerated (None: not known before)."""
+        if not edit.changed:
+            return entry_cmdline
+        from mlxfix.boot.nextboot import predict
+
+        return predict(entry_cmdline, edit.before, edit.after)
+
+    def check_reach(self, nb: NextBoot, param: Param) -> None:
+        """Refuse an edit the next boot's entry does not take (Refused); most setups' entries all do."""
+
+    def judged_cmdline(self, snap: Snapshot) -> tuple[str | None, str]:
+        """What diagnose judges a pending reboot by, and where it comes from: the next boot's entry
+        where it can be read, else the configured command line."""
+        nb = self.next_boot(snap)
+        if nb.read and nb.entry is not None and nb.entry.cmdline is not None:
+            return nb.entry.cmdline, f"{nb.entry.source} (the entry the next boot takes: {nb.entry.name})"
+        conf = self.configured(snap)
+        return conf.cmdline, conf.source
+
+    # -- rollback --------------------------------------------------------------------------------------
+
+    def plan_restore(self, snap: Snapshot, manifest: Manifest, stored: dict[str, bytes], param: Param, *, force: bool) -> Restore:
+        """What a rollback of ``manifest`` writes and runs: by default every saved file back byte for byte,
+        a file changed since mlxfix wrote it counted as drift (restored only with ``force``)."""
+        del force
+        out = Restore()
+        for entry in manifest.files:
+            info = snap.files.get(entry.path)
+            refuse_what_mlxfix_never_wrote(manifest, self, entry, info)
+            if not self.restore_special(out, snap, entry, info, stored, param):
+                self.restore_bytes(out, entry, info, stored[entry.path], manifest.id)
+        return out
+
+    def restore_special(
+        self, out: Restore, snap: Snapshot, entry: ManifestFile, info: FileInfo | None, stored: dict[str, bytes], param: Param
+    ) -> bool:
+        """A file this setup undoes its own way (True: done, ``out`` has it)."""
+        del out, snap, entry, info, stored, param
+        return False
+
+    @staticmethod
+    def restore_bytes(out: Restore, entry: ManifestFile, info: FileInfo | None, original: bytes, backup_id: str) -> None:
+        current = info.data if info is not None and info.exists else None
+        if current is not None and sha256(current) == entry.sha256:
+            out.notes.append(f"{entry.path} already holds the backed-up bytes")
+            return
+        if current is None and info is not None and info.exists:
+            raise FileError(info.problem() or "unreadable", path=entry.path)
+        # A file a command wrote (grubby: no written_sha256) is the setup's to judge, before this.
+        if entry.written_sha256 is not None and (sha256(current) if current is not None else None) != entry.written_sha256:
+            out.drift.append(entry.path)
+        out.writes.append(
+            FileWrite(
+                entry.path,
+                current or b"",
+                original,
+                entry.mode,
+                entry.uid,
+                entry.gid,
+                f"restore the bytes saved in backup {backup_id}",
+                existed=current is not None,
+            )
+        )
+
+
+def refuse_what_mlxfix_never_wrote(manifest: Manifest, setup: BootSetup, entry: ManifestFile, info: FileInfo | None) -> None:
+    """A forged or damaged manifest must not loosen another file: a rollback restores only the paths
+    the backup's boot setup owns, never adds mode bits beyond the file's present ones and 0644, and
+    never gives a file to a user other than root or its present owner."""
+    where = f"backup {manifest.id} asks to restore {entry.path}"
+    if not setup.owns(entry.path):
+        raise Refused(f"{where}, which is no file of the {setup.name} boot setup: mlxfix never writes it; refusing the backup")
+    exists = info is not None and info.exists
+    allowed = ((info.mode & 0o7777) if info is not None and exists else 0) | 0o644
+    if entry.mode & 0o7777 & ~allowed:
+        raise Refused(
+            f"{where} with mode {entry.mode & 0o7777:04o}, wider than the file's own and 0644: refusing the backup",
+            path=entry.path,
+        )
+    for kind, wanted, now in (("uid", entry.uid, info.uid if info is not None and exists else 0),
+                              ("gid", entry.gid, info.gid if info is not None and exists else 0)):  # fmt: skip
+        if wanted not in (0, now):
+            raise Refused(
+                f"{where} owned by {kind} {wanted}: mlxfix gives a file only to root or its present owner; refusing the backup",
+                path=entry.path,
+            )
