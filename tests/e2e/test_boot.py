@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from mlxfix.boot.systemd_boot import LOADER_GUID
 from tests.e2e.conftest import SETUPS
 
 if TYPE_CHECKING:
@@ -79,6 +80,14 @@ def test_apply_reboot_verify_rollback(new_guest: Callable[..., Guest], setup: st
     assert json.loads(diag.out)["boot_setup"]["name"] == EXPECTED_SETUP[setup]
     rc, doc = status(g)
     assert (rc, doc["state"]) == (15, "absent")
+    next_boot = doc["next_boot"]
+    assert isinstance(next_boot, dict)
+    assert next_boot["entry"], doc  # the generated entries were read, and the next boot's found
+    if setup.endswith("systemd-boot"):
+        # The vendor GUID of systemd's Boot Loader Interface, as the real systemd-boot that booted this
+        # guest writes its variables (LoaderEntrySelected: the entry it booted).
+        names = g.sh("ls /sys/firmware/efi/efivars").out.split()
+        assert f"LoaderEntrySelected-{LOADER_GUID}" in names, names
 
     dry = no_traceback(g.mlxfix("apply --dry-run"))
     assert dry.rc == 0, str(dry)
