@@ -112,7 +112,7 @@ def _fill(host: Host, plan: Plan, hostname: str, backup_id: str, partial: str) -
     files: list[ManifestFile] = []
     saved: dict[str, bytes] = {}
     sources: list[tuple[str, bytes, int, int, int, bool, str | None]] = [
-        (w.path, w.before, w.mode, w.uid, w.gid, w.existed, w.after_sha256) for w in plan.writes
+        (w.path, w.before, w.mode, w.uid, w.gid, w.existed, None if w.removes else w.after_sha256) for w in plan.writes
     ]
     for info in plan.backup_only:
         assert info.data is not None

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mlxfix.boot.detect import check_setup_name, detect, gather_request
-from mlxfix.errors import Busy, FileError, MlxfixError, Refused
+from mlxfix.errors import Busy, FileError, MlxfixError, Refused, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from mlxfix.backup import Listing, Manifest
     from mlxfix.boot.nextboot import Layers
-    from mlxfix.boot.setup import BootSetup
+    from mlxfix.boot.setup import BootSetup, TrialState
     from mlxfix.diagnose import Diagnosis, Verification
     from mlxfix.execute import Outcome, Progress
     from mlxfix.host.local import Host, Snapshot
@@ -146,9 +146,11 @@ def _interrupted(snap: Snapshot) -> str | None:
     return f"{intent.action} of {intent.started}, backup {intent.backup}"
 
 
-def plan_apply(host: Host, param_text: str, boot_setup: str | None, *, force: bool = False) -> tuple[Plan, Snapshot]:
+def plan_apply(
+    host: Host, param_text: str, boot_setup: str | None, *, force: bool = False, trial: bool = False
+) -> tuple[Plan, Snapshot]:
     from mlxfix.cmdline import Param
-    from mlxfix.plan import make_apply_plan, realloc_on_warning
+    from mlxfix.plan import make_apply_plan, make_trial_plan, realloc_on_warning
 
     param = Param.parse(param_text)
     check_setup_name(boot_setup)
@@ -156,7 +158,15 @@ def plan_apply(host: Host, param_text: str, boot_setup: str | None, *, force: bo
     snap = snapshot(host)
     setup = detect(snap, boot_setup, param.text)
     interrupted = _interrupted(snap)
-    plan = make_apply_plan(snap, setup, param, finishing=interrupted, finishing_backup=_interrupted_backup(snap), force=force)
+    if trial:
+        if interrupted:
+            raise Refused(
+                f"an earlier run was interrupted ({interrupted}): finish it first",
+                hint="run mlxfix apply (or mlxfix rollback), then try again",
+            )
+        plan = make_trial_plan(snap, setup, param, force=force)
+    else:
+        plan = make_apply_plan(snap, setup, param, finishing=interrupted, finishing_backup=_interrupted_backup(snap), force=force)
     if not host.runs_commands and not plan.writes and plan.commands and not interrupted:
         plan = _only_on_the_host(plan, f"the files already hold {param.text}")
     vm = vm_warning(snap)
@@ -183,12 +193,18 @@ def apply(
     progress: Progress | None = None,
     no_update: bool = False,
     force: bool = False,
+    trial: bool = False,
 ) -> ChangeReport:
     """``mlxfix apply``: plan; print it (dry run) or execute it after confirmation. ``force``: write a
-    parameter that turns PCI realloc on (it brings the failure back), with a warning."""
+    parameter that turns PCI realloc on (it brings the failure back), with a warning. ``trial``: arm
+    a one-time boot with the parameter instead, changing nothing the default boot reads."""
     report = ChangeReport("apply", host.label, host.root, dry_run, param)
+    if trial and no_update:
+        report.error = UsageError("--trial and --no-update exclude each other: arming the one-time boot is the trial")
+        report.errors.append(str(report.error))
+        return report
     try:
-        plan, snap = plan_apply(host, param, boot_setup, force=force)
+        plan, snap = plan_apply(host, param, boot_setup, force=force, trial=trial)
         plan = _without_commands(plan, report) if no_update else plan
         report.plan = plan
         report.left_to_run += tuple((argv, "--root: run it on the host itself") for argv in plan.left_to_admin)
@@ -202,7 +218,8 @@ def apply(
         if not confirm(plan):
             raise Refused("not confirmed; nothing was changed", hint=_ASK_AGAIN.format(report.command))
         report.confirmed = True
-        _execute_locked(host, report, lambda: plan_apply(host, param, boot_setup, force=force)[0], no_update, progress)
+        replan = lambda: plan_apply(host, param, boot_setup, force=force, trial=trial)[0]  # noqa: E731
+        _execute_locked(host, report, replan, no_update, progress)
     except MlxfixError as exc:
         _blame_the_login(host, exc)
         report.error = exc
@@ -465,6 +482,7 @@ class StatusReport:
 
 def status(host: Host, param: str, boot_setup: str | None = None) -> StatusReport:
     """``mlxfix status``: one batched read, then the layers and the state (pure)."""
+    from mlxfix import cmdline
     from mlxfix.boot import nextboot
     from mlxfix.cmdline import Param
 
@@ -474,6 +492,17 @@ def status(host: Host, param: str, boot_setup: str | None = None) -> StatusRepor
     setup = detect(snap, boot_setup, p.text)
     lay = nextboot.layers(snap, setup)
     state, warnings = nextboot.state_of(lay, p)
+    trial = setup.trial_state(snap)
+    if trial is not None and trial.armed:
+        warnings.append(
+            f"a one-time boot of {trial.entry!r} is armed: the next boot only tries {p.text}; the boot after it takes"
+            " the default entry again"
+        )
+    elif trial is not None and state == "drift" and lay.running.cmdline is not None and cmdline.in_effect(lay.running.cmdline, p):
+        state = "trial"  # in effect for this boot only
+        warnings.append(f"this boot is a trial boot ({trial.entry!r}): mlxfix apply keeps {p.text} (no second reboot)")
+    elif trial is not None:
+        warnings.append(f"a trial entry ({trial.entry!r}, {trial.source}) is there, not armed: mlxfix rollback removes it")
     warnings += [f"{lay.next_boot.entry.source if lay.next_boot.entry else 'grub.cfg'}: {w}" for w in lay.next_boot.problems]
     warnings += interrupted_warning(snap)
     return StatusReport(host.label, host.root, p.text, setup, lay, state, warnings)
@@ -534,12 +563,39 @@ def diagnose(host: Host, boot_setup: str | None = None) -> Diagnosis:
     diagnosis = diag.analyse(snap, configured, source, log_text, log_source)
     boot_files = ["/etc/default/grub", *snap.globs.get("/etc/default/grub.d/*.cfg", []), KERNEL_CMDLINE]
     warnings = [*diagnosis.warnings, *world_writable(snap, boot_files), *interrupted_warning(snap)]
+    trial = setup.trial_state(snap) if setup is not None else None
+    this_boot_is_a_trial = _trial_boot(snap, trial, configured)
+    if this_boot_is_a_trial:
+        assert trial is not None
+        warnings.append(
+            f"this boot is a trial boot ({trial.entry!r}): the default boot does not have the fix; mlxfix apply keeps it"
+            " (no second reboot), mlxfix rollback removes the trial entry"
+        )
     diagnosis = diagnosis._replace(
         warnings=tuple(warnings),
         boot_setup=(setup.name, setup.title, setup.evidence) if setup is not None else None,
         boot_setup_error=setup_error,
+        trial=this_boot_is_a_trial,
     )
     return diagnosis._replace(advice=diag.advise(diagnosis))  # with the boot setup known now
+
+
+def _trial_boot(snap: Snapshot, trial: TrialState | None, next_default: str | None) -> bool:
+    """Whether the running kernel was booted by a trial entry: one exists, it is spent (not armed),
+    and the running command line is the one it gives (or has the trial's additions that the next,
+    default, boot lacks)."""
+    running = (snap.text("/proc/cmdline") or "").strip()
+    if trial is None or trial.armed or not running:
+        return False
+    if trial.cmdline is not None and running == trial.cmdline:
+        return True
+    if trial.cmdline is None:
+        return False
+    from mlxfix import cmdline
+
+    added = [t.text for t in cmdline.split(trial.cmdline)][-2:]
+    have = {t.text for t in cmdline.split(running)}
+    return all(a in have for a in added) and not (next_default is not None and all(a in next_default.split() for a in added))
 
 
 def interrupted_warning(snap: Snapshot) -> list[str]:

@@ -163,6 +163,7 @@ class Diagnosis(NamedTuple):
     boot_setup: tuple[str, str, tuple[str, ...]] | None = None  # name, title, evidence (None: not detected)
     boot_setup_error: str = ""  # why no boot setup was detected
     log_all: tuple[LogLine, ...] = ()  # every line of this boot's log that matters, the devices' too
+    trial: bool = False  # this boot is a trial boot (apply --trial): the default boot does not have the fix
 
 
 # -- reading the facts ----------------------------------------------------------------------------------

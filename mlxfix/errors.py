@@ -33,6 +33,7 @@ class ExitCode(IntEnum):
     NOT_VERIFIED = 13  # verify: at least one check failed
     DRIFT = 14  # status: configured or running, but the next boot will not have the parameter
     ABSENT = 15  # status: the parameter is nowhere
+    TRIAL = 16  # status: in effect for this boot only (a trial boot); the default boot does not have it
     BUSY = 75  # another mlxfix, dpkg or apt holds the lock (EX_TEMPFAIL: try again later)
     INTERRUPTED = 130  # Ctrl-C
 

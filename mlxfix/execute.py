@@ -177,12 +177,30 @@ def _prove_next_boot(host: Host, plan: Plan, outcome: Outcome) -> None:
     line) is a failure like any other: the files are put back."""
     if plan.action != "apply" or not host.runs_commands or not plan.commands:
         return
+    from mlxfix import cmdline
     from mlxfix.cmdline import Param
 
     files, listings, globs = plan.setup.read_request()
     snap = host.gather(files, listings, globs)
     nb = plan.setup.next_boot(snap)
     param = Param.parse(plan.param)
+    if plan.trial is not None:  # armed: the next boot, once, takes the trial entry, with the parameter
+        armed = nb.entry if nb.read else None
+        if (
+            armed is None
+            or armed.name != plan.trial.entry
+            or armed.cmdline is None
+            or not cmdline.in_effect(armed.cmdline, param)
+        ):
+            took = f"{armed.name!r} ({armed.cmdline})" if armed is not None else (nb.why or "an entry that could not be told")
+            raise CommandFailed(f"after arming, the next boot would take {took}, not the trial entry {plan.trial.entry!r}")
+        outcome.proof = (
+            f"the next boot, once, takes {armed.name!r} ({armed.source}), which has {param.text};"
+            f" the boot after it takes {plan.trial.fallback!r} again"
+        )
+        return
+    if not plan.regenerates:
+        return
     if not nb.read:
         outcome.unproved = f"what the next boot gets could not be read back ({nb.why}): check it before rebooting"
         outcome.warnings.append(outcome.unproved)
@@ -400,6 +418,15 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
         unrestored = _restore(host, manifest, stored, progress, touched, outcome)
         outcome.restored = not unrestored
         unregenerated: list[str] = []
+        if host.runs_commands:
+            for c in plan.commands:  # what a command armed (a one-time boot) is disarmed first
+                if c.undo and c.argv in started:
+                    again = _run(host, c.undo, progress)
+                    outcome.commands.append(
+                        CommandOutcome(c.undo, again.exit_code, again.tail(), f"undoes {c.argv[0]}", again.signal)
+                    )
+                    if not again.ok:
+                        unrestored.append(shlex.join(c.undo))
         if not unrestored and host.runs_commands:
             for c in plan.commands:
                 if c.regenerates and c.argv in started:
@@ -446,6 +473,13 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
         for w in plan.writes:
             expect = w.before_sha256 if w.existed else None
             attempted.add(w.path)  # even a write that fails after its rename must be undone
+            if w.removes:
+                host.remove(w.path)
+                if host.read(w.path).exists:
+                    raise HostError("the file is still there after removing it", path=w.path)
+                outcome.written.append(w.path)
+                progress.step(f"removed {w.path}")
+                continue
             host.write_atomic(w.path, w.after, mode=w.mode, uid=w.uid, gid=w.gid, expect_sha256=expect)
             _verify_written(host, w.path, w.after)
             outcome.written.append(w.path)

@@ -114,6 +114,15 @@ class ChangeResult(_Model):
     next_boot: PlannedNextBoot | None = None  # null where the generated entries cannot be read
     proof: str | None = None  # apply: what the read-back of the generated entries showed
     effect: str | None = None  # "applied", "rolled back", or "re-applied" (the rollback of a rollback)
+    trial: TrialInfo | None = None  # apply --trial: the one-time boot
+
+
+class TrialInfo(_Model):
+    """apply --trial: the one-time boot, and the entry every other boot takes."""
+
+    entry: str | None  # the trial entry (null: nothing to try, the next boot has the parameter)
+    armed: bool  # the next boot takes it (the arming command ran and succeeded)
+    fallback: str | None  # the entry a normal boot takes, after the trial and after a panic
 
 
 class WaitedVerification(_Model):
@@ -199,7 +208,21 @@ def change_result(report: ChangeReport, exit_code: int) -> ChangeResult:
         else None,
         proof=outcome.proof or None if outcome is not None else None,
         effect=plan.effect if plan is not None else None,
+        trial=_trial_info(report) if plan is not None and plan.reason.startswith("apply --trial") else None,
     )
+
+
+def _trial_info(report: ChangeReport) -> TrialInfo:
+    plan, outcome = report.plan, report.outcome
+    assert plan is not None
+    trial = plan.trial
+    if trial is None:  # nothing to try, or armed already
+        armed = any("armed already" in n for n in plan.notes)
+        return TrialInfo(entry=plan.next_entry[0] if armed and plan.next_entry else None, armed=armed, fallback=None)
+    arming = {c.argv for c in trial.commands}
+    ran = [c for c in (outcome.commands if outcome is not None else []) if c.argv in arming]
+    armed = bool(ran) and all(c.exit_code == 0 for c in ran) and report.error is None and not report.dry_run
+    return TrialInfo(entry=trial.entry, armed=armed, fallback=trial.fallback)
 
 
 class BackupFile(_Model):
@@ -552,6 +575,7 @@ class VerifyResult(_Model):
     errors: list[str]
     exit_code: int
     ssh: SshInfo | None = None  # null on the local host
+    trial: bool = False  # this boot is a trial boot (apply --trial): checked, but not yet the default
 
 
 def _log(lines: Iterable[LogLine]) -> list[LogLineInfo]:
@@ -625,4 +649,5 @@ def verify_result(host: str, root: str, v: Verification, param: str, exit_code: 
         warnings=list(v.diagnosis.warnings),
         errors=[],
         exit_code=exit_code,
+        trial=v.diagnosis.trial,
     )

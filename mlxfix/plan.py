@@ -14,7 +14,7 @@ from mlxfix.steps import Command, FileWrite, ShellCheck, unified_diff, world_wri
 
 if TYPE_CHECKING:
     from mlxfix.backup import Manifest
-    from mlxfix.boot.setup import BootSetup
+    from mlxfix.boot.setup import BootSetup, Trial
     from mlxfix.cmdline import Param
     from mlxfix.facts import FileInfo, Snapshot
 
@@ -57,13 +57,16 @@ class Plan(NamedTuple):
     next_unread: str = ""  # why the generated entries could not be read
     cmdline_unknown: str = ""  # why the configured command line cannot be known before the regeneration
     reapplies: bool = False  # rollback: the backup restored holds the parameter (it was saved by a rollback)
+    trial: Trial | None = None  # apply --trial: the one-time boot it arms
+    trial_removed: str = ""  # apply: the trial entry this apply removes (the change is made permanent)
+    running_unknown: bool = False  # no /proc/cmdline: whether a reboot is due is not known
 
     @property
     def effect(self) -> str:
         """What the plan does to the parameter, in words: "applied", "rolled back" or, for a rollback
         that restores the backup of a rollback, "re-applied"."""
         if self.action == "apply":
-            return "applied"
+            return "armed for one boot" if self.trial is not None else "applied"
         return "re-applied" if self.reapplies else "rolled back"
 
     @property
@@ -71,10 +74,15 @@ class Plan(NamedTuple):
         return bool(self.writes) or any(not c.regenerates for c in self.commands)
 
     @property
+    def regenerates(self) -> bool:
+        """Whether the plan regenerates the boot configuration (what the read-back then proves)."""
+        return any(c.regenerates for c in self.commands) or bool(self.expected_entries)
+
+    @property
     def reboot_required(self) -> bool:
-        """A reboot is due: the plan changes what the next boot gets, or the running kernel does not
-        have it yet (configured earlier, not rebooted since)."""
-        return self.changed or self.running_differs
+        """A reboot is due: the running kernel is not what the plan configures (an apply after a trial
+        boot, or a rollback before any reboot, needs none); unknown without /proc/cmdline, so due."""
+        return self.running_differs or (self.running_unknown and self.changed)
 
 
 def realloc_on_warning(param: Param, *, force: bool) -> str:
@@ -118,7 +126,9 @@ def make_apply_plan(
     _, ignored = cmdline.realloc_setting(edit.after or "")
     if ignored:
         warnings.append(f"the kernel ignores {', '.join('pci=' + i for i in ignored)}: only values starting with on/off count")
-    nb = setup.next_boot(snap)  # layer 2 as it is now; unreadable is said, never a reason to stop
+    state = setup.trial_state(snap)
+    # layer 2 as it is now (without a trial entry this apply removes); unreadable is said, never a reason to stop
+    nb = setup.next_boot(setup.without_trial(snap) if state is not None else snap)
     next_before = nb.entry.cmdline if nb.read and nb.entry is not None else None
     next_after = next_before
     stale = ""
@@ -140,11 +150,20 @@ def make_apply_plan(
         notes.append(f"finishing the apply interrupted earlier ({finishing}): the boot configuration is regenerated")
     running = snap.text("/proc/cmdline")
     running_differs = running is not None and not cmdline.in_effect(running.strip(), param)
+    writes = edit.writes
+    trial_removed = ""
+    if state is not None:  # the change is made permanent: the trial entry goes, armed or spent
+        cleanup, disarm = setup.trial_cleanup(snap)
+        writes, commands = (*writes, *cleanup), [*commands, *disarm]
+        trial_removed = state.entry
+        notes.append(f"the trial entry {state.entry!r} ({state.source}) is removed{' and disarmed' if state.armed else ''}")
+    if not running_differs and (edit.changed or commands):
+        notes.append(f"the running kernel has {param.text} already (a trial boot?): no reboot is needed")
     return Plan(
         "apply",
         param.text,
         setup,
-        edit.writes,
+        writes,
         tuple(commands),
         edit.check,
         edit.before,
@@ -156,12 +175,58 @@ def make_apply_plan(
         backup_only=edit.backup_only,
         expected_entries=edit.expected_entries,
         running_differs=running_differs,
+        running_unknown=running is None,
         finishing_backup=finishing_backup,
         next_entry=(nb.entry.name, nb.entry.source, nb.why) if nb.read and nb.entry is not None else None,
         next_before=next_before,
         next_after=next_after,
         next_unread="" if nb.read else nb.why,
         cmdline_unknown=edit.unknown,
+        trial_removed=trial_removed,
+    )
+
+
+def make_trial_plan(snap: Snapshot, setup: BootSetup, param: Param, *, force: bool = False) -> Plan:
+    """The plan that arms a one-time boot of the next boot's entry with ``param``: nothing the default
+    boot reads changes, and the boot loader disarms it before the kernel starts."""
+    notes: list[str] = [f"boot setup: {setup.title}"]
+    warnings: list[str] = [w for w in [realloc_on_warning(param, force=force)] if w]
+    nb = setup.next_boot(snap)
+    trial = setup.plan_trial(snap, param)
+    running = snap.text("/proc/cmdline")
+    running_differs = running is not None and not cmdline.in_effect(running.strip(), param)
+    next_before = nb.entry.cmdline if nb.read and nb.entry is not None else None
+    entry = (nb.entry.name, nb.entry.source, nb.why) if nb.read and nb.entry is not None else None
+    if trial is None:
+        state = setup.trial_state(snap)
+        if state is not None and state.armed:
+            notes.append(f"a one-time boot of {state.entry!r} is armed already: reboot to try it")
+        else:
+            notes.append(f"the next boot has {param.text} already: there is nothing to try")
+        return Plan("apply", param.text, setup, (), (), None, next_before, next_before, tuple(notes), tuple(warnings),
+                    reason=f"apply --trial: {param.text}", running_differs=running_differs,
+                    running_unknown=running is None, next_entry=entry,
+                    next_before=next_before, next_after=next_before)  # fmt: skip
+    notes += trial.notes
+    return Plan(
+        "apply",
+        param.text,
+        setup,
+        trial.writes,
+        trial.commands,
+        None,
+        None,  # the configured command line does not change
+        None,
+        tuple(notes),
+        tuple(warnings),
+        reason=f"apply --trial: a one-time boot of {trial.fallback!r} with {param.text}",
+        target=", ".join(w.path for w in trial.writes),
+        running_differs=running_differs,
+        running_unknown=running is None,
+        next_entry=(trial.entry, ", ".join(w.path for w in trial.writes), "armed for one boot (next_entry)"),
+        next_before=next_before,
+        next_after=trial.cmdline,
+        trial=trial,
     )
 
 
@@ -191,7 +256,7 @@ def make_rollback_plan(
     # What a command (grubby) is about to change is saved first, like every file of an apply: a
     # command that does something else is undone from this rollback's own backup.
     backup_only = tuple(snap.files[p] for p in dict.fromkeys(restore.changed_by_commands) if snap.data(p) is not None)
-    if writes or commands or interrupted:
+    if interrupted or any(setup.regenerated_from(w.path) for w in writes):
         for argv in setup.regenerate():
             commands.append(Command(tuple(argv), "regenerate the boot configuration from the restored files"))
     warnings = [f"--force: overwriting changes made after mlxfix wrote {d}" for d in drift] if force else []
@@ -226,5 +291,6 @@ def make_rollback_plan(
         expected_entries=tuple(sorted(restore.expected.items())),
         drift=tuple(drift),
         running_differs=running_differs,
+        running_unknown=running is None,
         reapplies=reapplies,
     )

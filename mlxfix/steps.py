@@ -29,6 +29,7 @@ class FileWrite(NamedTuple):
     gid: int
     why: str
     existed: bool = True
+    removes: bool = False  # the file is removed, not written (``after`` is empty)
 
     @property
     def before_sha256(self) -> str:
@@ -48,6 +49,7 @@ class Command(NamedTuple):
     argv: tuple[str, ...]
     why: str
     regenerates: bool = True  # False: it changes state itself (grubby); True: it rebuilds from files
+    undo: tuple[str, ...] = ()  # what undoes a command that changes state, when the apply is reversed
 
     def __str__(self) -> str:
         return shlex.join(self.argv)

@@ -124,7 +124,7 @@ def test_json_document_validates_and_keys_are_pinned(host: Path) -> None:
         [
             "version", "mlxfix_version", "command", "host", "root", "dry_run", "changed", "would_change", "param",
             "boot_setup", "target", "cmdline", "files", "backup", "restores", "commands", "reboot_required", "rebooting",
-            "notes", "warnings", "errors", "exit_code", "verification", "ssh", "next_boot", "proof", "effect",
+            "notes", "warnings", "errors", "exit_code", "verification", "ssh", "next_boot", "proof", "effect", "trial",
         ]
     )  # fmt: skip
     assert doc["changed"] is True

@@ -828,3 +828,53 @@ def test_a_bls_rollback_after_a_finishing_run_restores_both_runs_files(tmp_path:
     back = mlxfix(root, "rollback")
     assert back.returncode == 0, back.stderr
     assert (root / "etc/default/grub").read_bytes() == original  # from the interrupted run's backup
+
+
+# -- 1b. crash at any point of a trial (apply --trial) and of its rollback ----------------------------------
+
+
+def _trial_host(tmp_path: Path, name: str) -> Path:
+    root = tmp_path / name
+    shutil.copytree(EXAMPLES / "debian-grub", root, symlinks=True)
+    return root
+
+
+def _custom(root: Path) -> bytes | None:
+    custom = root / "boot/grub/custom.cfg"
+    return custom.read_bytes() if custom.exists() else None
+
+
+def test_every_crash_point_of_a_trial_and_of_its_rollback(tmp_path: Path) -> None:
+    """custom.cfg is absent or whole (never a half-written trial entry), the grub files never change,
+    and the next run finishes or rolls back to one of those states."""
+    done = _trial_host(tmp_path, "done")
+    assert mlxfix(done, "apply", "--trial").returncode == 0
+    armed = _custom(done)
+    assert armed is not None
+    grub_before = grub(done)
+    points = [f"op:{i}" for i in range(1, len(ops(_trial_host(tmp_path, "count"), "apply", "--trial")) + 1)] + STEPS
+    for point in points:
+        crashed = _trial_host(tmp_path, f"crash-{point}")
+        assert mlxfix(crashed, "apply", "--trial", env={"MLXFIX_TEST_CRASH_AT": point}).returncode == -9, point
+        assert _custom(crashed) in (None, armed), point
+        assert grub(crashed) == grub_before, point
+        backups_whole(crashed)
+        back = mlxfix(crashed, "rollback")  # before the first backup there is none: nothing was changed then
+        assert back.returncode in (0, 1), (point, back.stderr)
+        assert _custom(crashed) is None, point
+        assert grub(crashed) == grub_before, point
+        shutil.rmtree(crashed)
+    removes = [s for s in STEPS if not s.startswith("write-")]  # the rollback removes custom.cfg: no write
+    rollback_points = [f"op:{i}" for i in range(1, len(ops(done, "rollback")) + 1)] + removes
+    for point in rollback_points:
+        crashed = _trial_host(tmp_path, f"rb-{point}")
+        assert mlxfix(crashed, "apply", "--trial").returncode == 0
+        assert mlxfix(crashed, "rollback", env={"MLXFIX_TEST_CRASH_AT": point}).returncode == -9, point
+        assert _custom(crashed) in (None, armed), point
+        again = mlxfix(crashed, "rollback")
+        assert again.returncode == 0, (point, again.stderr)
+        assert _custom(crashed) is None, point
+        assert grub(crashed) == grub_before, point
+        clean(crashed)
+        shutil.rmtree(crashed)
+    figure("crash points explored in a trial and its rollback", len(points) + len(rollback_points))

@@ -32,6 +32,7 @@ def config_in_use(snap: Snapshot) -> tuple[str, str]:
 class Grub2(GrubSetup):
     name: ClassVar[str] = "grub2"
     title: ClassVar[str] = "GRUB 2 without BLS (grub2-mkconfig: CentOS 7, openSUSE, ...)"
+    editenv: ClassVar[str] = "grub2-editenv"
     grub_cfg: str = GRUB2_CFG
 
     @classmethod

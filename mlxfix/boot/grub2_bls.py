@@ -15,16 +15,17 @@ from typing import TYPE_CHECKING, ClassVar
 from mlxfix import cmdline
 from mlxfix.boot import bls
 from mlxfix.boot.grub_base import GrubSetup
-from mlxfix.boot.setup import Restore, refuse_what_mlxfix_never_wrote
+from mlxfix.boot.setup import BootSetup, Restore, refuse_what_mlxfix_never_wrote
 from mlxfix.digest import sha256
 from mlxfix.steps import Command
 
 if TYPE_CHECKING:
     from mlxfix.backup import Manifest
     from mlxfix.boot.nextboot import NextBoot
-    from mlxfix.boot.setup import ConfigEdit
+    from mlxfix.boot.setup import ConfigEdit, Trial, TrialState
     from mlxfix.cmdline import Param
     from mlxfix.facts import Snapshot
+    from mlxfix.steps import FileWrite
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class Grub2Bls(GrubSetup):
     def owns(self, path: str) -> bool:
         import fnmatch
 
-        return super().owns(path) or path == bls.GRUBENV or fnmatch.fnmatchcase(path, bls.ENTRIES)
+        drop_in = path.startswith("/etc/default/grub.d/") and path.endswith(".cfg") and path.count("/") == 4
+        return path == "/etc/default/grub" or drop_in or path == bls.GRUBENV or fnmatch.fnmatchcase(path, bls.ENTRIES)
 
     def with_entries(self, snap: Snapshot, param: Param, edit: ConfigEdit) -> ConfigEdit:
         """GRUB_CMDLINE_LINUX is for kernels installed later; grubby changes the entries there are."""
@@ -86,6 +88,21 @@ class Grub2Bls(GrubSetup):
 
     def check_reach(self, nb: NextBoot, param: Param) -> None:
         """Every BLS entry is edited by grubby: nothing is out of the edit's reach."""
+
+    def regenerated_from(self, path: str) -> bool:
+        return BootSetup.regenerated_from(self, path)
+
+    def plan_trial(self, snap: Snapshot, param: Param) -> Trial | None:
+        return BootSetup.plan_trial(self, snap, param)  # (a copied BLS entry and grub2-reboot: not yet)
+
+    def trial_state(self, snap: Snapshot) -> TrialState | None:
+        return BootSetup.trial_state(self, snap)
+
+    def trial_cleanup(self, snap: Snapshot) -> tuple[tuple[FileWrite, ...], tuple[Command, ...]]:
+        return BootSetup.trial_cleanup(self, snap)
+
+    def without_trial(self, snap: Snapshot) -> Snapshot:
+        return snap
 
     def judged_cmdline(self, snap: Snapshot) -> tuple[str | None, str]:
         entry = bls.default_entry(snap)

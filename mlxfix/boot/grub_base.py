@@ -9,21 +9,25 @@ grub2-bls) where the entries' options live: ``grub_debian``, ``grub_mkconfig``, 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from mlxfix import cmdline
-from mlxfix.boot.setup import BootSetup, ConfigEdit
+from mlxfix.boot.setup import BootSetup, ConfigEdit, Restore, Trial, TrialState
 from mlxfix.errors import Refused
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from mlxfix.backup import Manifest
+    from mlxfix.boot import grubcfg
     from mlxfix.boot.nextboot import Configured, NextBoot
     from mlxfix.cmdline import Param
     from mlxfix.defaults.evaluate import Evaluation, Unknown
     from mlxfix.defaults.grubfile import GrubFile
     from mlxfix.facts import Snapshot
+    from mlxfix.steps import Command, FileWrite
 
 __all__ = ["GRUB", "GRUB_CFG", "GRUB_D", "GrubSetup", "command_line_of", "grub_command_line", "grub_evaluation", "grub_sources"]
 
@@ -94,6 +98,7 @@ class GrubSetup(BootSetup):
 
     location: ClassVar[str] = "GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub"
     variable: ClassVar[str | None] = "GRUB_CMDLINE_LINUX_DEFAULT"
+    editenv: ClassVar[str] = "grub-editenv"  # the tool that sets grubenv's variables (never rewritten by hand)
     grub_cfg: str = GRUB_CFG  # the grub.cfg the boot loader reads, and the regeneration writes
 
     @classmethod
@@ -113,7 +118,7 @@ class GrubSetup(BootSetup):
 
     @classmethod
     def reads(cls) -> tuple[list[str], list[str], list[str]]:
-        return [GRUB_CFG, "/boot/grub/grubenv", "/boot/grub/custom.cfg"], [EFI], []
+        return [GRUB_CFG, "/boot/grub/grubenv", "/boot/grub/custom.cfg", "/proc/mounts"], [EFI], []
 
     def read_request(self) -> tuple[list[str], list[str], list[str]]:
         files, listings, globs = self.reads()
@@ -122,7 +127,7 @@ class GrubSetup(BootSetup):
 
     def owns(self, path: str) -> bool:
         drop_in = path.startswith(f"{GRUB_D}/") and path.endswith(".cfg") and "/" not in path[len(GRUB_D) + 1 :]
-        return path == GRUB or drop_in
+        return path in (GRUB, self.custom_cfg) or drop_in  # custom.cfg: where a trial entry goes
 
     def config_files(self, snap: Snapshot) -> list[str]:
         return [s.path for s in grub_sources(snap)]
@@ -246,31 +251,208 @@ class GrubSetup(BootSetup):
             why = f"{anchor} comes after {variable} on the linux line and could hold a setting that overrides {param.text};"
         return f"{said}: {where}{reason}, which only sh can compute; {why} {check}"
 
-    def next_boot(self, snap: Snapshot) -> NextBoot:
-        """The generated grub.cfg, the entry its ``default`` (after grubenv's next_entry and
-        saved_entry) picks, and that entry's ``linux`` line as the kernel gets it."""
+    @property
+    def grubenv(self) -> str:
+        return f"{self.grub_cfg.rsplit('/', 1)[0]}/grubenv"
+
+    @property
+    def custom_cfg(self) -> str:
+        """The custom.cfg 41_custom sources at boot: ${config_directory}, where grub.cfg is."""
+        return f"{self.grub_cfg.rsplit('/', 1)[0]}/custom.cfg"
+
+    def run_grub_cfg(
+        self, snap: Snapshot, *, custom: bytes | None = None, env: dict[str, str] | None = None
+    ) -> grubcfg.NextBootResult | str:
+        """grub.cfg run as GRUB runs it at the next boot (with ``custom`` or ``env`` instead of the
+        files', to see what they would change); a string says why it could not be read."""
         from mlxfix.boot import grubcfg
-        from mlxfix.boot.nextboot import Entry, NextBoot
 
         path = self.grub_cfg
         data = snap.data(path)
         if data is None:
             info = snap.files.get(path)
-            why = info.problem() if info is not None else "not read"
-            return NextBoot(False, why=f"{path}: {why}")
-        directory = path.rsplit("/", 1)[0]
-        env_data = snap.data(f"{directory}/grubenv")
-        env = grubcfg.parse_grubenv(env_data) if env_data is not None else None
-        custom_path = f"{directory}/custom.cfg"
-        custom = snap.data(custom_path)
+            return f"{path}: {info.problem() if info is not None else 'not read'}"
+        if env is None:
+            env_data = snap.data(self.grubenv)
+            env = grubcfg.parse_grubenv(env_data) if env_data is not None else None
+        custom = snap.data(self.custom_cfg) if custom is None else custom
         platform = "efi" if snap.exists(EFI) else "pc"
-        result = grubcfg.next_boot(data, path, env=env, custom=custom, custom_path=custom_path, platform=platform)
+        return grubcfg.next_boot(data, path, env=env, custom=custom, custom_path=self.custom_cfg, platform=platform)
+
+    def next_boot(self, snap: Snapshot) -> NextBoot:
+        """The generated grub.cfg, the entry its ``default`` (after grubenv's next_entry and
+        saved_entry) picks, and that entry's ``linux`` line as the kernel gets it."""
+        from mlxfix.boot.nextboot import Entry, NextBoot
+
+        result = self.run_grub_cfg(snap)
+        if isinstance(result, str):
+            return NextBoot(False, why=result)
         entries = tuple(Entry(e.name, e.source, e.cmdline, e.recovery, e.generated) for e in result.entries if e.boots_linux)
         chosen = result.entry
         entry = (
             Entry(chosen.name, chosen.source, chosen.cmdline, chosen.recovery, chosen.generated) if chosen is not None else None
         )
         return NextBoot(True, entry, result.why, entries, tuple(result.problems))
+
+    def regenerated_from(self, path: str) -> bool:
+        return path != self.custom_cfg  # GRUB reads custom.cfg itself, at boot
+
+    def plan_trial(self, snap: Snapshot, param: Param) -> Trial | None:
+        """A copy of the next boot's entry in custom.cfg, with the parameter (and panic=10, so that a
+        panic reboots into the old default), armed with grub-editenv's next_entry."""
+        from mlxfix.boot import grub_trial, grubcfg
+        from mlxfix.steps import Command, FileWrite
+
+        result = self.run_grub_cfg(snap)
+        instead = "apply without --trial (the default boot changes; mlxfix rollback undoes it), with console access at hand"
+        if isinstance(result, str):
+            raise Refused(f"cannot arm a one-time boot: {result}", hint=instead)
+        text = snap.text(self.grub_cfg) or ""
+        if "save_env next_entry" not in text:
+            raise Refused(
+                f"{self.grub_cfg} never clears next_entry (no 'save_env next_entry' of 00_header): a one-time boot would"
+                " boot every time",
+                path=self.grub_cfg,
+                hint=instead,
+            )
+        if not re.search(r"^\s*source\s+\S*custom\.cfg\s*$", text, re.MULTILINE):
+            raise Refused(
+                f"{self.grub_cfg} does not source custom.cfg (no 41_custom hook): GRUB would not see a trial entry",
+                path=self.grub_cfg,
+                hint=instead,
+            )
+        why = grub_trial.unwritable(snap, self.grub_cfg.rsplit("/", 1)[0])
+        if why:
+            raise Refused(
+                f"{why}: GRUB could not clear next_entry at boot (save_env), so a one-time boot would boot every time",
+                hint=instead,
+            )
+        env_data = snap.data(self.grubenv)
+        env = grubcfg.parse_grubenv(env_data) if env_data is not None else {}
+        custom = snap.data(self.custom_cfg)
+        if env.get("next_entry") == grub_trial.TRIAL_ID and grub_trial.present(custom):
+            return None  # armed already
+        entry = result.entry
+        if entry is None or entry.cmdline is None:
+            raise Refused(
+                f"cannot arm a one-time boot: which entry the next boot takes is not known ({result.why})", hint=instead
+            )
+        if cmdline.in_effect(entry.cmdline, param):
+            return None
+        if entry.path == self.custom_cfg and grub_trial.present(custom):
+            raise Refused(
+                f"the next boot takes {entry.name!r} from {self.custom_cfg}, beside an old trial entry: run mlxfix rollback first"
+            )
+        add = [param.text] + ([] if any(t.key == "panic" for t in cmdline.split(entry.cmdline)) else ["panic=10"])
+        block = grub_trial.copy_entry(snap.text(entry.path) or "", entry, add)
+        after = grub_trial.with_block(custom, block)
+        tried = self.run_grub_cfg(snap, custom=after, env={**env, "next_entry": grub_trial.TRIAL_ID})
+        normal = self.run_grub_cfg(snap, custom=after, env={k: v for k, v in env.items() if k != "next_entry"})
+        # Proved on the same model of GRUB before anything is written: armed, the trial entry boots
+        # with the parameter; disarmed (after the one boot), the default is the entry it was.
+        if isinstance(tried, str) or tried.entry is None or tried.entry.id != grub_trial.TRIAL_ID:
+            raise Refused(f"the trial entry written to {self.custom_cfg} would not be the one-time boot: not armed")
+        if tried.entry.cmdline is None or not cmdline.in_effect(tried.entry.cmdline, param):
+            raise Refused(f"the trial entry would not give the kernel {param.text} ({tried.entry.cmdline}): not armed")
+        if (
+            isinstance(normal, str)
+            or normal.entry is None
+            or (normal.entry.name, normal.entry.cmdline) != (entry.name, entry.cmdline)
+        ):
+            raise Refused("with the trial entry, a normal boot would not take the entry it takes now: not armed")
+        info = snap.files.get(self.custom_cfg)
+        existed = custom is not None
+        write = FileWrite(
+            self.custom_cfg,
+            custom or b"",
+            after,
+            info.mode if info is not None and existed else 0o644,
+            info.uid if info is not None and existed else 0,
+            info.gid if info is not None and existed else 0,
+            f"a one-time boot entry: {entry.name!r} with {' '.join(add)}",
+            existed=existed,
+        )
+        tool = self.editenv
+        arm = Command(
+            (tool, self.grubenv, "set", f"next_entry={grub_trial.TRIAL_ID}"),
+            "arm the one-time boot: GRUB boots it once, and clears next_entry before the kernel starts",
+            regenerates=False,
+            undo=(tool, self.grubenv, "unset", "next_entry"),
+        )
+        return Trial(
+            entry=tried.entry.name,
+            fallback=entry.name,
+            cmdline=tried.entry.cmdline,
+            writes=(write,),
+            commands=(arm,),
+            notes=(f"the trial copies {entry.name!r} ({entry.source}); a normal boot still takes it",),
+        )
+
+    def trial_state(self, snap: Snapshot) -> TrialState | None:
+        from mlxfix.boot import grub_trial, grubcfg
+
+        if not grub_trial.present(snap.data(self.custom_cfg)):
+            return None
+        env_data = snap.data(self.grubenv)
+        armed = env_data is not None and grubcfg.parse_grubenv(env_data).get("next_entry") == grub_trial.TRIAL_ID
+        result = self.run_grub_cfg(snap)
+        found = [] if isinstance(result, str) else [e for e in result.entries if e.id == grub_trial.TRIAL_ID]
+        if not found:
+            return TrialState("mlxfix trial", armed, None, self.custom_cfg)
+        return TrialState(found[0].name, armed, found[0].cmdline, found[0].source)
+
+    def without_trial(self, snap: Snapshot) -> Snapshot:
+        from mlxfix.boot import grub_trial
+
+        new: dict[str, bytes] = {}
+        custom, env = snap.data(self.custom_cfg), snap.data(self.grubenv)
+        if custom is not None and grub_trial.present(custom):
+            new[self.custom_cfg] = grub_trial.strip(custom)
+        if env is not None:
+            new[self.grubenv] = grub_trial.disarmed(env)
+        return snap.with_files(new) if new else snap
+
+    def trial_cleanup(self, snap: Snapshot) -> tuple[tuple[FileWrite, ...], tuple[Command, ...]]:
+        from mlxfix.boot import grub_trial, grubcfg
+        from mlxfix.steps import Command, FileWrite
+
+        info = snap.files.get(self.custom_cfg)
+        data = snap.data(self.custom_cfg)
+        writes: tuple[FileWrite, ...] = ()
+        if info is not None and data is not None and grub_trial.present(data):
+            rest = grub_trial.strip(data)
+            gone = not rest.strip()  # it held the trial entry only: mlxfix made it
+            why = "remove the trial entry" + (" (the file held nothing else)" if gone else "")
+            writes = (FileWrite(self.custom_cfg, data, b"" if gone else rest, info.mode, info.uid, info.gid, why, removes=gone),)
+        env_data = snap.data(self.grubenv)
+        commands: tuple[Command, ...] = ()
+        if env_data is not None and grubcfg.parse_grubenv(env_data).get("next_entry") == grub_trial.TRIAL_ID:
+            commands = (Command((self.editenv, self.grubenv, "unset", "next_entry"), "disarm the trial boot", regenerates=False),)
+        return writes, commands
+
+    def plan_restore(self, snap: Snapshot, manifest: Manifest, stored: dict[str, bytes], param: Param, *, force: bool) -> Restore:
+        """As for any setup, but a rollback never brings a trial entry back (a backup taken after a
+        trial holds it) and disarms one that is armed."""
+        from mlxfix.boot import grub_trial
+
+        out = super().plan_restore(snap, manifest, stored, param, force=force)
+        kept = []
+        for w in out.writes:
+            if w.path == self.custom_cfg and not w.removes and grub_trial.present(w.after):
+                rest = grub_trial.strip(w.after)
+                if rest == w.before or (not w.existed and not rest.strip()):
+                    out.notes.append(
+                        f"{w.path}: as it was before backup {manifest.id}, but for its trial entry (not brought back)"
+                    )
+                    continue
+                w = w._replace(after=rest, why=f"{w.why}, without its trial entry")  # noqa: PLW2901
+            kept.append(w)
+        out.writes = kept
+        cleanup_writes, disarm = self.trial_cleanup(snap)
+        if not any(w.path == self.custom_cfg for w in out.writes) and grub_trial.present(snap.data(self.custom_cfg)):
+            out.writes += list(cleanup_writes)  # a trial armed after this backup was taken
+        out.commands += list(disarm)
+        return out
 
     def check_reach(self, nb: NextBoot, param: Param) -> None:
         """The next boot takes a custom entry (40_custom, custom.cfg) with a linux line of its own: an

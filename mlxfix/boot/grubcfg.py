@@ -269,6 +269,7 @@ class Block:
     words: tuple[Word, ...]
     body: tuple[Node, ...]
     line: int
+    end: int = 0  # the line of its closing brace
 
 
 Node = Command | If | Block
@@ -330,8 +331,9 @@ class _Parser:
                 raise GrubSyntaxError("unexpected '}'", brace.line)
             self.i += 1
             body = self.statements(frozenset({"}"}))
+            end = self.line()
             self.i += 1
-            return Block(word, tuple(words[1:]), body, t.line)
+            return Block(word, tuple(words[1:]), body, t.line, end)
         return Command(tuple(words), t.line)
 
     def if_(self) -> If:
@@ -374,6 +376,9 @@ class GrubEntry:
     recovery: bool
     generated: bool  # written by a grub.d script that uses GRUB_CMDLINE_LINUX* (10_linux and its kind)
     boots_linux: bool
+    path: str = ""  # the file that defines it, and the lines of its menuentry block there
+    span: tuple[int, int] = (0, 0)
+    linux_line: int = 0  # the line of its (last) linux command, 0 without one
 
 
 @dataclass
@@ -862,12 +867,15 @@ def _entry(run: _Run, item: MenuItem, name: str) -> GrubEntry:
             "recovery" in title_l or "rescue" in title_l,
             item.generated,
             False,
+            item.path,
+            (item.block.line, item.block.end),
         )
     argv, line = found[-1]
     cmdline = "BOOT_IMAGE=" + _loader_cmdline(argv) if argv else ""
     image = argv[0] if argv else ""
     recovery = "(recovery mode)" in title_l or "rescue" in title_l or "rescue" in image or "single" in argv[1:]
-    return GrubEntry(name, item.id, f"{item.path}:{line}", cmdline, recovery, item.generated, True)
+    span = (item.block.line, item.block.end)
+    return GrubEntry(name, item.id, f"{item.path}:{line}", cmdline, recovery, item.generated, True, item.path, span, line)
 
 
 def _loader_cmdline(argv: list[str]) -> str:

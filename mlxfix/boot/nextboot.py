@@ -42,6 +42,7 @@ STATE_EXIT = {
     "pending-reboot": ExitCode.PENDING_REBOOT,
     "drift": ExitCode.DRIFT,
     "absent": ExitCode.ABSENT,
+    "trial": ExitCode.TRIAL,
 }
 
 

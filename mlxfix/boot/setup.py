@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mlxfix.facts import FileInfo, Snapshot
     from mlxfix.steps import Command, ShellCheck
 
-__all__ = ["BootSetup", "ConfigEdit", "Restore"]
+__all__ = ["BootSetup", "ConfigEdit", "Restore", "Trial", "TrialState"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,28 @@ class ConfigEdit:
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     unknown: str = ""  # why the configured command line cannot be known before the regeneration
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A one-time boot of the next boot's entry with the parameter: what arms it."""
+
+    entry: str  # the trial entry, as the boot menu names it
+    fallback: str | None  # the entry a normal boot takes (unchanged)
+    cmdline: str | None  # what the trial boot's kernel gets
+    writes: tuple[FileWrite, ...] = ()
+    commands: tuple[Command, ...] = ()  # what arms it (each with its undo)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrialState:
+    """A trial entry found on the host: armed (the next boot takes it) or spent."""
+
+    entry: str
+    armed: bool
+    cmdline: str | None
+    source: str
 
 
 @dataclass
@@ -133,6 +155,37 @@ class BootSetup:
 
         return predict(entry_cmdline, edit.before, edit.after)
 
+    def regenerated_from(self, path: str) -> bool:
+        """Whether a change of ``path`` needs the regeneration to reach the boot loader (a file the
+        boot loader reads itself, such as GRUB's custom.cfg, does not)."""
+        del path
+        return True
+
+    # -- a one-time boot -------------------------------------------------------------------------------
+
+    def plan_trial(self, snap: Snapshot, param: Param) -> Trial | None:
+        """What arms a one-time boot with ``param`` (None: one is armed already, or the next boot has it).
+        Refused, with the reason and what to do instead, where this host cannot boot once safely."""
+        del snap, param
+        raise Refused(
+            f"a one-time boot (--trial) is not available for {self.title}: mlxfix cannot arm one there yet",
+            hint="apply without --trial (the default boot changes; mlxfix rollback undoes it), with console access at hand",
+        )
+
+    def trial_state(self, snap: Snapshot) -> TrialState | None:
+        """The trial entry on this host, if there is one."""
+        del snap
+        return None
+
+    def without_trial(self, snap: Snapshot) -> Snapshot:
+        """The host as it will be once its trial entry is removed and disarmed (to predict the next boot)."""
+        return snap
+
+    def trial_cleanup(self, snap: Snapshot) -> tuple[tuple[FileWrite, ...], tuple[Command, ...]]:
+        """What removes a trial entry (armed or spent) and disarms it: done by apply and by rollback."""
+        del snap
+        return (), ()
+
     def check_reach(self, nb: NextBoot, param: Param) -> None:
         """Refuse an edit the next boot's entry does not take (Refused); most setups' entries all do."""
 
@@ -169,6 +222,17 @@ class BootSetup:
     @staticmethod
     def restore_bytes(out: Restore, entry: ManifestFile, info: FileInfo | None, original: bytes, backup_id: str) -> None:
         current = info.data if info is not None and info.exists else None
+        if not entry.existed:  # the apply made it: the rollback removes it
+            if current is None and not (info is not None and info.exists):
+                out.notes.append(f"{entry.path} did not exist before backup {backup_id}, and does not now")
+                return
+            if current is None:
+                raise FileError((info.problem() if info is not None else None) or "unreadable", path=entry.path)
+            if entry.written_sha256 is not None and sha256(current) != entry.written_sha256:
+                out.drift.append(entry.path)
+            why = f"remove it: it did not exist before backup {backup_id}"
+            out.writes.append(FileWrite(entry.path, current, b"", entry.mode, entry.uid, entry.gid, why, removes=True))
+            return
         if current is not None and sha256(current) == entry.sha256:
             out.notes.append(f"{entry.path} already holds the backed-up bytes")
             return

@@ -110,6 +110,8 @@ def render_plan(plan: Plan, out: TextIO, style: Style, *, runs_commands: bool = 
         p(f"  after:  {_shown(plan.next_after, '(not predicted: the entry is not made from the configured command line)')}\n")
     elif plan.next_unread:
         p(f"\n{style.bold('Next boot')}: {plan.next_unread}\n")
+    if plan.trial is not None:
+        p(f"After that one boot: {plan.trial.fallback!r} again, as now (nothing the default boot reads changes).\n")
     if plan.commands:
         p(f"\n{style.bold('Commands:')}\n")
         for c in plan.commands:
@@ -167,7 +169,9 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
             p(style.green(f"Nothing to do{on}: the files already hold what backup {plan.backup_id} saved.") + "\n")
         return
     if report.dry_run:
-        verb = {"applied": "apply", "rolled back": "roll back"}.get(plan.effect, f"re-apply {plan.param}")
+        verb = {"applied": "apply", "rolled back": "roll back", "armed for one boot": "arm the one-time boot"}.get(
+            plan.effect, f"re-apply {plan.param}"
+        )
         p(f"Dry run{on}: nothing was changed. Run without --dry-run to {verb}.")
         p(" The change would take effect only after a reboot.\n" if plan.reboot_required else "\n")
         return
@@ -176,6 +180,13 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
         pending = [shlex.join(argv) for argv, _ in report.left_to_run] + [
             shlex.join(c.argv) for c in outcome.commands if c.exit_code is None
         ]
+        if pending and plan.trial is not None:
+            todo = "; ".join(dict.fromkeys(pending))
+            p(
+                style.yellow(f"Files written{on}: the trial entry, in the files only.")
+                + f" It is armed once this runs on the host: {todo}; then reboot.\n"
+            )
+            return
         if pending:
             todo = "; ".join(dict.fromkeys(pending))
             p(
@@ -183,7 +194,24 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
                 + f" It reaches the boot configuration once this runs: {todo}; then reboot.\n"
             )
             return
-        p(style.green(f"Done{on}: {plan.param} {verb}.") + " The change takes effect only after a reboot.\n")
+        if plan.trial is not None:
+            p(
+                style.green(f"Done{on}: a one-time boot with {plan.param} is armed ({plan.trial.entry!r}).")
+                + " Reboot to try it.\n"
+            )
+            if outcome.proof:
+                p(f"Checked: {outcome.proof}.\n")
+            p(
+                "After the trial boot: mlxfix verify; then mlxfix apply keeps it (no second reboot),"
+                " or mlxfix rollback removes the trial entry.\n"
+            )
+            return
+        after = (
+            " The change takes effect only after a reboot."
+            if plan.reboot_required
+            else " No reboot is needed: the running kernel is already as configured."
+        )
+        p(style.green(f"Done{on}: {plan.param} {verb}.") + after + "\n")
         if outcome.proof:
             p(f"Checked: {outcome.proof}.\n")
 
@@ -258,7 +286,12 @@ def render_verification(v: Verification, out: TextIO, style: Style) -> None:
     for c in v.checks:
         mark = style.green("ok  ") if c.ok else style.red("FAIL")
         p(f"  [{mark}] {c.name}: {c.detail}\n")
-    if v.ok:
+    if v.ok and v.diagnosis.trial:
+        p(
+            style.green("Verified, on a trial boot: the fix is in effect and the Mellanox devices work.")
+            + " To keep it: mlxfix apply\n"
+        )
+    elif v.ok:
         p(style.green("Verified: the fix is in effect and the Mellanox devices work.") + "\n")
     else:
         failed = ", ".join(c.name for c in v.checks if not c.ok)
@@ -272,6 +305,7 @@ _STATES = {
     "pending-reboot": "PENDING REBOOT: the next boot has {param}, the running kernel does not yet",
     "drift": "DRIFT: {param} is configured or running, but the next boot will not have it",
     "absent": "ABSENT: {param} is nowhere: not configured, not generated, not running",
+    "trial": "TRIAL: {param} is in effect for this boot only (a trial boot); the default boot does not have it",
 }
 
 
@@ -288,6 +322,8 @@ def _advice_for(report: StatusReport) -> str:
         return "run mlxfix apply: it regenerates the boot configuration and checks what the next boot gets"
     if state == "absent":
         return "run mlxfix diagnose, then mlxfix apply --dry-run"
+    if state == "trial":
+        return "run mlxfix verify; then mlxfix apply keeps it (no second reboot), or mlxfix rollback removes the trial entry"
     return ""
 
 

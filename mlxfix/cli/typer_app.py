@@ -496,6 +496,15 @@ def apply(
         ),
     ] = False,
     no_update: NoUpdateOpt = False,
+    trial: Annotated[
+        bool,
+        typer.Option(
+            "--trial",
+            help="Boot the parameter once: arm a one-time boot of the entry the next boot takes, with the parameter"
+            " (and panic=10), changing nothing the default boot reads. A hang or panic falls back to the old default"
+            " at the next (power) cycle. Afterwards: mlxfix verify; mlxfix apply keeps it, mlxfix rollback removes it.",
+        ),
+    ] = False,
     reboot: RebootOpt = None,
     wait: WaitOpt = False,
     wait_timeout: WaitTimeoutOpt = 900,
@@ -509,7 +518,7 @@ def apply(
 
     Backs up every file it changes, writes atomically, validates with sh, regenerates the boot
     configuration (update-grub, grub2-mkconfig, grubby, proxmox-boot-tool...) and offers a reboot.
-    Already applied: nothing changes and the exit code is 0.
+    Already applied: nothing changes and the exit code is 0. With --trial, the next boot only tries it.
     """
     from mlxfix import commands
     from mlxfix.cli.render import Style
@@ -531,6 +540,7 @@ def apply(
         progress=progress,
         no_update=no_update,
         force=force,
+        trial=trial,
     )
     _finish_change(
         report,

@@ -1,0 +1,242 @@
+"""apply --trial for GRUB (issue 14) on grub.cfg files the real update-grub wrote, armed with the real
+grub-editenv: the copied entry, what GRUB will boot once and after, rollback, the permanent apply,
+and the refusals. That GRUB itself clears next_entry at boot is proved by the boot suite (tests/e2e)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from typing import TYPE_CHECKING
+
+import pytest
+
+from mlxfix.boot import grub_trial, grubcfg
+from tests.boot import test_update_grub
+from tests.boot.test_update_grub import mlxfix
+from tests.test_status import regenerate
+from tests.trees import json_of
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+sandbox = test_update_grub.sandbox  # the fixture: Debian's defaults, a kernel in /boot, a state dir
+
+P = "pci=realloc=off"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
+
+
+def grubenv(sandbox: Path) -> dict[str, str]:
+    """grubenv as the real grub-editenv lists it."""
+    env = sandbox / "boot" / "grub" / "grubenv"
+    if not env.exists():
+        return {}
+    out = subprocess.run(["grub-editenv", str(env), "list"], capture_output=True, text=True, check=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def what_grub_boots(sandbox: Path) -> grubcfg.NextBootResult:
+    """grub.cfg run as GRUB will run it, with the grubenv and custom.cfg on disk."""
+    grub = sandbox / "boot" / "grub"
+    custom = grub / "custom.cfg"
+    env = grub / "grubenv"
+    return grubcfg.next_boot(
+        (grub / "grub.cfg").read_bytes(),
+        "/boot/grub/grub.cfg",
+        env=grubcfg.parse_grubenv(env.read_bytes()) if env.exists() else None,
+        custom=custom.read_bytes() if custom.exists() else None,
+        custom_path="/boot/grub/custom.cfg",
+    )
+
+
+def trial(sandbox: Path, *args: str) -> tuple[int, dict[str, object], str]:
+    proc = mlxfix(sandbox, "apply", "--trial", "--yes", "--no-reboot", "--json", *args)
+    doc = json_of(proc.stdout)
+    assert isinstance(doc, dict), proc.stderr
+    return proc.returncode, doc, proc.stderr
+
+
+def test_trial_arms_a_copy_of_the_next_boot_and_changes_nothing_the_default_boot_reads(sandbox: Path) -> None:
+    regenerate(sandbox)
+    grub, cfg = sandbox / "default" / "grub", sandbox / "boot" / "grub" / "grub.cfg"
+    before = (digest(grub), digest(cfg))
+    default = what_grub_boots(sandbox).entry
+    assert default is not None
+    assert default.cmdline is not None
+
+    code, doc, err = trial(sandbox)
+    assert code == 0, err
+    assert doc["trial"] == {"entry": "mlxfix trial: Debian GNU/Linux", "armed": True, "fallback": "Debian GNU/Linux"}
+    assert (digest(grub), digest(cfg)) == before  # the default boot reads the same bytes
+    assert grubenv(sandbox)["next_entry"] == grub_trial.TRIAL_ID
+
+    custom = sandbox / "boot" / "grub" / "custom.cfg"
+    check = subprocess.run(["grub-script-check", str(custom)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr  # GRUB's own parser takes it
+    assert "savedefault" not in custom.read_text()
+
+    code, again, err = trial(sandbox)  # armed already: nothing changes
+    assert code == 0, err
+    assert again["changed"] is False
+    assert again["trial"] == {"entry": "mlxfix trial: Debian GNU/Linux", "armed": True, "fallback": None}
+
+    once = what_grub_boots(sandbox).entry  # armed: the trial entry, the default's line plus the parameter
+    assert once is not None
+    assert once.id == grub_trial.TRIAL_ID
+    assert once.cmdline == f"{default.cmdline} {P} panic=10"
+    # What 00_header does at boot (set next_entry=, save_env next_entry), done with the real tool:
+    subprocess.run(["grub-editenv", str(sandbox / "boot/grub/grubenv"), "unset", "next_entry"], check=True)
+    after = what_grub_boots(sandbox).entry
+    assert after is not None
+    assert (after.name, after.cmdline) == (default.name, default.cmdline)  # every other boot: the old default
+
+
+def test_rollback_removes_the_trial_and_disarms_it(sandbox: Path) -> None:
+    regenerate(sandbox)
+    cfg = sandbox / "boot" / "grub" / "grub.cfg"
+    before = digest(cfg)
+    code, _, err = trial(sandbox)
+    assert code == 0, err
+    proc = mlxfix(sandbox, "rollback", "--yes", "--no-reboot", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert not (sandbox / "boot" / "grub" / "custom.cfg").exists()
+    assert "next_entry" not in grubenv(sandbox)
+    assert digest(cfg) == before  # nothing to regenerate: GRUB reads custom.cfg itself
+    rolled = json_of(proc.stdout)
+    assert isinstance(rolled, dict)
+    assert not any(c["argv"][0] == "update-grub" for c in rolled["commands"])  # type: ignore[index]
+
+
+def test_an_admins_custom_cfg_is_kept_byte_for_byte(sandbox: Path) -> None:
+    regenerate(sandbox)
+    custom = sandbox / "boot" / "grub" / "custom.cfg"
+    mine = b"menuentry 'Memtest' --id memtest {\n\tlinux16 /memtest86+.bin\n}\n"
+    custom.write_bytes(mine)
+    custom.chmod(0o600)
+    code, _, err = trial(sandbox)
+    assert code == 0, err
+    assert custom.read_bytes().startswith(mine)
+    assert oct(custom.stat().st_mode & 0o777) == "0o600"
+    proc = mlxfix(sandbox, "rollback", "--yes", "--no-reboot")
+    assert proc.returncode == 0, proc.stderr
+    assert custom.read_bytes() == mine
+
+
+def test_apply_after_a_trial_makes_it_permanent_and_removes_the_trial(sandbox: Path) -> None:
+    regenerate(sandbox)
+    code, _, err = trial(sandbox)
+    assert code == 0, err
+    proc = mlxfix(sandbox, "apply", "--yes", "--no-reboot", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json_of(proc.stdout)
+    assert isinstance(doc, dict)
+    assert any("trial entry" in n for n in doc["notes"])  # type: ignore[union-attr]
+    assert not (sandbox / "boot" / "grub" / "custom.cfg").exists()
+    assert "next_entry" not in grubenv(sandbox)
+    assert P in (sandbox / "default" / "grub").read_text()
+    entry = what_grub_boots(sandbox).entry
+    assert entry is not None
+    assert entry.cmdline is not None
+    assert P in entry.cmdline.split()
+    # and its rollback does not bring the trial entry back
+    proc = mlxfix(sandbox, "rollback", "--yes", "--no-reboot")
+    assert proc.returncode == 0, proc.stderr
+    assert not (sandbox / "boot" / "grub" / "custom.cfg").exists()
+    assert P not in (sandbox / "default" / "grub").read_text()
+
+
+def test_dry_run_shows_the_trial_and_changes_nothing(sandbox: Path) -> None:
+    regenerate(sandbox)
+    proc = mlxfix(sandbox, "apply", "--trial", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "mlxfix trial: Debian GNU/Linux" in proc.stdout
+    assert f"grub-editenv /boot/grub/grubenv set next_entry={grub_trial.TRIAL_ID}" in proc.stdout
+    assert not (sandbox / "boot" / "grub" / "custom.cfg").exists()
+    assert "next_entry" not in grubenv(sandbox)
+
+
+# -- refusals, on trees (--root: the tree's /proc/mounts and grub.cfg) -------------------------------------
+
+
+@pytest.fixture
+def tree(sandbox: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --root tree holding a grub.cfg the real update-grub wrote."""
+    regenerate(sandbox)
+    root = tmp_path_factory.mktemp("tree")
+    shutil.copytree(sandbox / "default", root / "etc" / "default")
+    shutil.copytree(sandbox / "boot", root / "boot")
+    (root / "proc").mkdir()
+    (root / "proc" / "cmdline").write_text("BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet\n")
+    (root / "proc" / "mounts").write_text("/dev/sda1 / ext4 rw,relatime 0 0\n")
+    (root / "usr" / "sbin").mkdir(parents=True)
+    for tool in ("update-grub", "grub-mkconfig"):
+        (root / "usr" / "sbin" / tool).write_text("#!/bin/sh\n")
+        (root / "usr" / "sbin" / tool).chmod(0o755)
+    return root
+
+
+def run_tree(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(test_update_grub.Path(__file__).parents[2])}
+    return subprocess.run(
+        [sys.executable, "-m", "mlxfix", "apply", "--trial", "--yes", "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_under_root_the_trial_entry_is_written_and_arming_is_left_to_the_host(tree: Path) -> None:
+    proc = run_tree(tree, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json_of(proc.stdout)
+    assert isinstance(doc, dict)
+    assert doc["trial"] == {"entry": "mlxfix trial: Debian GNU/Linux", "armed": False, "fallback": "Debian GNU/Linux"}
+    assert grub_trial.present((tree / "boot" / "grub" / "custom.cfg").read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("mounts", "why"),
+    [
+        ("rpool/ROOT/pve-1 / zfs rw,xattr,noacl 0 0\n", "on zfs"),
+        ("/dev/sda2 / btrfs rw,subvol=/@ 0 0\n", "on btrfs"),
+        ("/dev/sda1 / ext4 rw 0 0\n/dev/mapper/vg0-boot /boot ext4 rw 0 0\n", "device-mapper volume (LVM or LUKS)"),
+        ("/dev/md0 / ext4 rw 0 0\n", "software RAID"),
+    ],
+)
+def test_refused_where_grub_cannot_clear_next_entry(tree: Path, mounts: str, why: str) -> None:
+    (tree / "proc" / "mounts").write_text(mounts)
+    proc = run_tree(tree)
+    assert proc.returncode == 1
+    assert why in proc.stderr
+    assert "GRUB could not clear next_entry" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tree / "boot" / "grub" / "custom.cfg").exists()
+
+
+def test_refused_without_the_custom_cfg_hook(tree: Path) -> None:
+    cfg = tree / "boot" / "grub" / "grub.cfg"
+    text = cfg.read_text()
+    assert "custom.cfg" in text
+    cfg.write_text("\n".join(ln for ln in text.splitlines() if "custom.cfg" not in ln) + "\n")
+    proc = run_tree(tree)
+    assert proc.returncode == 1
+    assert "does not source custom.cfg" in proc.stderr
+    assert not (tree / "boot" / "grub" / "custom.cfg").exists()
+
+
+def test_refused_for_a_setup_without_a_one_time_boot(tmp_path: Path) -> None:
+    root = tmp_path / "pve"
+    shutil.copytree(test_update_grub.Path(__file__).parents[2] / "examples" / "pve-systemd-boot", root)
+    proc = run_tree(root)
+    assert proc.returncode == 1
+    assert "--trial" in proc.stderr
+    assert "Traceback" not in proc.stderr
