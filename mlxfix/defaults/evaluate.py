@@ -239,6 +239,7 @@ class _Evaluator:
         self.foreign_functions: Unknown | None = None  # after source/eval, any command may be a function
         self.skippable: Unknown | None = None  # a possible exit/return earlier (return: in this file)
         self.exits = False
+        self.checked = 0  # > 0: inside a condition or a non-final part of && / ||, where set -e does not stop
         self.current = 0
         self.via = _DepsBuilder()  # assignments read by the word or statement being evaluated
 
@@ -511,10 +512,15 @@ class _Evaluator:
     def effects_of_andor(self, cmd: shell.AndOr, ctx: str, fx: _Effects, depth: int) -> None:
         if len(cmd.pipelines) > 1 and ctx == "top":
             ctx = "an && / || list"
-        for pipeline in cmd.pipelines:
+        for k, pipeline in enumerate(cmd.pipelines):
             if len(pipeline.commands) > 1:
                 continue  # every part of a pipeline runs in a subshell
-            self.effects_of_command(pipeline.commands[0], ctx, fx, depth)
+            checked = pipeline.negated or k < len(cmd.pipelines) - 1  # set -e ignores these failures
+            self.checked += checked
+            try:
+                self.effects_of_command(pipeline.commands[0], ctx, fx, depth)
+            finally:
+                self.checked -= checked
 
     def effects_of_list(self, commands: Iterable[shell.AndOr], ctx: str, fx: _Effects, depth: int) -> None:
         for c in commands:
@@ -534,8 +540,15 @@ class _Evaluator:
                 fx.assigned.setdefault(c.var, (c.start, inner))
             for w in c.words:
                 self.effects_of_word(w, inner, fx)
-            for lst in c.lists:
-                self.effects_of_list(lst, inner, fx, depth)
+            for k, lst in enumerate(c.lists):
+                # if: (condition, body) pairs, then an else body when the count is odd; loops: (condition, body)
+                else_body = c.kind == "if" and len(c.lists) % 2 == 1 and k == len(c.lists) - 1
+                condition = (c.kind == "if" and k % 2 == 0 and not else_body) or (c.kind in ("while", "until") and k == 0)
+                self.checked += condition
+                try:
+                    self.effects_of_list(lst, inner, fx, depth)
+                finally:
+                    self.checked -= condition
             return
         for a in c.assigns:
             fx.assigned.setdefault(a.name, (a.start, ctx))
@@ -568,6 +581,10 @@ class _Evaluator:
             return
         if name in _TERMINATORS or (name == "exec" and len(words) > 1):
             fx.terminates = fx.terminates or (head.start, name)
+            return
+        failing = "" if self.checked else _fails(name, words[1:])
+        if failing:  # grub-mkconfig sources the file under set -e: a failing command stops it
+            fx.terminates = fx.terminates or (head.start, failing)
             return
         stops = _may_stop(name, [w.plain() if isinstance(w, Word) else "" for w in words[1:]], c.redirects)
         if stops:
@@ -674,6 +691,22 @@ _SPECIAL_BUILTINS = frozenset(
         "unset",
     }
 )
+
+
+def _fails(name: str, args: list[Word | Assign]) -> str:
+    """A command that fails wherever it runs (grub-mkconfig sources the defaults under ``set -e``, so
+    sh stops there), in words ("" for any other)."""
+    if name == "false":
+        return "false (it fails, and grub-mkconfig sources the file under set -e: sh stops there)"
+    first = args[0].plain() if args and isinstance(args[0], Word) else None
+    if name.isidentifier() and first is not None and first.startswith("="):
+        return (
+            f"{name} {first[:20]} (spaces around '=': sh runs {name} as a command, which is not found, and grub-mkconfig"
+            " sources the file under set -e: sh stops there)"
+        )
+    if re.fullmatch(r"GRUB_[A-Z0-9_]*", name):
+        return f"{name} used as a command (not found: grub-mkconfig sources the file under set -e, and sh stops there)"
+    return ""
 
 
 def _may_stop(name: str, args: list[str | None], redirects: tuple[shell.Redirect, ...]) -> str:

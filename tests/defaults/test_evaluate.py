@@ -125,3 +125,45 @@ def test_a_big_file_edited_at_its_end_is_rechecked_from_a_checkpoint() -> None:
     assert len(after.fresh) == 1  # only the edited statement was evaluated again
     assert after.value("GRUB_CMDLINE_LINUX_DEFAULT") == "quiet pci=realloc=off"
     assert _facts(after) == _facts(evaluate([edited]))
+
+
+# grub-mkconfig sources the defaults under `set -e` (issue 18, item 2): a command that fails stops it,
+# and then update-grub fails although the dry run planned an edit. /bin/sh -e is the oracle.
+SET_E = [
+    ('GRUB_CMDLINE_LINUX_DEFAULT = "quiet"', True),  # spaces around '=': "command not found"
+    ("false", True),
+    ("GRUB_TIMEOUT_STYLE", True),
+    ("true && false", True),
+    ("if true; then false; fi", True),
+    ("f() { false; }; f", True),
+    ("if false; then :; fi", False),
+    ("false || true", False),
+    ("! false", False),
+    ("while false; do :; done", False),
+    ("f() { false; }; f || :", False),
+    ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"', False),
+]
+
+
+def _sh_e_stops(text: str) -> bool:
+    import subprocess
+
+    with tempfile.NamedTemporaryFile("w", suffix=".grub") as f:
+        f.write(text)
+        f.flush()
+        proc = subprocess.run(
+            ["sh", "-e", "-c", '. "$1"; echo reached', "sh", f.name], capture_output=True, text=True, check=False
+        )
+    return "reached" not in proc.stdout
+
+
+def test_a_command_that_stops_sh_under_set_e_is_found() -> None:
+    for line, stops in SET_E:
+        text = f'GRUB_DEFAULT=0\n{line}\nGRUB_CMDLINE_LINUX=""\n'
+        assert _sh_e_stops(text) is stops, line  # the oracle agrees with the table
+        ev = evaluate([grubfile.parse(text.encode(), "/etc/default/grub")])
+        if stops:
+            assert ev.stops is not None, line
+            assert "set -e" in ev.stops.reason or "stop" in ev.stops.reason, line
+        else:
+            assert ev.stops is None, (line, ev.stops)
