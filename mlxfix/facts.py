@@ -22,6 +22,7 @@ class FileInfo(NamedTuple):
     link_target: str | None = None  # for symlinks: the link text, not resolved
     is_dir: bool = False
     error: str | None = None  # why it could not be read
+    nlink: int = 1  # hard links: a rename replaces one name, the others keep the old bytes
 
     def problem(self) -> str | None:
         """Why the file has no bytes, in words (None when it has them)."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix import cmdline
 from mlxfix.errors import Refused
-from mlxfix.steps import Command, FileWrite, ShellCheck, unified_diff, world_writable
+from mlxfix.steps import Command, FileWrite, ShellCheck, hard_linked, unified_diff, world_writable
 
 if TYPE_CHECKING:
     from mlxfix.backup import Manifest
@@ -122,6 +122,7 @@ def make_apply_plan(
     edit = setup.plan_edit(snap, param)
     notes += edit.notes
     warnings += edit.warnings
+    warnings += hard_linked(snap, [w.path for w in edit.writes])
     commands = list(edit.commands)
     _, ignored = cmdline.realloc_setting(edit.after or "")
     if ignored:
@@ -260,6 +261,7 @@ def make_rollback_plan(
         for argv in setup.regenerate():
             commands.append(Command(tuple(argv), "regenerate the boot configuration from the restored files"))
     warnings = [f"--force: overwriting changes made after mlxfix wrote {d}" for d in drift] if force else []
+    warnings += hard_linked(snap, [w.path for w in writes if not w.removes])
     before = setup.configured_line(snap)
     after = setup.configured_line(snap.with_files({w.path: w.after for w in writes})) if before is not None else None
     # The backup of a rollback holds the state before that rollback: restoring it applies the parameter

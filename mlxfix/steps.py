@@ -15,7 +15,7 @@ from mlxfix.errors import FileError
 if TYPE_CHECKING:
     from mlxfix.facts import FileInfo, Snapshot
 
-__all__ = ["Command", "FileWrite", "ShellCheck", "file_write", "readable", "unified_diff", "world_writable"]
+__all__ = ["Command", "FileWrite", "ShellCheck", "file_write", "hard_linked", "readable", "unified_diff", "world_writable"]
 
 
 class FileWrite(NamedTuple):
@@ -168,5 +168,23 @@ def world_writable(snap: Snapshot, paths: list[str]) -> list[str]:
     for p in paths:
         info = snap.files.get(p)
         if info is not None and info.exists and info.mode & 0o002 and not info.is_symlink:
-            found.append(f"{p} is writable by every user (mode {info.mode & 0o7777:04o}): anyone can change how this host boots")
+            mode = f"mode {info.mode & 0o7777:04o}"
+            if info.is_dir:  # (the sticky bit keeps others' files, not new ones out)
+                found.append(f"{p} is writable by every user ({mode}): anyone can add a file there and change how it boots")
+            else:
+                found.append(f"{p} is writable by every user ({mode}): anyone can change how this host boots")
+    return found
+
+
+def hard_linked(snap: Snapshot, paths: list[str]) -> list[str]:
+    """A file with other names keeps its old bytes under them: the atomic write (a rename) gives
+    the new bytes to this name only. Said, not refused: the tools read this name."""
+    found = []
+    for p in paths:
+        info = snap.files.get(p)
+        if info is not None and info.exists and info.nlink > 1 and not info.is_dir:
+            found.append(
+                f"{p} has {info.nlink} hard links: the atomic write gives the new bytes to {p} only, and its other"
+                f" names keep the old ones (find them with: find / -xdev -samefile {p})"
+            )
     return found

@@ -64,6 +64,25 @@ def test_a_looping_pci_device_entry_gives_the_same_verdict_locally_and_over_ssh(
     same(json_of(local.stdout), json_of(over.stdout))
 
 
+def test_a_hard_link_and_a_world_writable_grub_d_are_said_locally_and_over_ssh(sshd: Sshd, tmp_path: Path) -> None:
+    """Issue 18, item 24: the atomic write breaks a hard link (the other name keeps the old bytes), and
+    anyone may add a drop-in to a world-writable grub.d: both are warnings in the plan, wherever it runs."""
+    there = tree(tmp_path)
+    os.link(there / "etc/default/grub", there / "etc/default/grub.orig")
+    (there / "etc/default/grub.d").mkdir()
+    (there / "etc/default/grub.d").chmod(0o1777)
+    local = run("apply", "--dry-run", "--json", "--root", str(there))
+    assert local.returncode == 0, local.stderr
+    over = remote(sshd, "apply", "--dry-run", "--json", "--root", str(there))
+    assert over.returncode == 0, over.stderr
+    for doc in (json_of(local.stdout), json_of(over.stdout)):
+        assert isinstance(doc, dict)
+        warnings = "\n".join(doc["warnings"])  # type: ignore[arg-type]
+        assert "/etc/default/grub has 2 hard links" in warnings
+        assert "/etc/default/grub.d is writable by every user (mode 1777)" in warnings
+    same(json_of(local.stdout), json_of(over.stdout))
+
+
 def test_dry_run_apply_rollback_backups_over_ssh_match_local(sshd: Sshd, tmp_path: Path) -> None:
     here, there = tree(tmp_path, "here"), tree(tmp_path, "there")
     local = run("apply", "--dry-run", "--json", "--root", str(here))

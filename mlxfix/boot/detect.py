@@ -56,6 +56,9 @@ def gather_request() -> tuple[list[str], list[str], list[str], list[str]]:
     """What detection and planning read, in one batch: (files, listings, globs, tools)."""
     files = [
         GRUB,
+        "/etc/default",  # (directories: whether anyone may add a file there)
+        GRUB_D,
+        "/etc/kernel",
         "/etc/os-release",
         KERNEL_CMDLINE,
         PVE_UUIDS,

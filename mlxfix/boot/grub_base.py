@@ -130,7 +130,7 @@ class GrubSetup(BootSetup):
         return path in (GRUB, self.custom_cfg) or drop_in  # custom.cfg: where a trial entry goes
 
     def config_files(self, snap: Snapshot) -> list[str]:
-        return [s.path for s in grub_sources(snap)]
+        return ["/etc/default", GRUB_D, *(s.path for s in grub_sources(snap))]
 
     def configured_line(self, snap: Snapshot) -> str | None:
         return grub_command_line(snap) if snap.exists(GRUB) else None

@@ -105,7 +105,7 @@ class KernelCmdlineSetup(BootSetup):
 
     def config_files(self, snap: Snapshot) -> list[str]:
         del snap
-        return [PATH]
+        return ["/etc/kernel", PATH]
 
     def configured(self, snap: Snapshot) -> Configured:
         from mlxfix.boot.nextboot import Configured, Token

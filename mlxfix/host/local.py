@@ -302,7 +302,7 @@ class LocalHost:
             return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, error=exc.strerror)
         if len(data) > limit:
             return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, error=f"larger than {limit} bytes")
-        return FileInfo(path, True, data, st.st_mode, st.st_uid, st.st_gid, is_link, link)
+        return FileInfo(path, True, data, st.st_mode, st.st_uid, st.st_gid, is_link, link, nlink=st.st_nlink)
 
     def expand(self, pattern: str) -> list[str]:
         """The host paths that match a shell pattern, sorted; as in sh, only a pattern that starts

@@ -136,9 +136,9 @@ emit() {  # $1 path, $2 its "mode uid gid size" if known -> F path exists mode u
                 case "$(stat -c %f "$f" 2>&1)" in *"ermission denied"*) err=:permission_denied ;; esac
             fi
         fi
-        printf 'F %s 0 0 0 0 %s %s 0 %s -\n' "$name" "$islink" "$link" "$err"; return
+        printf 'F %s 0 0 0 0 %s %s 0 %s - 1\n' "$name" "$islink" "$link" "$err"; return
     fi
-    meta=$2; [ -n "$meta" ] || meta=$(stat -L -c '%f %u %g %s' "$f" 2>/dev/null) || meta='0 0 0 0'
+    meta=$2; [ -n "$meta" ] || meta=$(stat -L -c '%f %u %g %s %h' "$f" 2>/dev/null) || meta='0 0 0 0 1'
     set -- "$1" $meta
     if [ -d "$f" ]; then isdir=1
     elif [ ! -f "$f" ]; then err=:not_a_regular_file
@@ -159,13 +159,13 @@ emit() {  # $1 path, $2 its "mode uid gid size" if known -> F path exists mode u
         [ -n "$data" ] || data=$(base64 -w0 <"$f" 2>/dev/null) || err=:cannot_read_it
         [ -n "$data" ] || data==
     fi
-    printf 'F %s 1 %s %s %s %s %s %s %s %s\n' "$name" "$2" "$3" "$4" "$islink" "$link" "$isdir" "$err" "$data"
+    printf 'F %s 1 %s %s %s %s %s %s %s %s %s\n' "$name" "$2" "$3" "$4" "$islink" "$link" "$isdir" "$err" "$data" "${6:-1}"
 }
 emit_all() {  # every path in "$@": one stat for all of them (a fork is what a file costs, not its bytes)
     k=$#; nl='
 '
     for p; do if [ -e "$r$p" ]; then set -- "$@" "$r$p"; else set -- "$@" /dev/null; fi; done
-    metas=$(shift "$k"; [ $# = 0 ] || stat -L -c '%f %u %g %s' -- "$@" 2>/dev/null)
+    metas=$(shift "$k"; [ $# = 0 ] || stat -L -c '%f %u %g %s %h' -- "$@" 2>/dev/null)
     lines=0; rest=$metas
     while [ -n "$rest" ]; do lines=$((lines + 1)); case "$rest" in *"$nl"*) rest=${rest#*"$nl"} ;; *) rest= ;; esac; done
     [ "$lines" = "$k" ] || metas=  # something changed meanwhile: each file is looked at on its own
@@ -889,9 +889,9 @@ def _parse_snapshot(out: str, round_trips: int) -> Snapshot:
     for line in out.splitlines():
         kind, _, rest = line.partition(" ")
         fields = rest.split(" ")
-        if kind == "F" and len(fields) == 10:
+        if kind == "F" and len(fields) == 11:
             path = _unb64(fields[0]).decode("utf-8", "surrogateescape")
-            exists, mode, uid, gid, islink, link, isdir, err, data = fields[1:]
+            exists, mode, uid, gid, islink, link, isdir, err, data, nlink = fields[1:]
             snap.files[path] = FileInfo(
                 path,
                 exists == "1",
@@ -903,6 +903,7 @@ def _parse_snapshot(out: str, round_trips: int) -> Snapshot:
                 _unb64(link).decode("utf-8", "surrogateescape") if link != "-" else None,
                 isdir == "1",
                 err[1:].replace("_", " ") if err != "-" else None,  # the script's own words, spaces as _
+                int(nlink) if nlink.isdigit() else 1,
             )
         elif kind == "L" and fields:
             path = _unb64(fields[0]).decode("utf-8", "surrogateescape")
