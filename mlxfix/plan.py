@@ -158,8 +158,9 @@ def make_apply_plan(
         writes, commands = (*writes, *cleanup), [*commands, *disarm]
         trial_removed = state.entry
         notes.append(f"the trial entry {state.entry!r} ({state.source}) is removed{' and disarmed' if state.armed else ''}")
-    if not running_differs and (edit.changed or commands):
-        notes.append(f"the running kernel has {param.text} already (a trial boot?): no reboot is needed")
+    if running is not None and not running_differs and (edit.changed or commands):
+        boot = "this trial boot's kernel" if state is not None else "the running kernel (/proc/cmdline)"
+        notes.append(f"{boot} has {param.text} already: no reboot is needed")
     return Plan(
         "apply",
         param.text,

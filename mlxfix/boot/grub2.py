@@ -4,7 +4,6 @@ is on the ESP on EFI hosts of some distributions."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from mlxfix.boot.grub_base import EFI, GrubSetup
@@ -28,7 +27,6 @@ def config_in_use(snap: Snapshot) -> tuple[str, str]:
     return GRUB2_CFG, f"{GRUB2_CFG} is the configuration in use"
 
 
-@dataclass(frozen=True)
 class Grub2(GrubSetup):
     name: ClassVar[str] = "grub2"
     title: ClassVar[str] = "GRUB 2 without BLS (grub2-mkconfig: CentOS 7, openSUSE, ...)"

@@ -8,8 +8,6 @@ apply's part, and grubenv (where saved_entry changes on its own) is never copied
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from mlxfix import cmdline
@@ -28,7 +26,6 @@ if TYPE_CHECKING:
     from mlxfix.steps import FileWrite
 
 
-@dataclass(frozen=True)
 class Grub2Bls(GrubSetup):
     name: ClassVar[str] = "grub2-bls"
     title: ClassVar[str] = "GRUB 2 with Boot Loader Spec entries (Fedora, RHEL 8/9 and rebuilds)"
@@ -51,8 +48,7 @@ class Grub2Bls(GrubSetup):
     def with_entries(self, snap: Snapshot, param: Param, edit: ConfigEdit) -> ConfigEdit:
         """GRUB_CMDLINE_LINUX is for kernels installed later; grubby changes the entries there are."""
         grubby = bls.plan_grubby(snap, param)
-        return dataclasses.replace(
-            edit,
+        return edit._replace(
             reason=f"{edit.reason}, and the BLS entries",
             before=grubby.before or edit.before,
             after=grubby.after or edit.after,

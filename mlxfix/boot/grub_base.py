@@ -8,9 +8,7 @@ grub2-bls) where the entries' options live: ``grub_debian``, ``grub_mkconfig``, 
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from mlxfix import cmdline
@@ -92,7 +90,6 @@ def command_line_of(ev: Evaluation) -> str | None:
     return " ".join(p for p in parts if isinstance(p, str) and p.strip()).strip()
 
 
-@dataclass(frozen=True)
 class GrubSetup(BootSetup):
     """A GRUB whose menu grub-mkconfig generates from /etc/default/grub and its drop-ins."""
 
@@ -100,6 +97,11 @@ class GrubSetup(BootSetup):
     variable: ClassVar[str | None] = "GRUB_CMDLINE_LINUX_DEFAULT"
     editenv: ClassVar[str] = "grub-editenv"  # the tool that sets grubenv's variables (never rewritten by hand)
     grub_cfg: str = GRUB_CFG  # the grub.cfg the boot loader reads, and the regeneration writes
+
+    def __init__(self, evidence: tuple[str, ...] = (), grub_cfg: str | None = None) -> None:
+        super().__init__(evidence)
+        if grub_cfg is not None:
+            self.grub_cfg = grub_cfg
 
     @classmethod
     def require(cls, snap: Snapshot) -> None:
@@ -213,7 +215,7 @@ class GrubSetup(BootSetup):
         planned = self.with_entries(snap, param, planned)
         if planned.before is None or planned.after is None:
             unknown = self._unknowable_command_line(sources, grub_evaluation(snap), param)
-            planned = dataclasses.replace(planned, warnings=(*planned.warnings, unknown), unknown=unknown)
+            planned = planned._replace(warnings=(*planned.warnings, unknown), unknown=unknown)
         return planned
 
     def with_entries(self, snap: Snapshot, param: Param, edit: ConfigEdit) -> ConfigEdit:

@@ -3,13 +3,11 @@ Proxmox VE, runs proxmox-boot-tool refresh for the ESPs it manages)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 from mlxfix.boot.grub_base import GrubSetup
 
 
-@dataclass(frozen=True)
 class GrubDebian(GrubSetup):
     name: ClassVar[str] = "grub-debian"
     title: ClassVar[str] = "GRUB on Debian, Ubuntu or Proxmox VE (update-grub)"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 from mlxfix.boot.grub_base import GrubSetup
 
 
-@dataclass(frozen=True)
 class GrubMkconfig(GrubSetup):
     name: ClassVar[str] = "grub"
     title: ClassVar[str] = "GRUB with grub-mkconfig (Arch, Gentoo, ...)"

@@ -7,7 +7,6 @@ lines differently). Pure code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from mlxfix import cmdline
@@ -86,7 +85,6 @@ def plan_cmdline_file_edit(data: bytes, param: Param, path: str = PATH, *, first
     return CmdlineFileEdit(path, body, new_body, "".join(lines).encode("utf-8"))
 
 
-@dataclass(frozen=True)
 class KernelCmdlineSetup(BootSetup):
     """A setup whose tool copies /etc/kernel/cmdline into the boot entries (kernel-install,
     proxmox-boot-tool)."""

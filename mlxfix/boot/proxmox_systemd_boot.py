@@ -3,7 +3,6 @@ copied, as it is, into the loader entries of every ESP it manages (``proxmox-boo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from mlxfix.boot.kernelcmdline import PATH, KernelCmdlineSetup
@@ -17,7 +16,6 @@ if TYPE_CHECKING:
 PVE_ESP_MOUNTS = "/var/tmp/espmounts"  # noqa: S108 (where proxmox-boot-tool mounts its ESPs)
 
 
-@dataclass(frozen=True)
 class ProxmoxSystemdBoot(KernelCmdlineSetup):
     name: ClassVar[str] = "proxmox-systemd-boot"
     title: ClassVar[str] = "Proxmox VE with systemd-boot (proxmox-boot-tool)"

@@ -8,9 +8,8 @@ adding a setup is one module and one line in ``mlxfix.boot.detect.SETUPS``. Pure
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Self
+import copy
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Self
 
 from mlxfix.digest import sha256
 from mlxfix.errors import FileError, Refused
@@ -26,8 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["BootSetup", "ConfigEdit", "Restore", "Trial", "TrialState"]
 
 
-@dataclass(frozen=True)
-class ConfigEdit:
+class ConfigEdit(NamedTuple):
     """A setup's part of an apply plan: what its configured files (and its own tools) change."""
 
     target: str  # the file (and line) whose setting is edited, for people
@@ -45,8 +43,7 @@ class ConfigEdit:
     unknown: str = ""  # why the configured command line cannot be known before the regeneration
 
 
-@dataclass(frozen=True)
-class Trial:
+class Trial(NamedTuple):
     """A one-time boot of the next boot's entry with the parameter: what arms it."""
 
     entry: str  # the trial entry, as the boot menu names it
@@ -57,8 +54,7 @@ class Trial:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class TrialState:
+class TrialState(NamedTuple):
     """A trial entry found on the host: armed (the next boot takes it) or spent."""
 
     entry: str
@@ -67,28 +63,33 @@ class TrialState:
     source: str
 
 
-@dataclass
 class Restore:
     """A setup's part of a rollback plan, filled file by file."""
 
-    writes: list[FileWrite] = field(default_factory=list)
-    commands: list[Command] = field(default_factory=list)
-    expected: dict[str, str] = field(default_factory=dict)  # BLS entry -> its arguments after grubby
-    drift: list[str] = field(default_factory=list)  # files changed after mlxfix wrote them
-    notes: list[str] = field(default_factory=list)
-    changed_by_commands: list[str] = field(default_factory=list)  # saved before the rollback's commands run
+    def __init__(self) -> None:
+        self.writes: list[FileWrite] = []
+        self.commands: list[Command] = []
+        self.expected: dict[str, str] = {}  # BLS entry -> its arguments after grubby
+        self.drift: list[str] = []  # files changed after mlxfix wrote them
+        self.notes: list[str] = []
+        self.changed_by_commands: list[str] = []  # saved before the rollback's commands run
 
 
-@dataclass(frozen=True)
 class BootSetup:
-    """A detected (or requested) boot setup and the evidence for it."""
+    """A detected (or requested) boot setup and the evidence for it. (Plain classes, not dataclasses:
+    every run defines them all, and a dataclass costs start-up time to define.)"""
 
     name: ClassVar[str]
     title: ClassVar[str]
     location: ClassVar[str]  # where the command line lives, in words
     # The grub variable the parameter goes into, or None where no grub defaults file is edited.
     variable: ClassVar[str | None] = None
-    evidence: tuple[str, ...] = ()
+
+    def __init__(self, evidence: tuple[str, ...] = ()) -> None:
+        self.evidence = evidence
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
 
     # -- what it is ----------------------------------------------------------------------------------
 
@@ -103,7 +104,9 @@ class BootSetup:
         """--boot-setup NAME skips detection, not what the setup cannot work without: Refused then."""
 
     def with_evidence(self, *more: str) -> Self:
-        return dataclasses.replace(self, evidence=(*self.evidence, *more))
+        out = copy.copy(self)
+        out.evidence = (*self.evidence, *more)
+        return out
 
     @classmethod
     def reads(cls) -> tuple[list[str], list[str], list[str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from mlxfix.boot.kernelcmdline import PATH, KernelCmdlineSetup
@@ -46,11 +45,13 @@ def installed_kernels(snap: Snapshot) -> tuple[tuple[str, ...], ...]:
     return tuple(found)
 
 
-@dataclass(frozen=True)
 class SystemdBoot(KernelCmdlineSetup):
     name: ClassVar[str] = "systemd-boot"
     title: ClassVar[str] = "systemd-boot with kernel-install"
-    kernels: tuple[tuple[str, ...], ...] = ()  # (version, image, initrd...) per installed kernel
+
+    def __init__(self, evidence: tuple[str, ...] = (), kernels: tuple[tuple[str, ...], ...] = ()) -> None:
+        super().__init__(evidence)
+        self.kernels = kernels  # (version, image, initrd...) per installed kernel
 
     @classmethod
     def found(cls, snap: Snapshot, evidence: tuple[str, ...]) -> Self:
