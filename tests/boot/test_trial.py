@@ -240,3 +240,68 @@ def test_refused_for_a_setup_without_a_one_time_boot(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "--trial" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# -- systemd-boot: a copied loader entry, armed with bootctl set-oneshot (not run under --root) --------------
+
+MID = "0123456789abcdef0123456789abcdef"
+ENTRY = (
+    "title      Debian GNU/Linux 12 (bookworm)\n"
+    "version    6.1.0-28-amd64\n"
+    f"machine-id {MID}\n"
+    "sort-key   debian\n"
+    "options    root=UUID=2f1e0c4a ro quiet\n"
+    f"linux      /{MID}/6.1.0-28-amd64/linux\n"
+    f"initrd     /{MID}/6.1.0-28-amd64/initrd.img-6.1.0-28-amd64\n"
+)
+
+
+@pytest.fixture
+def esp(tmp_path: Path) -> Path:
+    root = tmp_path / "sd"
+    shutil.copytree(test_update_grub.Path(__file__).parents[2] / "examples" / "systemd-boot", root)
+    entries = root / "boot/efi/loader/entries"
+    entries.mkdir(parents=True)
+    (entries / f"{MID}-6.1.0-28-amd64.conf").write_text(ENTRY)
+    (root / "boot/efi/loader/loader.conf").write_text("timeout 3\n")
+    return root
+
+
+def test_systemd_boot_trial_copies_the_default_entry_and_a_rollback_removes_it(esp: Path) -> None:
+    default = esp / f"boot/efi/loader/entries/{MID}-6.1.0-28-amd64.conf"
+    proc = run_tree(esp, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json_of(proc.stdout)
+    assert isinstance(doc, dict)
+    assert doc["trial"] == {"entry": "mlxfix-trial.conf", "armed": False, "fallback": default.name}
+    assert [c["argv"] for c in doc["commands"]] == [["bootctl", "set-oneshot", "mlxfix-trial.conf"]]  # type: ignore[index]
+    trial_entry = (esp / "boot/efi/loader/entries/mlxfix-trial.conf").read_text()
+    assert "options    root=UUID=2f1e0c4a ro quiet pci=realloc=off panic=10" in trial_entry
+    assert "sort-key" not in trial_entry  # sorted after the entries that have one: never the default
+    assert "version" not in trial_entry
+    assert default.read_text() == ENTRY
+    import os
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(test_update_grub.Path(__file__).parents[2])}
+    back = subprocess.run(
+        [sys.executable, "-m", "mlxfix", "rollback", "--yes", "--root", str(esp)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert back.returncode == 0, back.stderr
+    assert not (esp / "boot/efi/loader/entries/mlxfix-trial.conf").exists()
+    assert default.read_text() == ENTRY
+
+
+def test_systemd_boot_trial_is_refused_while_menu_order_alone_picks_the_default(esp: Path) -> None:
+    default = esp / f"boot/efi/loader/entries/{MID}-6.1.0-28-amd64.conf"
+    default.write_text(ENTRY.replace("sort-key   debian\n", ""))
+    proc = run_tree(esp)
+    assert proc.returncode == 1
+    assert "bootctl set-default" in proc.stderr
+    assert not (esp / "boot/efi/loader/entries/mlxfix-trial.conf").exists()
+    (esp / "boot/efi/loader/loader.conf").write_text(f"timeout 3\ndefault {default.name}\n")  # pinned: then it is safe
+    assert run_tree(esp).returncode == 0

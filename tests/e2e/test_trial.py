@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from mlxfix.boot.systemd_boot import LOADER_GUID
 from tests.e2e.test_boot import PARAM, checks_failed, fingerprint, no_traceback, status
 
 if TYPE_CHECKING:
@@ -20,31 +21,49 @@ pytestmark = pytest.mark.slow
 
 GRUB_FILES = "/etc/default/grub /boot/grub/grub.cfg"
 CUSTOM = "/boot/grub/custom.cfg"
+SD_ENTRIES = "/boot/efi/loader/entries"
+SD_TRIAL = f"{SD_ENTRIES}/mlxfix-trial.conf"
+ONESHOT = f"/sys/firmware/efi/efivars/LoaderEntryOneShot-{LOADER_GUID}"
 
 
-def next_entry(g: Guest) -> str:
-    return g.sh("grub-editenv /boot/grub/grubenv list").out
+def armed(g: Guest, setup: str) -> bool:
+    """Whether the one-time boot is armed, as the boot loader will see it."""
+    if setup.endswith("systemd-boot"):
+        return g.sh(f"test -e {ONESHOT}", check=False).rc == 0
+    return "next_entry=mlxfix-trial" in g.sh("grub-editenv /boot/grub/grubenv list").out
 
 
-@pytest.mark.parametrize("setup", ["bios-grub", "uefi-grub"])
+@pytest.mark.parametrize("setup", ["bios-grub", "uefi-grub", "uefi-systemd-boot"])
 def test_trial_boots_once_then_falls_back_or_is_kept(new_guest: Callable[..., Guest], setup: str) -> None:
     g = new_guest(setup)
     g.boot()
-    before = fingerprint(g, GRUB_FILES)
+    systemd = setup.endswith("systemd-boot")
+    default_files = GRUB_FILES
+    if systemd:  # the command line and the entries there are before the trial's own
+        default_files = " ".join(["/etc/kernel/cmdline", *g.sh(f"ls {SD_ENTRIES}/*.conf").out.split()])
+    trial_file = SD_TRIAL if systemd else CUSTOM
+    if systemd and "sort-key" not in g.sh(f"cat {SD_ENTRIES}/*.conf").out:
+        # The menu order alone would pick the default: refused until the default is pinned, as it says.
+        refused = no_traceback(g.mlxfix("apply --trial --yes --no-reboot"))
+        assert refused.rc == 1, str(refused)
+        assert "bootctl set-default" in refused.err, str(refused)
+        g.sh(f"bootctl set-default $(basename {SD_ENTRIES}/*.conf)")
+    before = fingerprint(g, default_files)
 
-    armed = no_traceback(g.mlxfix("apply --trial --yes --no-reboot --json"))
-    assert armed.rc == 0, str(armed)
-    doc = json.loads(armed.out)
+    arming = no_traceback(g.mlxfix("apply --trial --yes --no-reboot --json"))
+    assert arming.rc == 0, str(arming)
+    doc = json.loads(arming.out)
     assert doc["trial"]["armed"] is True, doc
-    assert doc["trial"]["fallback"] == "Debian GNU/Linux", doc
-    assert fingerprint(g, GRUB_FILES) == before  # nothing the default boot reads changed
-    assert "next_entry=mlxfix-trial" in next_entry(g)
+    fallback = doc["trial"]["fallback"]
+    assert fallback, doc
+    assert fingerprint(g, default_files) == before  # nothing the default boot reads changed
+    assert armed(g, setup)
 
     g.reboot()  # the trial boot
     running = g.cmdline().split()
     assert PARAM in running
     assert "panic=10" in running
-    assert "next_entry=mlxfix-trial" not in next_entry(g)  # GRUB cleared it before the kernel started
+    assert not armed(g, setup)  # the boot loader disarmed it before the kernel started
     rc, st = status(g)
     assert (rc, st["state"]) == (16, "trial"), st
     verified = no_traceback(g.mlxfix("verify --json"))
@@ -55,8 +74,8 @@ def test_trial_boots_once_then_falls_back_or_is_kept(new_guest: Callable[..., Gu
     assert PARAM not in g.cmdline().split()
     rolled = no_traceback(g.mlxfix("rollback --yes --no-reboot"))
     assert rolled.rc == 0, str(rolled)
-    assert g.sh(f"test -e {CUSTOM}", check=False).rc != 0  # the trial entry is gone
-    assert fingerprint(g, GRUB_FILES) == before
+    assert g.sh(f"test -e {trial_file}", check=False).rc != 0  # the trial entry is gone
+    assert fingerprint(g, default_files) == before
 
     # Once more, and kept this time: trial, reboot, apply (no second reboot needed), reboot, still there.
     assert no_traceback(g.mlxfix("apply --trial --yes --no-reboot")).rc == 0
@@ -67,7 +86,7 @@ def test_trial_boots_once_then_falls_back_or_is_kept(new_guest: Callable[..., Gu
     doc = json.loads(kept.out)
     assert doc["changed"] is True
     assert doc["reboot_required"] is False, doc  # the running kernel has it already
-    assert g.sh(f"test -e {CUSTOM}", check=False).rc != 0
+    assert g.sh(f"test -e {trial_file}", check=False).rc != 0
     rc, st = status(g)
     assert (rc, st["state"]) == (0, "in-effect"), st
     g.reboot()
