@@ -46,7 +46,7 @@ def test_quick_start_is_two_commands_that_ci_runs() -> None:
     assert "quickstart-test" in ci
     e2e = README.split("<!-- e2e-test -->")[1].split("```")[1]
     assert next(ln for ln in e2e.splitlines()[1:] if ln.strip()).endswith(
-        "MLXFIX_E2E=1 .venv/bin/python -m pytest -n 2 --dist loadfile tests/e2e"
+        "MLXFIX_E2E=1 .venv/bin/python -m pytest -n 2 --dist load tests/e2e"
     )
     assert "e2e-test" in ci
 
