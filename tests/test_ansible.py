@@ -249,6 +249,9 @@ def assert_grub_diff(diff: str) -> None:
 def test_check_mode_shows_the_diff_and_changes_nothing(fleet: Fleet) -> None:
     fleet.add("localhost", "local")
     fleet.add("pve-ssh", "ssh")
+    # An ssh flag with no -o form: Ansible's ssh takes it, mlxfix's cannot, and says so.
+    common = fleet.hosts["pve-ssh"]["ansible_ssh_common_args"]
+    fleet.hosts["pve-ssh"]["ansible_ssh_common_args"] = f"-F /dev/null {common}"
     before = {name: snapshot(tree) for name, tree in fleet.trees.items()}
 
     play = fleet.play("--check", "--diff")
@@ -266,6 +269,8 @@ def test_check_mode_shows_the_diff_and_changes_nothing(fleet: Fleet) -> None:
     assert diffs["pve-ssh"][1] == " -> localhost"  # mlxfix ran on the controller
     for diff, _ in diffs.values():
         assert_grub_diff(diff)
+    warning = "[WARNING]: ansible_ssh_common_args: mlxfix's ssh takes -o options only; not used by mlxfix: -F /dev/null"
+    assert play.output.count(warning) == 1, play.output  # pve-ssh's, not localhost's
 
 
 def test_apply_on_every_host_then_idempotent(fleet: Fleet) -> None:

@@ -159,6 +159,8 @@ class ActionModule(ActionBase):
         """Run mlxfix where the mode says; (exit code, its JSON report or None, stderr, the argv)."""
         base = self._args["mlxfix"]
         base = shlex.split(base) if isinstance(base, str) else [str(a) for a in base]
+        if self._args["mode"] == "controller" and base:
+            base[0] = os.path.expanduser(base[0])  # mlxfix_command=~/mlxfix/bin/mlxfix
         cmd = [*base, *argv, *self._where]
         display.vvv(f"mlxfix ({self._args['mode']}): {shlex.join(cmd)}", host=self._name)
         if self._args["mode"] == "controller":
