@@ -15,6 +15,7 @@ task's result, a failed task's msg."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -201,8 +202,12 @@ def target(tmp_path: Path) -> Iterator[Target]:
     bootid = tmp_path / "bootid"
     bootid.write_text(f"{uuid.uuid4()}\n")
     # In the sessions' mount namespace the mlxfix package is an empty directory, and the boot id is a file.
+    spec = importlib.util.find_spec("mlxfix")
+    assert spec is not None, "mlxfix is not importable on the controller"
+    assert spec.origin is not None, spec
+    package = Path(spec.origin).parent  # wherever the package lives
     script = (
-        f"set -e; mount --make-rprivate /; mount -t tmpfs tmpfs {shlex.quote(str(ROOT / 'mlxfix'))}; "
+        f"set -e; mount --make-rprivate /; mount -t tmpfs tmpfs {shlex.quote(str(package))}; "
         f'mount --bind {shlex.quote(str(bootid))} /proc/sys/kernel/random/boot_id; exec "$@"'
     )
     server = Sshd(wrapper=["unshare", "-m", "sh", "-c", script, "sh"])
