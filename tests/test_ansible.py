@@ -1,16 +1,25 @@
-"""examples/ansible/site.yml, run for real with ansible-playbook: one target over a local connection,
-one through the private sshd on 127.0.0.1, each with its own copy of examples/pve-missing-uar as
-mlxfix_root. Reboots are skipped (mlxfix_skip_reboot), so verify is skipped too.
+"""examples/ansible/site.yml and its action plugin, run for real with ansible-playbook against the
+private sshd on 127.0.0.1 (and a local-connection host), each target with its own copy of an example
+tree as mlxfix_root.
 
-ansible-core 2.19 has no ``json`` stdout callback (it lives in ansible.posix), so the per-host counts
-are read from the default callback's PLAY RECAP, as a user reads them."""
+The main case is agentless (mlxfix_mode=controller, the default): mlxfix runs on the controller with
+--host. Its target is an sshd whose sessions cannot run mlxfix at all (the package is hidden from them
+in their mount namespace) and see a boot id the test changes, as a reboot does; the reboot is Ansible's
+own reboot module with only its command replaced. mlxfix_mode=target (mlxfix installed on the host)
+runs against the ordinary test sshd.
+
+ansible-core 2.19 has no ``json`` stdout callback (it lives in ansible.posix), so what the tests assert
+is read from the default callback's output, as a user reads it: the PLAY RECAP counts, the diff above a
+task's result, a failed task's msg."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,6 +34,8 @@ from tests.conftest import EXAMPLES, ROOT
 from tests.trees import json_of, run, snapshot
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from tests.sshd import Sshd
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -38,10 +49,13 @@ AFTER_LINE = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"'
 ORIGINAL = (EXAMPLES / "pve-missing-uar" / GRUB).read_bytes()
 FIXED = ORIGINAL.replace(f"{BEFORE_LINE}\n".encode(), f"{AFTER_LINE}\n".encode())
 REFUSED = f"if true; then\n{BEFORE_LINE}\nfi\n".encode()
+REFUSAL = "/etc/default/grub:2:1: cannot know the value of GRUB_CMDLINE_LINUX_DEFAULT without running the file"
 
 RECAP_LINE = re.compile(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", re.MULTILINE)
-# The diff task's output per host: ok: [host] => (item=/etc/default/grub) => { "msg": [lines] }
-DIFF_RESULT = re.compile(r"^ok: \[(\S+)\] => \(item=(\S+)\) => (\{$.*?^\})$", re.MULTILINE | re.DOTALL)
+# fatal: [host -> localhost]: FAILED! => {...the result as JSON, on one line...}
+FATAL = re.compile(r"^fatal: \[(\S+?)(?: -> \S+)?\]: FAILED! => (\{.*\})$", re.MULTILINE)
+# Under the apply task's banner: the diff, then the host's result line.
+SHOWN_DIFF = re.compile(r"^(--- .*?)^changed: \[(\S+?)( -> \S+)?\]$", re.MULTILINE | re.DOTALL)
 
 
 @dataclass
@@ -59,9 +73,21 @@ class Play:
             for host, counts in RECAP_LINE.findall(text)
         }
 
-    def diffs(self) -> dict[tuple[str, str], list[str]]:
-        """(host, file) -> the diff lines the play showed for it."""
-        return {(host, path): json.loads(body)["msg"] for host, path, body in DIFF_RESULT.findall(self.output)}
+    def task(self, name: str) -> list[str]:
+        """The output under each banner of the task called ``name`` (one per host with serial: 1)."""
+        return [block.split("\n", 1)[1] for block in self.output.split("\nTASK [")[1:] if block.startswith(f"{name}]")]
+
+    def diffs(self) -> dict[str, tuple[str, str]]:
+        """host -> (the diff shown above its apply result, the delegation in its label: "" or " -> localhost")."""
+        shown = {}
+        for body in self.task("Apply with mlxfix (--dry-run in check mode)"):
+            for diff, host, delegated in SHOWN_DIFF.findall(body):
+                shown[host] = (diff, delegated)
+        return shown
+
+    def failures(self) -> dict[str, dict[str, object]]:
+        """host -> the result of its failed task, as the default callback prints it."""
+        return {host: json.loads(body) for host, body in FATAL.findall(self.output)}
 
 
 @dataclass
@@ -73,13 +99,14 @@ class Fleet:
     hosts: dict[str, dict[str, object]] = field(default_factory=dict)
     trees: dict[str, Path] = field(default_factory=dict)
 
-    def add(self, name: str, connection: str, example: str = "pve-missing-uar") -> Path:
+    def add(self, name: str, connection: str, example: str = "pve-missing-uar", **hostvars: object) -> Path:
         tree = self.tmp / "trees" / name
         shutil.copytree(EXAMPLES / example, tree, symlinks=True)
         if connection == "local":
             how: dict[str, object] = {"ansible_connection": "local"}
         else:
             d = self.sshd.dir
+            # The inventory of a user's ssh host: mlxfix's --host and --ssh-option are built from it.
             how = {
                 "ansible_connection": "ssh",
                 "ansible_host": "127.0.0.1",
@@ -87,12 +114,12 @@ class Fleet:
                 "ansible_user": "root",
                 "ansible_ssh_private_key_file": str(d / "client_key"),
                 # Host key checking stays on: the server's key is known from its own known_hosts file.
-                "ansible_ssh_common_args": f"-F /dev/null -o UserKnownHostsFile={d / 'known_hosts'} "
+                "ansible_ssh_common_args": f"-o UserKnownHostsFile={d / 'known_hosts'} "
                 "-o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes",
                 # The private sshd has no sftp subsystem (nor scp, which uses it): send modules over ssh's pipe.
                 "ansible_ssh_transfer_method": "piped",
             }
-        self.hosts[name] = {**how, "ansible_python_interpreter": sys.executable, "mlxfix_root": str(tree)}
+        self.hosts[name] = {**how, "ansible_python_interpreter": sys.executable, "mlxfix_root": str(tree), **hostvars}
         self.trees[name] = tree
         return tree
 
@@ -147,9 +174,61 @@ class Fleet:
         return Play(proc.returncode, proc.stdout + proc.stderr)
 
 
+@dataclass
+class Target:
+    """The agentless target: an sshd whose sessions cannot run mlxfix, with a boot id a reboot changes."""
+
+    sshd: Sshd
+    tmp: Path
+    bootid: Path
+
+    @property
+    def reboots(self) -> str:
+        log = self.tmp / "reboots"
+        return log.read_text() if log.exists() else ""
+
+    def reboot_command(self, then: str = "") -> str:
+        """mlxfix_reboot_command: log the reboot, give the host a new boot id (and run ``then``)."""
+        script = f"echo rebooted >> {self.tmp / 'reboots'}; cat /proc/sys/kernel/random/uuid > {self.bootid}; {then}"
+        return f"sh -c {shlex.quote(script)}"
+
+
 @pytest.fixture
-def fleet(tmp_path: Path, sshd: Sshd) -> Fleet:
-    return Fleet(tmp_path, sshd)
+def target(tmp_path: Path) -> Iterator[Target]:
+    from tests.namespace import require_root
+    from tests.sshd import Sshd
+
+    require_root()
+    bootid = tmp_path / "bootid"
+    bootid.write_text(f"{uuid.uuid4()}\n")
+    # In the sessions' mount namespace the mlxfix package is an empty directory, and the boot id is a file.
+    spec = importlib.util.find_spec("mlxfix")
+    assert spec is not None, "mlxfix is not importable on the controller"
+    assert spec.origin is not None, spec
+    package = Path(spec.origin).parent  # wherever the package lives
+    script = (
+        f"set -e; mount --make-rprivate /; mount -t tmpfs tmpfs {shlex.quote(str(package))}; "
+        f'mount --bind {shlex.quote(str(bootid))} /proc/sys/kernel/random/boot_id; exec "$@"'
+    )
+    server = Sshd(wrapper=["unshare", "-m", "sh", "-c", script, "sh"])
+    try:
+        there = subprocess.run(
+            [*server.ssh_argv(), f"{sys.executable} -m mlxfix --help; mlxfix --help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert there.returncode != 0, "mlxfix must not run on the agentless target"
+        assert "No module named mlxfix" in there.stderr, there.stderr
+        yield Target(server, tmp_path, bootid)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, target: Target) -> Fleet:
+    return Fleet(tmp_path, target.sshd)
 
 
 def grub(tree: Path) -> bytes:
@@ -164,9 +243,20 @@ def backups(tree: Path) -> list[dict[str, object]]:
     return listed
 
 
+def assert_grub_diff(diff: str) -> None:
+    lines = diff.splitlines()
+    assert lines[:2] == ["--- a/etc/default/grub", "+++ b/etc/default/grub"], diff
+    assert f"-{BEFORE_LINE}" in lines, diff
+    assert f"+{AFTER_LINE}" in lines, diff
+    assert [line[0] for line in lines[2:] if line[:1] in "+-"] == ["-", "+"], diff
+
+
 def test_check_mode_shows_the_diff_and_changes_nothing(fleet: Fleet) -> None:
     fleet.add("localhost", "local")
     fleet.add("pve-ssh", "ssh")
+    # An ssh flag with no -o form: Ansible's ssh takes it, mlxfix's cannot, and says so.
+    common = fleet.hosts["pve-ssh"]["ansible_ssh_common_args"]
+    fleet.hosts["pve-ssh"]["ansible_ssh_common_args"] = f"-F /dev/null {common}"
     before = {name: snapshot(tree) for name, tree in fleet.trees.items()}
 
     play = fleet.play("--check", "--diff")
@@ -180,11 +270,12 @@ def test_check_mode_shows_the_diff_and_changes_nothing(fleet: Fleet) -> None:
         assert grub(tree) == ORIGINAL
         assert snapshot(tree) == before[name]  # not even a backup or a lock file
     diffs = play.diffs()
-    assert set(diffs) == {("localhost", "/etc/default/grub"), ("pve-ssh", "/etc/default/grub")}, play.output
-    for lines in diffs.values():
-        assert f"-{BEFORE_LINE}" in lines
-        assert f"+{AFTER_LINE}" in lines
-        assert [line[0] for line in lines if line[:1] in "+-" and line[:3] not in ("---", "+++")] == ["-", "+"]
+    assert set(diffs) == {"localhost", "pve-ssh"}, play.output
+    assert diffs["pve-ssh"][1] == " -> localhost"  # mlxfix ran on the controller
+    for diff, _ in diffs.values():
+        assert_grub_diff(diff)
+    warning = "[WARNING]: ansible_ssh_common_args: mlxfix's ssh takes -o options only; not used by mlxfix: -F /dev/null"
+    assert play.output.count(warning) == 1, play.output  # pve-ssh's, not localhost's
 
 
 def test_apply_on_every_host_then_idempotent(fleet: Fleet) -> None:
@@ -201,7 +292,7 @@ def test_apply_on_every_host_then_idempotent(fleet: Fleet) -> None:
         assert recap[name]["failed"] == recap[name]["unreachable"] == 0, (name, play.output)
         # mlxfix_skip_reboot: the apply task is all that ran (no reboot, so no verify either)
         assert recap[name]["ok"] == 1, (name, play.output)
-        assert AFTER_LINE.encode() in grub(tree)
+        assert recap[name]["skipped"] == 2, (name, play.output)
         assert grub(tree) == FIXED
         saved = backups(tree)
         assert len(saved) == 1
@@ -215,25 +306,27 @@ def test_apply_on_every_host_then_idempotent(fleet: Fleet) -> None:
             }
         ]
         assert (tree / "var/lib/mlxfix/backups" / str(saved[0]["id"])).is_dir()
+    assert play.diffs() == {}  # no --diff, no diff
     after = {name: snapshot(tree) for name, tree in fleet.trees.items()}
 
-    again = fleet.play()
+    again = fleet.play("--diff")
 
     assert again.returncode == 0, again.output
     recap = again.recap
     assert set(recap) == {"localhost", "pve-ssh"}, again.output
     for name, tree in fleet.trees.items():
         assert recap[name]["changed"] == 0, (name, again.output)
-        assert recap[name]["ok"] > 0, (name, again.output)
+        assert recap[name]["ok"] == 1, (name, again.output)
         assert recap[name]["failed"] == recap[name]["unreachable"] == 0, (name, again.output)
         assert grub(tree) == FIXED
         assert len(backups(tree)) == 1
         assert snapshot(tree) == after[name]
+    assert again.diffs() == {}  # nothing changed: nothing to show
 
 
-def test_a_refusing_host_stops_the_rollout(fleet: Fleet) -> None:
+def test_a_refusing_host_stops_the_rollout_with_mlxfix_reason(fleet: Fleet) -> None:
     """serial: 1 and max_fail_percentage: 0: hosts before the failure keep their change, the failing
-    host is untouched, and the hosts after it are not run at all."""
+    host is untouched and its task's msg is mlxfix's reason, the hosts after it are not run at all."""
     fleet.add("localhost", "local")
     refusing = fleet.add("pve-ssh", "ssh")
     later = fleet.add("pve-later", "local")
@@ -251,43 +344,109 @@ def test_a_refusing_host_stops_the_rollout(fleet: Fleet) -> None:
     assert recap["pve-ssh"]["changed"] == 0, play.output
     assert grub(refusing) == REFUSED
     assert snapshot(refusing) == refusing_before
-    assert "/etc/default/grub:2" in play.output  # mlxfix's reason, with file and line, reaches the user
+    failures = play.failures()
+    assert set(failures) == {"pve-ssh"}, play.output
+    msg = failures["pve-ssh"]["msg"]
+    assert isinstance(msg, str)
+    assert msg.startswith(REFUSAL), msg  # mlxfix's reason, with file and line, is the task's msg
+    assert f"[ERROR]: Task failed: Action failed: {REFUSAL}" in play.output  # and Ansible says it first
+    assert failures["pve-ssh"]["rc"] == 1
     assert "pve-later" not in recap, play.output
     assert snapshot(later) == later_before
     assert grub(later) == ORIGINAL
 
 
-@pytest.fixture
-def rebooting_sshd(tmp_path: Path):  # an sshd whose sessions see a boot id the test can change
-    from tests.namespace import require_root
-    from tests.sshd import Sshd
-
-    require_root()
-    bootid = tmp_path / "bootid"
-    bootid.write_text(f"{uuid.uuid4()}\n")
-    script = f'set -e; mount --make-rprivate /; mount --bind {bootid} /proc/sys/kernel/random/boot_id; exec "$@"'
-    server = Sshd(wrapper=["unshare", "-m", "sh", "-c", script, "sh"])
-    yield server, bootid
-    server.stop()
-
-
-def test_changed_hosts_reboot_one_at_a_time_and_a_bad_one_fails_the_play(tmp_path: Path, rebooting_sshd) -> None:
-    """The reboot is Ansible's own reboot module; only the command it runs is replaced (it gives the
-    "host" a new boot id, as a reboot does). Then verify: the first host's tree is one where the fix
-    works after the reboot, the second one's is the story host, still broken: the play fails there."""
-    server, bootid = rebooting_sshd
-    fleet = Fleet(tmp_path, server)
+def test_changed_hosts_reboot_one_at_a_time_and_a_bad_one_fails_the_play(fleet: Fleet, target: Target) -> None:
+    """The first host's tree is one where the fix works after the reboot, the second one's is the
+    story host, still broken after it: verify fails the play there, with the failed checks."""
     good = fleet.add("good", "ssh", example="pve-fixed")
-    grub = good / GRUB
-    grub.write_bytes(grub.read_bytes().replace(b" pci=realloc=off", b""))  # to change, then verified fixed
+    (good / GRUB).write_bytes(grub(good).replace(b" pci=realloc=off", b""))  # to change, then verified fixed
     fleet.add("bad", "ssh")
-    reboot = f"sh -c 'echo rebooted >> {tmp_path}/reboots; cat /proc/sys/kernel/random/uuid > {bootid}'"
-    play = fleet.play(extra_vars={"mlxfix_skip_reboot": False, "mlxfix_reboot_command": reboot, "mlxfix_reboot_timeout": 120})
+
+    play = fleet.play(
+        extra_vars={"mlxfix_skip_reboot": False, "mlxfix_reboot_command": target.reboot_command(), "mlxfix_reboot_timeout": 120}
+    )
+
     assert play.returncode != 0, play.output
     recap = play.recap
     assert recap["good"]["failed"] == 0, play.output
     assert recap["good"]["changed"] == 2, play.output  # the apply, and the reboot
+    assert recap["good"]["ok"] == 3, play.output  # and verify
     assert recap["bad"]["failed"] == 1, play.output
-    assert "mlxfix verify failed on bad" in play.output
-    assert (tmp_path / "reboots").read_text() == "rebooted\nrebooted\n"  # each host once, one after the other
-    assert b"pci=realloc=off" in grub.read_bytes()
+    assert recap["bad"]["changed"] == 2, play.output
+    msg = play.failures()["bad"]["msg"]
+    assert isinstance(msg, str)
+    assert msg.startswith("mlxfix verify failed on bad: cmdline: /proc/cmdline lacks pci=realloc=off;"), msg
+    assert "0000:01:00.0 BAR 2: not assigned" in msg, msg
+    assert target.reboots == "rebooted\nrebooted\n"  # each host once, one after the other
+    assert b"pci=realloc=off" in grub(good)
+
+
+def test_a_host_applied_but_not_rebooted_is_rebooted_and_verified(fleet: Fleet, target: Target) -> None:
+    """An earlier run applied the fix and was interrupted before the reboot: the configuration is
+    there (apply: ok, not changed), the running kernel does not have it (pending-reboot). The play
+    still reboots the host, then verifies it."""
+    tree = fleet.add("pending", "ssh", example="pve-fixed")
+    cmdline = tree / "proc/cmdline"
+    booted = cmdline.read_text()  # what the kernel gets after the reboot
+    cmdline.write_text(booted.replace(" pci=realloc=off", ""))  # what it runs with now
+    (tree / "cmdline.next").write_text(booted)
+    before = snapshot(tree)
+    reboot = {
+        "mlxfix_skip_reboot": False,
+        "mlxfix_reboot_command": target.reboot_command(then=f"cp {tree / 'cmdline.next'} {cmdline}"),
+        "mlxfix_reboot_timeout": 120,
+    }
+
+    check = fleet.play("--check", "--diff", extra_vars=reboot)
+
+    assert check.returncode == 0, check.output
+    assert check.recap["pending"] == {**check.recap["pending"], "ok": 2, "changed": 1, "failed": 0, "skipped": 1}, check.output
+    assert "changed: [pending]" in check.task("Reboot into the new kernel command line")[0]  # would reboot
+    assert check.diffs() == {}  # nothing to write
+    assert target.reboots == ""
+    assert snapshot(tree) == before
+
+    play = fleet.play(extra_vars=reboot)
+
+    assert play.returncode == 0, play.output
+    assert play.recap["pending"] == {**play.recap["pending"], "ok": 3, "changed": 1, "failed": 0}, play.output
+    assert "ok: [pending -> localhost]" in play.task("Apply with mlxfix (--dry-run in check mode)")[0]
+    assert "ok: [pending -> localhost]" in play.task("Verify with mlxfix after the reboot")[0]
+    assert target.reboots == "rebooted\n"
+
+    again = fleet.play(extra_vars=reboot)  # in effect now: nothing to do, no reboot
+
+    assert again.returncode == 0, again.output
+    assert again.recap["pending"] == {**again.recap["pending"], "ok": 1, "changed": 0, "skipped": 2}, again.output
+    assert target.reboots == "rebooted\n"
+
+
+def test_target_mode_runs_mlxfix_installed_on_the_hosts(tmp_path: Path, sshd: Sshd) -> None:
+    """mlxfix_mode=target: mlxfix runs on each host through Ansible's connection, as before the
+    controller mode; check mode shows the diff, a real run applies it."""
+    fleet = Fleet(tmp_path, sshd)
+    fleet.add("localhost", "local")
+    fleet.add("pve-ssh", "ssh")
+
+    check = fleet.play("--check", "--diff", extra_vars={"mlxfix_mode": "target"})
+
+    assert check.returncode == 0, check.output
+    for name, tree in fleet.trees.items():
+        assert check.recap[name]["changed"] == 1, (name, check.output)
+        assert check.recap[name]["failed"] == 0, (name, check.output)
+        assert grub(tree) == ORIGINAL
+    diffs = check.diffs()
+    assert set(diffs) == {"localhost", "pve-ssh"}, check.output
+    for diff, delegated in diffs.values():
+        assert delegated == ""  # mlxfix ran on the host itself
+        assert_grub_diff(diff)
+
+    play = fleet.play(extra_vars={"mlxfix_mode": "target"})
+
+    assert play.returncode == 0, play.output
+    for name, tree in fleet.trees.items():
+        assert play.recap[name]["changed"] == 1, (name, play.output)
+        assert play.recap[name]["failed"] == 0, (name, play.output)
+        assert grub(tree) == FIXED
+        assert len(backups(tree)) == 1
