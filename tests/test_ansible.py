@@ -361,11 +361,13 @@ def test_changed_hosts_reboot_one_at_a_time_and_a_bad_one_fails_the_play(fleet: 
     story host, still broken after it: verify fails the play there, with the failed checks."""
     good = fleet.add("good", "ssh", example="pve-fixed")
     (good / GRUB).write_bytes(grub(good).replace(b" pci=realloc=off", b""))  # to change, then verified fixed
+    cmdline = good / "proc/cmdline"
+    (good / "cmdline.next").write_text(cmdline.read_text())  # what its kernel gets after the reboot
+    cmdline.write_text(cmdline.read_text().replace(" pci=realloc=off", ""))  # what it runs with now
     fleet.add("bad", "ssh")
 
-    play = fleet.play(
-        extra_vars={"mlxfix_skip_reboot": False, "mlxfix_reboot_command": target.reboot_command(), "mlxfix_reboot_timeout": 120}
-    )
+    reboot = target.reboot_command(then=f"cp {good / 'cmdline.next'} {cmdline}")
+    play = fleet.play(extra_vars={"mlxfix_skip_reboot": False, "mlxfix_reboot_command": reboot, "mlxfix_reboot_timeout": 120})
 
     assert play.returncode != 0, play.output
     recap = play.recap
