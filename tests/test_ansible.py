@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,8 @@ class Fleet:
         )
         state = self.tmp / "ansible"
         dirs = {k: state / k.lower() for k in ("ANSIBLE_HOME", "ANSIBLE_REMOTE_TEMP", "ANSIBLE_LOCAL_TEMP")}
-        dirs["ANSIBLE_SSH_CONTROL_PATH_DIR"] = state / "cp"
+        # A socket path has at most 107 bytes: tmp_path under pytest -n is too deep for ssh's control sockets.
+        dirs["ANSIBLE_SSH_CONTROL_PATH_DIR"] = Path(tempfile.mkdtemp(prefix="mlx-cp-", dir="/tmp"))
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
         (state / "ansible.cfg").write_text("")
@@ -171,6 +173,7 @@ class Fleet:
                 subprocess.run(
                     ["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "127.0.0.1"], capture_output=True, timeout=30, check=False
                 )
+            shutil.rmtree(dirs["ANSIBLE_SSH_CONTROL_PATH_DIR"], ignore_errors=True)
         return Play(proc.returncode, proc.stdout + proc.stderr)
 
 
