@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from mlxfix import cmdline
 from mlxfix.boot import bls
-from mlxfix.boot.grub_base import GrubSetup
+from mlxfix.boot.grub_base import GrubSetup, defaults_file
 from mlxfix.boot.setup import BootSetup, Restore, refuse_what_mlxfix_never_wrote
 from mlxfix.digest import sha256
 from mlxfix.steps import Command
@@ -42,8 +42,8 @@ class Grub2Bls(GrubSetup):
     def owns(self, path: str) -> bool:
         import fnmatch
 
-        drop_in = path.startswith("/etc/default/grub.d/") and path.endswith(".cfg") and path.count("/") == 4
-        return path == "/etc/default/grub" or drop_in or path == bls.GRUBENV or fnmatch.fnmatchcase(path, bls.ENTRIES)
+        # (not custom.cfg: no trial entry is written for BLS)
+        return defaults_file(path) or path == bls.GRUBENV or fnmatch.fnmatchcase(path, bls.ENTRIES)
 
     def with_entries(self, snap: Snapshot, param: Param, edit: ConfigEdit) -> ConfigEdit:
         """GRUB_CMDLINE_LINUX is for kernels installed later; grubby changes the entries there are."""

@@ -74,6 +74,12 @@ def locate(snap: Snapshot, value: Unknown) -> tuple[str, int | None]:
     return GRUB, None
 
 
+def defaults_file(path: str) -> bool:
+    """/etc/default/grub or one of the drop-ins grub-mkconfig sources (grub.d/*.cfg)."""
+    drop_in = path.startswith(f"{GRUB_D}/") and path.endswith(".cfg") and "/" not in path[len(GRUB_D) + 1 :]
+    return path == GRUB or drop_in
+
+
 def grub_command_line(snap: Snapshot) -> str | None:
     """The kernel options grub-mkconfig puts on normal entries, as these files configure them."""
     ev = grub_evaluation(snap)
@@ -128,8 +134,7 @@ class GrubSetup(BootSetup):
         return [self.grub_cfg, f"{directory}/grubenv", f"{directory}/custom.cfg", *files], listings, globs
 
     def owns(self, path: str) -> bool:
-        drop_in = path.startswith(f"{GRUB_D}/") and path.endswith(".cfg") and "/" not in path[len(GRUB_D) + 1 :]
-        return path in (GRUB, self.custom_cfg) or drop_in  # custom.cfg: where a trial entry goes
+        return defaults_file(path) or path == self.custom_cfg  # custom.cfg: where a trial entry goes
 
     def config_files(self, snap: Snapshot) -> list[str]:
         return ["/etc/default", GRUB_D, *(s.path for s in grub_sources(snap))]
