@@ -225,20 +225,18 @@ class LocalHost:
         return self.root + self._canonical(path, follow_last=False)
 
     def resolve(self, path: str) -> str:
-        """The real file a host path names, following every symlink as the host would, inside the root."""
-        if self.root == "/":
-            current = path
-            for _ in range(40):
-                try:
-                    target = os.readlink(current)
-                except OSError:  # not a link (or absent): this is the file
-                    return current
-                current = target if target.startswith("/") else os.path.normpath(os.path.join(os.path.dirname(current), target))
-            raise HostError("too many levels of symbolic links", path=path)
-        return self.root + self._canonical(path, follow_last=True)
+        """The real file a host path names, every symlink followed component by component as the
+        kernel's path walk does (a ``..`` after a linked directory leaves the link's target, not the
+        link), inside the root."""
+        return self._on_disk(self._canonical(path, follow_last=True))
+
+    def _on_disk(self, path: str) -> str:
+        return (path or "/") if self.root == "/" else self.root + path
 
     def _canonical(self, path: str, *, follow_last: bool, depth: int = 0) -> str:
-        """A host path with every symlink on the way resolved inside the root ("" for the root itself)."""
+        """A host path with every symlink on the way resolved inside the root ("" for the root itself).
+        A ``..`` is taken from the directory reached so far, which is already physical: that is the
+        kernel's rule, and text normalisation (``os.path.normpath``) gets it wrong."""
         if depth > 40:
             raise HostError("too many levels of symbolic links", path=path)
         parts = [p for p in path.split("/") if p and p != "."]
@@ -256,7 +254,7 @@ class LocalHost:
                 current = cached
                 continue
             try:
-                target = os.readlink(self.root + candidate)
+                target = os.readlink(self._on_disk(candidate))
             except OSError:  # not a link, or absent: the name stands for itself
                 resolved = candidate
             else:
