@@ -42,13 +42,17 @@ class Unknown(NamedTuple):
     ``keeps``: for a conditional self-append (``if ...; then X="$X splash"; fi``, a ``case`` branch, an
     ``&&`` list), the binding the value had before: whichever way the test goes, the value is that one
     with some of ``added`` appended (or prepended) as whole words, and nothing else. The value is still
-    unknown; what the earlier value holds is not."""
+    unknown; what the earlier value holds is not. A top-level self-append over an unknown value is a
+    layer too (``added`` is then what it always adds; ``tail`` says it goes at the end)."""
 
     reason: str
     file: int = -1
     pos: int = -1
     keeps: Binding | None = None
     added: tuple[str, ...] = ()  # the literal texts the branches may add (each starts or ends with a blank)
+    # A top-level ``X="$X text"`` over an unknown X: the text always ends the value (what grub-mkconfig
+    # puts last on the linux line is known, though what comes before it is not).
+    tail: str = ""
 
 
 Value = tuple[Run, ...]
@@ -481,7 +485,20 @@ class _Evaluator:
                 for name, pos in _assigned_in_word(a.value, text) if has_expansion else ():
                     why = Unknown(f"{name} is assigned by an expansion on {self.where(file, pos)}", file, pos)
                     self.bind(name, why, file, statement, None)
+            if isinstance(value, Unknown) and self.skippable is None:
+                value = self._layer(a, value)
             self.bind(a.name, value, file, statement, a if self.skippable is None else None, tuple(leaves))
+
+    def _layer(self, a: Assign, value: Unknown) -> Unknown:
+        """An unknown value assigned at the top level: a self-append over an unknown value is one more
+        layer over the binding before it; any other keeps nothing (an expansion of a layered value
+        inside another word is not that value)."""
+        prior = self.env.get(a.name)
+        added = _self_append(a)
+        if added is not None and prior is not None and isinstance(prior.value, Unknown):
+            text, at_end = added
+            return Unknown(value.reason, value.file, value.pos, prior, (text,), text if at_end else "")
+        return value._replace(keeps=None, added=(), tail="") if value.keeps is not None else value
 
     def poison(self, why: Unknown) -> None:
         for b in self.env.values():  # eval/source may read any variable
@@ -572,7 +589,7 @@ class _Evaluator:
             if added is None:
                 fx.opaque.add(a.name)
             else:
-                fx.appends.setdefault(a.name, []).append(added)
+                fx.appends.setdefault(a.name, []).append(added[0])
             self.effects_of_word(a.value, ctx, fx)
         words = list(c.words)
         for item in words:
@@ -764,10 +781,10 @@ def _may_stop(name: str, args: list[str | None], redirects: tuple[shell.Redirect
 _BRANCHES = frozenset({"an if block", "a case block", "an && / || list"})  # code that runs once or not at all
 
 
-def _self_append(a: Assign) -> str | None:
+def _self_append(a: Assign) -> tuple[str, bool] | None:
     """The text ``NAME="$NAME text"`` (or ``"text $NAME"``, ``${NAME}``) adds to NAME's own value, as
-    whole words (the text starts, or ends, with a blank, so no word of the old value changes); None for
-    any other assignment."""
+    whole words (the text starts, or ends, with a blank, so no word of the old value changes), and
+    whether it goes at the end; None for any other assignment."""
     parts: list[shell.Part] = []
     for p in a.value.parts:
         parts.extend(p.parts if isinstance(p, DoubleQuoted) else (p,))
@@ -783,7 +800,7 @@ def _self_append(a: Assign) -> str | None:
         return None
     text = "".join(p.text for p in lits)
     blank = text[:1] if own[0] == 0 else text[-1:]
-    return text if blank in (" ", "\t") and "\n" not in text else None
+    return (text, own[0] == 0) if blank in (" ", "\t") and "\n" not in text else None
 
 
 def _expansions(word: Word) -> Iterator[Expansion]:

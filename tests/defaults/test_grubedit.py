@@ -483,3 +483,21 @@ def test_a_conditional_change_that_could_lose_the_parameter_is_unknowable(tmp_pa
 def test_a_conditional_append_to_an_unset_variable_is_unknowable(tmp_path: Path) -> None:
     with pytest.raises(Unknowable):
         edit_with_dropin(tmp_path, "GRUB_TIMEOUT=5\n", KALI_THEMES)
+
+
+def test_a_top_level_append_after_a_conditional_one_is_a_layer_too(tmp_path: Path) -> None:
+    kdump = b'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT crashkernel=384M-:128M"\n'
+    (tmp_path / "grub").write_text('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
+    (tmp_path / "a.cfg").write_bytes(KALI_THEMES)
+    (tmp_path / "b.cfg").write_bytes(kdump)
+    paths = [tmp_path / "grub", tmp_path / "a.cfg", tmp_path / "b.cfg"]
+    edit = edit_paths(paths)
+    assert [fe.path for fe in edit.files] == [str(paths[0])]
+    (tmp_path / "grub").write_bytes(edit.files[0].after)
+    assert sh_values(paths, [CLD]) == {CLD: "quiet pci=realloc=off splash crashkernel=384M-:128M"}
+    (tmp_path / "b.cfg").write_bytes(kdump.replace(b"crashkernel=384M-:128M", b"pci=realloc"))
+    with pytest.raises(Unknowable):  # it would win over the edit: never looked through
+        edit_paths(paths)
+    (tmp_path / "b.cfg").write_bytes(b'X="$GRUB_CMDLINE_LINUX_DEFAULT pci=realloc"\nGRUB_CMDLINE_LINUX_DEFAULT="$X"\n')
+    with pytest.raises(Unknowable):  # an expansion inside another word is not the layered value
+        edit_paths(paths)
