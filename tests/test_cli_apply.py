@@ -809,7 +809,9 @@ KALI_IF = (
     'if ! echo "$GRUB_CMDLINE_LINUX_DEFAULT" | grep -q splash; then\n'
     '    GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT splash"\nfi\n'
 )
-UNKNOWABLE = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\nif [ -e /etc/x ]; then GRUB_CMDLINE_LINUX_DEFAULT=""; fi\n'
+UNKNOWABLE = (
+    'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\nif [ -e /etc/x ]; then GRUB_CMDLINE_LINUX_DEFAULT=""; fi\n'
+)
 
 
 def test_an_unknowable_value_gets_mlxfix_own_drop_in_and_rollback_removes_it(tmp_path: Path) -> None:
