@@ -455,7 +455,7 @@ def status_result(report: StatusReport) -> StatusResult:
         state=report.state,
         configured=ConfiguredInfo(
             cmdline=lay.configured.cmdline,
-            has_param=has(lay.configured.cmdline),
+            has_param=lay.configured.has(param),
             source=lay.configured.source,
             tokens=[TokenInfo(token=t.token, origin=t.origin) for t in lay.configured.tokens],
         ),

@@ -40,7 +40,8 @@ class FileWrite(NamedTuple):
         return sha256(self.after)
 
     def diff(self) -> str:
-        return unified_diff(self.path, self.before, self.after)
+        """The change as a unified diff; a file created or removed is one against /dev/null."""
+        return unified_diff(self.path, self.before, self.after, created=not self.existed, removed=self.removes)
 
 
 class Command(NamedTuple):
@@ -62,14 +63,21 @@ class Command(NamedTuple):
 
 
 class ShellCheck(NamedTuple):
-    """After writing: source ``paths`` with sh and expect ``variable`` to equal ``expected``."""
+    """After writing: source ``paths`` with sh and expect ``variable`` to equal ``expected`` (``suffix``:
+    to end with it, where what comes before only sh can compute)."""
 
     paths: tuple[str, ...]
     variable: str
     expected: str
+    suffix: bool = False
+
+    def holds(self, value: str | None) -> bool:
+        return value is not None and (value.endswith(self.expected) if self.suffix else value == self.expected)
 
 
-def unified_diff(path: str, before: bytes, after: bytes, context: int = 3) -> str:
+def unified_diff(
+    path: str, before: bytes, after: bytes, context: int = 3, *, created: bool = False, removed: bool = False
+) -> str:
     """A unified diff of two versions of a file, for people and for the JSON result.
 
     The lines both versions share at the start and at the end are matched as they are; only the
@@ -97,7 +105,7 @@ def unified_diff(path: str, before: bytes, after: bytes, context: int = 3) -> st
     out: list[str] = []
     for group in _hunks(ops, context):
         if not out:
-            out += [f"--- a{path}\n", f"+++ b{path}\n"]
+            out += [f"--- {'/dev/null' if created else 'a' + path}\n", f"+++ {'/dev/null' if removed else 'b' + path}\n"]
         out.append(f"@@ -{_range(group[0][1], group[-1][2])} +{_range(group[0][3], group[-1][4])} @@\n")
         for tag, i1, i2, j1, j2 in group:
             if tag == "equal":

@@ -803,3 +803,69 @@ def test_an_admins_umask_of_000_does_not_lock_mlxfix_out_of_its_state_directory(
     assert [stat.S_IMODE((host / d).stat().st_mode) for d in ("var", "var/lib", "var/lib/mlxfix")] == [0o755, 0o755, 0o700]
     again = mlxfix("rollback", "--yes")
     assert again.returncode == 0, again.stderr
+
+
+KALI_IF = (
+    'if ! echo "$GRUB_CMDLINE_LINUX_DEFAULT" | grep -q splash; then\n'
+    '    GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT splash"\nfi\n'
+)
+UNKNOWABLE = (
+    'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\nif [ -e /etc/x ]; then GRUB_CMDLINE_LINUX_DEFAULT=""; fi\n'
+)
+
+
+def test_an_unknowable_value_gets_mlxfix_own_drop_in_and_rollback_removes_it(tmp_path: Path) -> None:
+    from tests.oracle import sh_values
+
+    root = debian_host(tmp_path / "root", UNKNOWABLE, {"kali-themes.cfg": KALI_IF})
+    dry = run("apply", "--dry-run", "--root", str(root), "--boot-setup", "grub-debian")
+    assert dry.returncode == 0, dry.stderr
+    assert "--- /dev/null\n+++ b/etc/default/grub.d/zz-mlxfix.cfg\n" in dry.stdout
+    assert "no edit of an assignment is provably right" in dry.stdout
+    proc = run("apply", "--yes", "--root", str(root), "--boot-setup", "grub-debian", "--no-reboot")
+    assert proc.returncode == 0, proc.stderr
+    ours = root / "etc/default/grub.d/zz-mlxfix.cfg"
+    assert stat.S_IMODE(ours.stat().st_mode) == 0o644
+    d = root / "etc/default"
+    value = sh_values([d / "grub", d / "grub.d/kali-themes.cfg", ours], ["GRUB_CMDLINE_LINUX_DEFAULT"])
+    assert value["GRUB_CMDLINE_LINUX_DEFAULT"] == "quiet splash pci=realloc=off"
+    again = run("apply", "--dry-run", "--root", str(root), "--boot-setup", "grub-debian")
+    assert "already in place" in again.stdout
+    status = run("status", "--root", str(root), "--boot-setup", "grub-debian")
+    assert status.returncode == 11, status.stdout + status.stderr  # configured: the drop-in ends the line
+    back = run("rollback", "--yes", "--root", str(root), "--boot-setup", "grub-debian", "--no-reboot")
+    assert back.returncode == 0, back.stderr
+    assert not ours.exists()
+
+
+def test_a_drop_in_that_would_not_sort_last_is_refused(tmp_path: Path) -> None:
+    root = debian_host(tmp_path / "root", UNKNOWABLE, {"zzz-late.cfg": "GRUB_X=1\n"})
+    proc = run("apply", "--dry-run", "--root", str(root), "--boot-setup", "grub-debian")
+    assert proc.returncode == 1
+    assert "zzz-late.cfg may sort after it" in proc.stderr
+
+
+def test_setups_that_do_not_source_grub_d_keep_refusing(tmp_path: Path) -> None:
+    root = debian_host(tmp_path / "root", UNKNOWABLE, {"a.cfg": "GRUB_X=1\n"})
+    proc = run("apply", "--dry-run", "--root", str(root), "--boot-setup", "grub")
+    assert proc.returncode == 1
+    assert "does not source /etc/default/grub.d/*.cfg" in proc.stderr
+
+
+def test_a_package_conffile_is_not_edited_a_drop_in_appends_instead(tmp_path: Path) -> None:
+    kdump = 'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT crashkernel=384M-:128M pci=realloc"\n'
+    root = debian_host(tmp_path / "root", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', {"kdump-tools.cfg": kdump})
+    write(root, "/var/lib/dpkg/info/kdump-tools.conffiles", "/etc/default/kdump-tools\n/etc/default/grub.d/kdump-tools.cfg\n")
+    proc = run("apply", "--dry-run", "--root", str(root), "--boot-setup", "grub-debian")
+    assert proc.returncode == 0, proc.stderr
+    assert "belongs to the package kdump-tools" in proc.stdout
+    assert "+++ b/etc/default/grub.d/kdump-tools.cfg" not in proc.stdout
+    assert "--- /dev/null\n+++ b/etc/default/grub.d/zz-mlxfix.cfg\n" in proc.stdout
+
+
+def test_etc_default_grub_is_never_a_package_file(tmp_path: Path) -> None:
+    root = debian_host(tmp_path / "root", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', {"a.cfg": "GRUB_X=1\n"})
+    write(root, "/var/lib/dpkg/info/grub-pc.conffiles", "/etc/default/grub\n")  # (a forged list)
+    proc = run("apply", "--dry-run", "--root", str(root), "--boot-setup", "grub-debian")
+    assert proc.returncode == 0, proc.stderr
+    assert "+++ b/etc/default/grub\n" in proc.stdout

@@ -96,12 +96,28 @@ def command_line_of(ev: Evaluation) -> str | None:
     return " ".join(p for p in parts if isinstance(p, str) and p.strip()).strip()
 
 
+def known_tail(value: Unknown) -> str:
+    """The words that end a value only sh can compute all the same: top-level appends of literal text
+    over it (mlxfix's own drop-in), up to the first layer that may not run."""
+    from mlxfix.defaults.evaluate import Unknown
+
+    tail = ""
+    u: object = value
+    while isinstance(u, Unknown) and u.tail and u.keeps is not None:
+        tail = u.tail + tail
+        u = u.keeps.value
+    return tail.strip()
+
+
 class GrubSetup(BootSetup):
     """A GRUB whose menu grub-mkconfig generates from /etc/default/grub and its drop-ins."""
 
     location: ClassVar[str] = "GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub"
     variable: ClassVar[str | None] = "GRUB_CMDLINE_LINUX_DEFAULT"
     editenv: ClassVar[str] = "grub-editenv"  # the tool that sets grubenv's variables (never rewritten by hand)
+    # Whether this setup's grub-mkconfig sources /etc/default/grub.d/*.cfg after the main file (Debian's
+    # does; upstream's and Fedora's grub2-mkconfig do not): only then can mlxfix append in a drop-in of its own.
+    sources_grub_d: ClassVar[bool] = False
     grub_cfg: str = GRUB_CFG  # the grub.cfg the boot loader reads, and the regeneration writes
 
     def __init__(self, evidence: tuple[str, ...] = (), grub_cfg: str | None = None) -> None:
@@ -126,7 +142,10 @@ class GrubSetup(BootSetup):
 
     @classmethod
     def reads(cls) -> tuple[list[str], list[str], list[str]]:
-        return [GRUB_CFG, "/boot/grub/grubenv", "/boot/grub/custom.cfg", "/proc/mounts"], [EFI], []
+        from mlxfix.boot.grub_dropin import DPKG_CONFFILES
+
+        # dpkg's conffile lists: whether the file an edit would touch is a package's.
+        return [GRUB_CFG, "/boot/grub/grubenv", "/boot/grub/custom.cfg", "/proc/mounts"], [EFI], [DPKG_CONFFILES]
 
     def read_request(self) -> tuple[list[str], list[str], list[str]]:
         files, listings, globs = self.reads()
@@ -166,9 +185,11 @@ class GrubSetup(BootSetup):
                 continue
             if isinstance(b.value, Unknown):
                 path, line = locate(snap, b.value)
-                return Configured(
-                    None, f"{path}:{line}: {name}: {b.value.reason}" if line else f"{path}: {name}: {b.value.reason}"
-                )
+                said = f"{path}:{line}: {name}: {b.value.reason}" if line else f"{path}: {name}: {b.value.reason}"
+                tail = known_tail(b.value) if name == names[-1] else ""
+                if tail:  # (the last variable on the linux line: its known end is the line's)
+                    said += f"; whatever sh computes before it, the line ends with {tail!r}"
+                return Configured(None, said, tail=tail or None)
             runs = b.value
             text = "".join(r.text for r in runs)
             texts.append(text)
@@ -193,12 +214,19 @@ class GrubSetup(BootSetup):
 
     def plan_edit(self, snap: Snapshot, param: Param) -> ConfigEdit:
         """The token edit of the setup's grub variable, proved by re-running sh on the result."""
-        from mlxfix.defaults.grubedit import plan_grub_edit
+        from mlxfix.boot.grub_dropin import package_of
+        from mlxfix.defaults.grubedit import Unknowable, plan_grub_edit
         from mlxfix.steps import ShellCheck, file_write, readable
 
         main = readable(snap, GRUB)
         sources = grub_sources(snap)
-        edit = plan_grub_edit(sources, param, self.edited, self.anchor, grub_evaluation(snap))
+        try:
+            edit = plan_grub_edit(sources, param, self.edited, self.anchor, grub_evaluation(snap))
+        except Unknowable as exc:
+            return self._plan_drop_in(snap, param, exc, None)
+        owned = [(fe.path, pkg) for fe in edit.files if (pkg := package_of(snap, fe.path)) is not None]
+        if owned:
+            return self._plan_drop_in(snap, param, None, owned[0])
         target = f"{edit.path}:{edit.line}" if edit.line else edit.path
         target = ", ".join([target, *(fe.path for fe in edit.files if fe.path != edit.path)])
         why = f"{edit.variable} {'gets' if edit.action != 'present' else 'has'} {param.text}"
@@ -216,6 +244,115 @@ class GrubSetup(BootSetup):
             check=check,
             notes=tuple(edit.notes),
             warnings=tuple(edit.warnings),
+        )
+        planned = self.with_entries(snap, param, planned)
+        if planned.before is None or planned.after is None:
+            unknown = self._unknowable_command_line(sources, grub_evaluation(snap), param)
+            planned = planned._replace(warnings=(*planned.warnings, unknown), unknown=unknown)
+        return planned
+
+    @property
+    def drop_in(self) -> str:
+        from mlxfix.boot.grub_dropin import NAME
+
+        return f"{GRUB_D}/{NAME}"
+
+    def _plan_drop_in(
+        self, snap: Snapshot, param: Param, unknowable: Refused | None, owned: tuple[str, str] | None
+    ) -> ConfigEdit:
+        """Append the parameter in mlxfix's own drop-in, read after every file that sets the variable:
+        where the value is one only sh can compute (``unknowable``), or the edit would touch a package's
+        conffile (``owned``: its path and package)."""
+        from mlxfix.boot import grub_dropin
+        from mlxfix.defaults import grubfile
+        from mlxfix.defaults.evaluate import Unknown, evaluate
+        from mlxfix.steps import FileWrite, ShellCheck
+
+        variable, path = self.edited, self.drop_in
+        if unknowable is not None:
+            why = unknowable.message
+        else:
+            assert owned is not None
+            why = f"{owned[0]} belongs to the package {owned[1]} (a dpkg conffile)"
+        if not self.sources_grub_d or variable != "GRUB_CMDLINE_LINUX_DEFAULT":
+            tool = self.regenerate()[0][0]
+            raise Refused(
+                f"{why}; {tool} on this setup does not source {GRUB_D}/*.cfg, so mlxfix cannot append to {variable}"
+                " in a drop-in of its own",
+                path=unknowable.path if unknowable is not None else owned[0] if owned else None,
+                line=unknowable.line if unknowable is not None else None,
+                column=unknowable.column if unknowable is not None else None,
+                hint=(unknowable.hint if unknowable is not None else None) or f"add {param.text} by hand",
+            )
+        if snap.listings.get(GRUB_D) is None:
+            raise Refused(
+                f"{why}, and {GRUB_D}, where mlxfix would append to {variable} in a drop-in of its own, does not exist",
+                path=unknowable.path if unknowable is not None else GRUB_D,
+                line=unknowable.line if unknowable is not None else None,
+                column=unknowable.column if unknowable is not None else None,
+                hint=f"create {GRUB_D} (mode 0755, root) and run mlxfix again, or add {param.text} by hand",
+            )
+        existing = snap.globs.get(f"{GRUB_D}/*.cfg", [])
+        grub_dropin.refuse_unless_last(existing, GRUB_D)
+        wanted = grub_dropin.content(variable, param)
+        current = snap.files.get(path)
+        if current is not None and current.exists:
+            if current.data != wanted:
+                raise Refused(
+                    f"{why}; mlxfix would append to {variable} in {path}, which exists and holds something else",
+                    path=path,
+                    hint=f"mlxfix rollback removes the drop-in it wrote; or add {param.text} there by hand",
+                )
+            present = f"{path} appends {param.text} to {variable} after every other file ({why})"
+            return ConfigEdit(
+                target=path,
+                reason=f"apply: {param.text} in {variable} of {path}",
+                before=grub_command_line(snap),
+                after=grub_command_line(snap),
+                changed=False,
+                notes=(present,),
+            )
+        # What sh computes with the drop-in read last, as grub-mkconfig reads it.
+        sources = [*grub_sources(snap), grubfile.parse(wanted, path)]
+        ev = evaluate(sources)
+        value = ev.value(variable)
+        before_value = grub_evaluation(snap)
+        old = before_value.value(variable) if before_value is not None else None
+        if isinstance(old, str) or old is None:
+            expected = f"{old or ''} {param.text}"
+            if value != expected:
+                raise Refused(f"with mlxfix's drop-in, sh would compute {variable} as {value!r}, not {expected!r}", path=path)
+            check = ShellCheck((*(s.path for s in sources),), variable, expected)
+        else:
+            b = ev.binding(variable)
+            tail = b.value.tail if b is not None and isinstance(b.value, Unknown) else ""
+            if not tail.endswith(f" {param.text}") or ev.stops is not None:
+                raise Refused(f"with mlxfix's drop-in, sh would not end {variable} with {param.text}", path=path)
+            check = ShellCheck((*(s.path for s in sources),), variable, f" {param.text}", suffix=True)
+        last = "the kernel takes the last pci=realloc setting" if param.is_pci else "the kernel takes the last value"
+        if unknowable is not None:
+            note = (
+                f"{why}: no edit of an assignment is provably right, so mlxfix appends {param.text} to {variable} in its"
+                f" own drop-in {path}, which grub-mkconfig sources after /etc/default/grub and every other drop-in"
+                f" (it sorts last in every locale): whatever the value is by then, {param.text} ends it, and {last}"
+            )
+        else:
+            assert owned is not None
+            note = (
+                f"{why}: an edit there would make dpkg ask at the package's next upgrade, and taking the maintainer's"
+                f" version would drop {param.text} silently; so mlxfix appends it to {variable} in its own drop-in"
+                f" {path}, which grub-mkconfig sources after {owned[0]} (it sorts last in every locale), and {last}"
+            )
+        write = FileWrite(path, b"", wanted, 0o644, 0, 0, f"{variable} gets {param.text}", existed=False)
+        planned = ConfigEdit(
+            target=path,
+            reason=f"apply: {param.text} in {variable} of {path}",
+            before=grub_command_line(snap),
+            after=command_line_of(ev),
+            changed=True,
+            writes=(write,),
+            check=check,
+            notes=(note,),
         )
         planned = self.with_entries(snap, param, planned)
         if planned.before is None or planned.after is None:

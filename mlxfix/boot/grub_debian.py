@@ -11,6 +11,7 @@ from mlxfix.boot.grub_base import GrubSetup
 class GrubDebian(GrubSetup):
     name: ClassVar[str] = "grub-debian"
     title: ClassVar[str] = "GRUB on Debian, Ubuntu or Proxmox VE (update-grub)"
+    sources_grub_d: ClassVar[bool] = True  # Debian's grub-mkconfig: /etc/default/grub, then grub.d/*.cfg
 
     def regenerate(self) -> list[list[str]]:
         return [["update-grub"]]

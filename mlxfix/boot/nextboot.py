@@ -59,6 +59,16 @@ class Configured(NamedTuple):
     cmdline: str | None
     source: str  # the files it comes from, or why it is not known
     tokens: tuple[Token, ...] = ()
+    # Where the line is not known: the words known to end it all the same (mlxfix's own grub.d drop-in
+    # appends the parameter after a value only sh can compute), or None.
+    tail: str | None = None
+
+    def has(self, param: Param) -> bool:
+        """Whether the configured line gives the kernel ``param`` (it takes the last setting of a
+        parameter: words known to end the line decide even where what precedes them is not known)."""
+        if self.cmdline is not None:
+            return cmdline.in_effect(self.cmdline, param)
+        return self.tail is not None and cmdline.in_effect(self.tail, param)
 
 
 class Entry(NamedTuple):
@@ -115,7 +125,7 @@ def state_of(lay: Layers, param: Param) -> tuple[str, list[str]]:
     the next boot, and a warning says so."""
     warnings: list[str] = []
     running = _has(lay.running.cmdline, param)
-    configured = _has(lay.configured.cmdline, param)
+    configured = lay.configured.has(param)
     nb = lay.next_boot
     if nb.read and nb.entry is not None:
         nxt = _has(nb.entry.cmdline, param)

@@ -37,11 +37,22 @@ class Run(NamedTuple):
 
 
 class Unknown(NamedTuple):
-    """A value the shell computes at run time; ``file``/``pos`` locate the cause."""
+    """A value the shell computes at run time; ``file``/``pos`` locate the cause.
+
+    ``keeps``: for a conditional self-append (``if ...; then X="$X splash"; fi``, a ``case`` branch, an
+    ``&&`` list), the binding the value had before: whichever way the test goes, the value is that one
+    with some of ``added`` appended (or prepended) as whole words, and nothing else. The value is still
+    unknown; what the earlier value holds is not. A top-level self-append over an unknown value is a
+    layer too (``added`` is then what it always adds; ``tail`` says it goes at the end)."""
 
     reason: str
     file: int = -1
     pos: int = -1
+    keeps: Binding | None = None
+    added: tuple[str, ...] = ()  # the literal texts the branches may add (each starts or ends with a blank)
+    # A top-level ``X="$X text"`` over an unknown X: the text always ends the value (what grub-mkconfig
+    # puts last on the linux line is known, though what comes before it is not).
+    tail: str = ""
 
 
 Value = tuple[Run, ...]
@@ -172,6 +183,10 @@ class _Effects:
     everything: tuple[int, str] | None = None  # (pos, why) when any variable may change
     terminates: tuple[int, str] | None = None  # (pos, "exit"/"return") when the rest may not run
     defines: dict[str, shell.Compound] = field(default_factory=dict)
+    # Conditional self-appends: name -> the literal texts added (``X="$X word"`` inside if/case/&&), and
+    # the names assigned any other way in the same statement (a value then not a plain append).
+    appends: dict[str, list[str]] = field(default_factory=dict)
+    opaque: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -470,7 +485,20 @@ class _Evaluator:
                 for name, pos in _assigned_in_word(a.value, text) if has_expansion else ():
                     why = Unknown(f"{name} is assigned by an expansion on {self.where(file, pos)}", file, pos)
                     self.bind(name, why, file, statement, None)
+            if isinstance(value, Unknown) and self.skippable is None:
+                value = self._layer(a, value)
             self.bind(a.name, value, file, statement, a if self.skippable is None else None, tuple(leaves))
+
+    def _layer(self, a: Assign, value: Unknown) -> Unknown:
+        """An unknown value assigned at the top level: a self-append over an unknown value is one more
+        layer over the binding before it; any other keeps nothing (an expansion of a layered value
+        inside another word is not that value)."""
+        prior = self.env.get(a.name)
+        added = _self_append(a)
+        if added is not None and prior is not None and isinstance(prior.value, Unknown):
+            text, at_end = added
+            return Unknown(value.reason, value.file, value.pos, prior, (text,), text if at_end else "")
+        return value._replace(keeps=None, added=(), tail="") if value.keeps is not None else value
 
     def poison(self, why: Unknown) -> None:
         for b in self.env.values():  # eval/source may read any variable
@@ -492,6 +520,10 @@ class _Evaluator:
                 self.via.add(prior.via)
             where = self.where(file, pos)
             why = f"{name} is changed by the command on {where}" if context == "top" else f"{name} is assigned inside {context}"
+            added = fx.appends.get(name) if name not in fx.opaque and fx.everything is None and fx.terminates is None else None
+            if added:  # only ever appended to: the value before, with some of these words added
+                self.bind(name, Unknown(why, file, pos, prior, tuple(added)), file, statement, None)
+                continue
             self.bind(name, Unknown(why, file, pos), file, statement, None)
         if fx.everything is not None:
             pos, why = fx.everything
@@ -538,6 +570,7 @@ class _Evaluator:
             inner = ctx if ctx.startswith("function") else _CONTEXT_NAMES.get(c.kind, c.kind)
             if c.kind == "for":
                 fx.assigned.setdefault(c.var, (c.start, inner))
+                fx.opaque.add(c.var)
             for w in c.words:
                 self.effects_of_word(w, inner, fx)
             for k, lst in enumerate(c.lists):
@@ -552,6 +585,11 @@ class _Evaluator:
             return
         for a in c.assigns:
             fx.assigned.setdefault(a.name, (a.start, ctx))
+            added = _self_append(a) if not c.words and ctx in _BRANCHES else None
+            if added is None:
+                fx.opaque.add(a.name)
+            else:
+                fx.appends.setdefault(a.name, []).append(added[0])
             self.effects_of_word(a.value, ctx, fx)
         words = list(c.words)
         for item in words:
@@ -604,6 +642,7 @@ class _Evaluator:
             target = words[2].plain() if isinstance(words[2], Word) else None
             if target:
                 fx.assigned.setdefault(target, (words[2].start, ctx))
+                fx.opaque.add(target)
             return
         body = fx.defines.get(name) or self.functions.get(name)
         if body is not None:
@@ -629,6 +668,7 @@ class _Evaluator:
         for arg in args:
             if isinstance(arg, Assign):
                 fx.assigned.setdefault(arg.name, (arg.start, ctx))
+                fx.opaque.add(arg.name)
                 continue
             plain = arg.plain()
             if plain is None:
@@ -644,6 +684,7 @@ class _Evaluator:
             if "=" in plain or name != "export":
                 if target.isidentifier():
                     fx.assigned.setdefault(target, (arg.start, ctx))
+                    fx.opaque.add(target)
                 elif "=" in plain:
                     fx.terminates = fx.terminates or (arg.start, f"{name} {plain.split('=', 1)[0]}= (not a name: sh stops)")
                     return
@@ -651,6 +692,7 @@ class _Evaluator:
     def effects_of_word(self, word: Word, ctx: str, fx: _Effects) -> None:
         for name, pos in _assigned_in_word(word, self.files[self.current].text):
             fx.assigned.setdefault(name, (pos, ctx))
+            fx.opaque.add(name)
         for name, pos in _checked_in_word(word):  # ${X?...}: a check sh exits on
             fx.terminates = fx.terminates or (pos, f"${{{name}?...}} (sh stops when {name} is unset)")
 
@@ -734,6 +776,31 @@ def _may_stop(name: str, args: list[str | None], redirects: tuple[shell.Redirect
             if "&" not in r.op and target != "/dev/null":
                 return f"a redirection of the special builtin '{name}' (sh stops when it fails)"
     return ""
+
+
+_BRANCHES = frozenset({"an if block", "a case block", "an && / || list"})  # code that runs once or not at all
+
+
+def _self_append(a: Assign) -> tuple[str, bool] | None:
+    """The text ``NAME="$NAME text"`` (or ``"text $NAME"``, ``${NAME}``) adds to NAME's own value, as
+    whole words (the text starts, or ends, with a blank, so no word of the old value changes), and
+    whether it goes at the end; None for any other assignment."""
+    parts: list[shell.Part] = []
+    for p in a.value.parts:
+        parts.extend(p.parts if isinstance(p, DoubleQuoted) else (p,))
+    own = [k for k, p in enumerate(parts) if isinstance(p, Expansion)]
+    if len(parts) < 2 or len(own) != 1 or own[0] not in (0, len(parts) - 1):
+        return None
+    e = parts[own[0]]
+    assert isinstance(e, Expansion)
+    if e.kind != "param" or e.name != a.name or e.op or e.arg is not None:
+        return None
+    lits = [p for p in parts if isinstance(p, Literal)]
+    if len(lits) != len(parts) - 1 or any(p.quote == "" and "~" in p.text for p in lits):
+        return None
+    text = "".join(p.text for p in lits)
+    blank = text[:1] if own[0] == 0 else text[-1:]
+    return (text, own[0] == 0) if blank in (" ", "\t") and "\n" not in text else None
 
 
 def _expansions(word: Word) -> Iterator[Expansion]:

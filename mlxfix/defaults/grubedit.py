@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from mlxfix.defaults.grubfile import GrubFile
 
-__all__ = ["FileEdit", "GrubEdit", "plan_grub_edit"]
+__all__ = ["FileEdit", "GrubEdit", "Unknowable", "plan_grub_edit"]
 
 _PLACEHOLDER = re.compile(r"@[A-Z][A-Z0-9_]*@")
 _ENGINES = {"{{": "Jinja, Go or Mustache", "{%": "Jinja", "{#": "Jinja", "<%": "ERB or Puppet EPP"}
@@ -60,6 +60,16 @@ class GrubEdit(NamedTuple):
     @property
     def changed(self) -> bool:
         return bool(self.files)
+
+
+class Unknowable(Refused):
+    """The variable's value cannot be known without running the files (an ``if``, a ``$(...)``...):
+    no edit of an assignment is provably right. ``variable``: the one that is unknowable. A setup whose
+    grub-mkconfig sources grub.d can still append to it in a drop-in that is read last."""
+
+    def __init__(self, message: str, *, variable: str, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.variable = variable
 
 
 class _Splice(NamedTuple):
@@ -158,18 +168,19 @@ def plan_grub_edit(
             return GrubEdit(variable, param, None, "", (), sources[0].path, 0, "present", (held,))
         _refuse_split_anchor(sources, ev, variable, anchor)
         return _add_assignment(sources, ev, param, variable, anchor)
+    layers: list[tuple[Binding, Unknown]] = []  # conditional appends between the effective value and the edit
     if isinstance(b.value, Unknown):
-        u = b.value
-        raise _refuse(
-            sources,
-            u.file,
-            u.pos,
-            f"cannot know the value of {variable} without running the file: {u.reason}",
-            hint=f"set {variable} in a plain top-level assignment, or add {param.text} by hand",
-        )
+        final = b.value
+        inner, layers = _through_appends(b)
+        if inner is None or not all(_keeps_param(u, param) for _, u in layers):
+            raise _unknowable(sources, final, variable, param)
+        b = inner
     value = b.value
+    assert not isinstance(value, Unknown)
     text = text_of(value)
     notes = _notes(sources, ev, b, variable, anchor, param)
+    if layers:
+        notes = (*notes, _layers_note(sources, b, layers, variable, param))
     _refuse_split_anchor(sources, ev, variable, anchor)
     # grub-mkconfig copies the value into grub.cfg's linux line as it is, and GRUB ends that line at a
     # newline: only what comes before the first one reaches the kernel, so that is where the edit goes.
@@ -199,8 +210,66 @@ def plan_grub_edit(
     expected = cmdline.apply(text, changes)
     where = (b.file, b.assign.start if b.assign is not None else -1)
     files = _splice_files(sources, splices, where)
-    checked = _verify(sources, ev, files, variable, expected, param, where)
+    checked = _verify(sources, ev, files, variable, expected, param, where, layers)
     return GrubEdit(variable, param, text, expected, files, sources[b.file].path, line, "edited", notes, checked, warnings)
+
+
+def _unknowable(sources: Sequence[GrubFile], u: Unknown, variable: str, param: Param) -> Unknowable:
+    line, col = sources[u.file].position(u.pos) if 0 <= u.file < len(sources) and u.pos >= 0 else (None, None)
+    return Unknowable(
+        f"cannot know the value of {variable} without running the file: {u.reason}",
+        variable=variable,
+        path=sources[u.file].path if 0 <= u.file < len(sources) else None,
+        line=line,
+        column=col,
+        hint=f"set {variable} in a plain top-level assignment, or add {param.text} by hand",
+    )
+
+
+def _through_appends(b: Binding) -> tuple[Binding | None, list[tuple[Binding, Unknown]]]:
+    """The binding below a chain of conditional self-appends (``if ...; then X="$X splash"; fi``), and
+    the chain, outermost first; None when there is no known value below it."""
+    layers: list[tuple[Binding, Unknown]] = []
+    cur: Binding | None = b
+    while cur is not None and isinstance(cur.value, Unknown):
+        if cur.value.keeps is None or not cur.value.added:
+            return None, layers
+        layers.append((cur, cur.value))
+        cur = cur.value.keeps
+    return cur, layers
+
+
+def _keeps_param(u: Unknown, param: Param) -> bool:
+    """Whether whatever a conditional append adds leaves ``param``, once it is in the earlier value,
+    in effect and alone: words that are not the parameter, conflict with nothing it is, and cannot
+    take it from the kernel (no ``--``, after which the kernel passes words to init; no quote, which
+    could join it to another word; no newline, where GRUB ends the linux line)."""
+    for text in u.added:
+        words = cmdline.split(text)
+        if any(w.text == "--" for w in words) or '"' in text or "\n" in text:
+            return False
+        if cmdline.contains(text, param) or cmdline.conflicts(text, param):
+            return False
+    return True
+
+
+def _layers_note(
+    sources: Sequence[GrubFile], b: Binding, layers: Sequence[tuple[Binding, Unknown]], variable: str, param: Param
+) -> str:
+    """Why editing the earlier assignment is right although the final value is only known to sh."""
+    assert b.assign is not None
+    f = sources[b.file]
+    there = f"{f.path}:{f.position(b.assign.start)[0]}"
+    said = []
+    for _, u in layers:
+        here = f"{sources[u.file].path}:{sources[u.file].position(u.pos)[0]}" if 0 <= u.file < len(sources) else "a drop-in"
+        words = " ".join(repr(w.text) for w in cmdline.split(" ".join(u.added)))
+        said.append(f"{here} ({u.reason.removeprefix(variable + ' is ')}) only adds {words} to it")
+    return (
+        f"{'; '.join(said)}: whichever way sh's test goes, {variable} keeps the value set in {there} and gains only words"
+        f" that are not {param.text} and do not override it, so {param.text} is in the final value either way;"
+        f" the edit goes to {there}"
+    )
 
 
 def _split_note(sources: Sequence[GrubFile], value: tuple[Run, ...], variable: str, head: str) -> str:
@@ -525,9 +594,11 @@ def _verify(
     expected: str,
     param: Param,
     where: tuple[int, int],
+    layers: Sequence[tuple[Binding, Unknown]] = (),
 ) -> Evaluation:
     """Parse and evaluate the edited set; refuse unless exactly the intended change happened.
-    ``where``: (file, offset) of the assignment edited, which a refusal names."""
+    ``where``: (file, offset) of the assignment edited, which a refusal names. ``layers``: the
+    conditional appends over the edited value (then that value is checked, and the same appends)."""
     new_sources = list(sources)
     for fe in files:
         if len(fe.after) > MAX_BYTES:
@@ -540,6 +611,11 @@ def _verify(
             raise _refuse(sources, *where, why)
     ev2 = reevaluate(ev, new_sources)  # from the last checkpoint before the edit: the rest is shared
     got = ev2.value(variable)
+    if layers:
+        top = ev2.binding(variable)
+        inner, again = _through_appends(top) if top is not None else (None, [])
+        same = [u.added for _, u in again] == [u.added for _, u in layers]
+        got = text_of(inner.value) if inner is not None and same and not isinstance(inner.value, Unknown) else got
     if got != expected or not cmdline.contains(got, param):
         shown = repr(got) if isinstance(got, str) else "a value it cannot know"
         raise _refuse(

@@ -109,6 +109,26 @@ def test_apply_then_rollback_with_the_real_update_grub(sandbox: Path) -> None:
     assert not any("pci=realloc=off" in ln for ln in normal)
 
 
+def test_mlxfix_own_drop_in_reaches_the_real_update_grub(sandbox: Path) -> None:
+    """A value only sh can compute (an if that may replace it): mlxfix's own last drop-in appends the
+    parameter, and Debian's real grub-mkconfig puts it on every normal linux line."""
+    grub_d = sandbox / "default" / "grub.d"
+    (grub_d / "maybe.cfg").write_text('if [ -e /nonexistent ]; then GRUB_CMDLINE_LINUX_DEFAULT="nomodeset"; fi\n')
+    proc = mlxfix(sandbox, "apply", "--yes", "--boot-setup", "grub-debian", "--no-reboot")
+    assert proc.returncode == 0, proc.stderr
+    assert (grub_d / "zz-mlxfix.cfg").exists()
+    normal, _ = linux_lines(sandbox)
+    assert normal
+    assert all(ln.endswith("pci=realloc=off") for ln in normal)
+    again = mlxfix(sandbox, "apply", "--yes", "--boot-setup", "grub-debian", "--no-reboot")
+    assert "already in place" in again.stdout, again.stdout + again.stderr
+    proc = mlxfix(sandbox, "rollback", "--yes", "--no-reboot")
+    assert proc.returncode == 0, proc.stderr
+    assert not (grub_d / "zz-mlxfix.cfg").exists()
+    normal, _ = linux_lines(sandbox)
+    assert not any("pci=realloc=off" in ln for ln in normal)
+
+
 def _failing_update_grub(sandbox: Path, times: int) -> str:
     """An update-grub first on PATH that fails ``times`` times, then runs the real one."""
     counter = sandbox / "bin" / "failures"

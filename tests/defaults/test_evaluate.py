@@ -167,3 +167,31 @@ def test_a_command_that_stops_sh_under_set_e_is_found() -> None:
             assert "set -e" in ev.stops.reason or "stop" in ev.stops.reason, line
         else:
             assert ev.stops is None, (line, ev.stops)
+
+
+def test_a_conditional_self_append_keeps_the_earlier_binding() -> None:
+    main = grubfile.parse(b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', "/etc/default/grub")
+    dropin = grubfile.parse(
+        b'if ! echo "$GRUB_CMDLINE_LINUX_DEFAULT" | grep -q splash; then\n'
+        b'    GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT splash"\nfi\n'
+        b'[ -e /x ] && GRUB_CMDLINE_LINUX_DEFAULT="nomodeset ${GRUB_CMDLINE_LINUX_DEFAULT}"\n',
+        "/etc/default/grub.d/kali-themes.cfg",
+    )
+    v = evaluate([main, dropin]).value("GRUB_CMDLINE_LINUX_DEFAULT")
+    assert isinstance(v, Unknown)  # still only sh knows it
+    assert v.added == ("nomodeset ",)
+    assert v.keeps is not None
+    inner = v.keeps.value
+    assert isinstance(inner, Unknown)
+    assert inner.added == (" splash",)
+    assert inner.keeps is not None
+    assert inner.keeps.assign is not None
+    assert inner.keeps.file == 0
+
+
+def test_any_other_conditional_assignment_keeps_nothing() -> None:
+    for body in (b'X="$X $Y"', b"X=quiet", b'X="$X"', b'X="$X a" true', b'X="${X:-a} b"'):
+        f = grubfile.parse(b'X="quiet"\nif [ -e /x ]; then ' + body + b"; fi\n", "/etc/default/grub")
+        v = evaluate([f]).value("X")
+        assert isinstance(v, Unknown), body
+        assert v.keeps is None, body

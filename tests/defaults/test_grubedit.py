@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from mlxfix import cmdline
 from mlxfix.cmdline import Param
 from mlxfix.defaults import grubfile
-from mlxfix.defaults.grubedit import GrubEdit, plan_grub_edit
+from mlxfix.defaults.grubedit import GrubEdit, Unknowable, plan_grub_edit
 from mlxfix.errors import Refused
 from tests.conftest import CORPUS, corpus_files, corpus_hosts
 from tests.oracle import names_in, sh_values
@@ -398,3 +398,106 @@ def test_a_template_drop_in_is_refused_by_name() -> None:
 )
 def test_template_markers_only_in_comments_or_in_sh_syntax_are_not_refused(text: str) -> None:
     assert plan(text).changed
+
+
+# Kali's stock /etc/default/grub.d/kali-themes.cfg (kali-themes; ../shared/corpus/grub-more/
+# 114-opamlee-etckeeper.d-kali-themes.cfg): every stock Kali host has it.
+KALI_THEMES = (
+    b'# Try to force a 16x9 mode first, then 16x10, then default\nGRUB_GFXMODE="1280x720,1280x800,auto"\n'
+    b'GRUB_THEME="/boot/grub/themes/kali/theme.txt"\n# Add splash option to enable plymouth\n'
+    b'if ! echo "$GRUB_CMDLINE_LINUX_DEFAULT" | grep -q splash; then\n'
+    b'    GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT splash"\nfi\n'
+)
+SHARED_KALI = Path(__file__).resolve().parents[3] / "shared/corpus/grub-more/114-opamlee-etckeeper.d-kali-themes.cfg"
+
+
+def test_the_kali_drop_in_is_the_real_one() -> None:
+    if not SHARED_KALI.exists():
+        pytest.skip("../shared/corpus/grub-more is not here")
+    assert SHARED_KALI.read_bytes() == KALI_THEMES
+
+
+def edit_with_dropin(tmp_path: Path, main: str, dropin: bytes) -> tuple[GrubEdit, list[Path]]:
+    (tmp_path / "grub").write_text(main)
+    (tmp_path / "d.cfg").write_bytes(dropin)
+    paths = [tmp_path / "grub", tmp_path / "d.cfg"]
+    return edit_paths(paths), paths
+
+
+@pytest.mark.parametrize(
+    ("main", "final"),
+    [
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', "quiet pci=realloc=off splash"),  # the test adds splash
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet splash"\n', "quiet splash pci=realloc=off"),  # it does not
+    ],
+)
+def test_a_conditional_append_of_other_words_edits_the_earlier_assignment(tmp_path: Path, main: str, final: str) -> None:
+    edit, paths = edit_with_dropin(tmp_path, main, KALI_THEMES)
+    assert [fe.path for fe in edit.files] == [str(paths[0])]
+    assert edit.action == "edited"
+    assert any("only adds 'splash'" in n and "in the final value either way" in n for n in edit.notes)
+    (tmp_path / "grub").write_bytes(edit.files[0].after)
+    assert sh_values(paths, [CLD]) == {CLD: final}  # both branches, as sh takes them
+    assert not edit_paths(paths).changed  # a second run: already in place
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT splash"',
+        'GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT} nomodeset"\nelse\n  GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT x"',
+        'GRUB_CMDLINE_LINUX_DEFAULT="splash $GRUB_CMDLINE_LINUX_DEFAULT"',
+    ],
+)
+def test_appends_in_every_branch_are_edited_below(tmp_path: Path, body: str) -> None:
+    dropin = f"if [ -e /nonexistent ]; then\n  {body}\nfi\n".encode()
+    edit, paths = edit_with_dropin(tmp_path, 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', dropin)
+    assert edit.files[0].path == str(paths[0])
+    (tmp_path / "grub").write_bytes(edit.files[0].after)
+    value = sh_values(paths, [CLD])[CLD]
+    assert value is not None
+    assert cmdline.in_effect(value, P)
+    assert cmdline.ensure(value, P) == ()
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ('GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT pci=realloc=on"', "overrides it"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT pci=realloc=off"', "the parameter itself: twice"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT pci=noaer,realloc"', "a pci list with realloc"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="-- $GRUB_CMDLINE_LINUX_DEFAULT"', "everything after -- goes to init"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT}splash"', "joins a word of the old value"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="quiet"', "not an append"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT $X"', "an expansion"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT splash"; unset GRUB_CMDLINE_LINUX_DEFAULT', "unset"),
+    ],
+)
+def test_a_conditional_change_that_could_lose_the_parameter_is_unknowable(tmp_path: Path, body: str, why: str) -> None:
+    del why
+    dropin = f"if [ -e /x ]; then\n  {body}\nfi\n".encode()
+    with pytest.raises(Unknowable, match="cannot know the value of GRUB_CMDLINE_LINUX_DEFAULT"):
+        edit_with_dropin(tmp_path, 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', dropin)
+
+
+def test_a_conditional_append_to_an_unset_variable_is_unknowable(tmp_path: Path) -> None:
+    with pytest.raises(Unknowable):
+        edit_with_dropin(tmp_path, "GRUB_TIMEOUT=5\n", KALI_THEMES)
+
+
+def test_a_top_level_append_after_a_conditional_one_is_a_layer_too(tmp_path: Path) -> None:
+    kdump = b'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT crashkernel=384M-:128M"\n'
+    (tmp_path / "grub").write_text('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
+    (tmp_path / "a.cfg").write_bytes(KALI_THEMES)
+    (tmp_path / "b.cfg").write_bytes(kdump)
+    paths = [tmp_path / "grub", tmp_path / "a.cfg", tmp_path / "b.cfg"]
+    edit = edit_paths(paths)
+    assert [fe.path for fe in edit.files] == [str(paths[0])]
+    (tmp_path / "grub").write_bytes(edit.files[0].after)
+    assert sh_values(paths, [CLD]) == {CLD: "quiet pci=realloc=off splash crashkernel=384M-:128M"}
+    (tmp_path / "b.cfg").write_bytes(kdump.replace(b"crashkernel=384M-:128M", b"pci=realloc"))
+    with pytest.raises(Unknowable):  # it would win over the edit: never looked through
+        edit_paths(paths)
+    (tmp_path / "b.cfg").write_bytes(b'X="$GRUB_CMDLINE_LINUX_DEFAULT pci=realloc"\nGRUB_CMDLINE_LINUX_DEFAULT="$X"\n')
+    with pytest.raises(Unknowable):  # an expansion inside another word is not the layered value
+        edit_paths(paths)
