@@ -6,6 +6,7 @@ Heavy modules are imported inside the commands that need them, so ``mlxfix --hel
 from __future__ import annotations
 
 import contextlib
+import enum
 import gc
 import os
 import signal
@@ -53,9 +54,23 @@ app = typer.Typer(
     help=HELP,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    add_completion=False,  # mlxfix's own --install-completion SHELL: the shell asked for, not a guess
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
+
+
+def _complete_setups(incomplete: str) -> list[str]:
+    from mlxfix.cli.complete import boot_setups
+
+    return boot_setups(incomplete)
+
+
+def _complete_backups(ctx: Any, incomplete: str) -> list[str]:
+    from mlxfix.cli.complete import backup_ids
+
+    return backup_ids(ctx, incomplete)
+
 
 RootOpt = Annotated[
     str,
@@ -102,6 +117,7 @@ SetupOpt = Annotated[
         "--boot-setup",
         metavar="NAME",
         help="Skip detection: grub-debian, grub, grub2, grub2-bls, proxmox-systemd-boot or systemd-boot.",
+        autocompletion=_complete_setups,
     ),
 ]
 
@@ -114,13 +130,79 @@ def _version(value: bool) -> None:
         raise typer.Exit
 
 
+class Shell(enum.StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+    powershell = "powershell"
+    pwsh = "pwsh"
+
+
+def _install_completion(value: Shell | None) -> None:
+    if value is None:
+        return
+    from typer._completion_shared import install
+
+    shell, path = install(shell=value.value, prog_name="mlxfix", complete_var="_MLXFIX_COMPLETE")
+    sourced = {"bash": " (sourced from ~/.bashrc)", "zsh": " (~/.zshrc loads ~/.zfunc)"}.get(shell, "")
+    typer.echo(f"{shell} completion installed in {path}{sourced}; it takes effect in a new shell")
+    raise typer.Exit
+
+
+def _show_completion(value: Shell | None) -> None:
+    if value is None:
+        return
+    from typer._completion_shared import get_completion_script
+
+    typer.echo(get_completion_script(prog_name="mlxfix", complete_var="_MLXFIX_COMPLETE", shell=value.value))
+    raise typer.Exit
+
+
+class Color(enum.StrEnum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
 @app.callback()
 def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
+    color: Annotated[
+        Color,
+        typer.Option(
+            "--color",
+            help="Colour the human output: always, never, or auto (the default: NO_COLOR, then FORCE_COLOR, then"
+            " whether the output is a terminal). Before the command: mlxfix --color=never apply.",
+        ),
+    ] = Color.auto,
+    install_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--install-completion",
+            metavar="SHELL",
+            callback=_install_completion,
+            is_eager=True,
+            help="Install tab completion for SHELL (bash, zsh, fish, powershell, pwsh) for this user, and exit.",
+        ),
+    ] = None,
+    show_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--show-completion",
+            metavar="SHELL",
+            callback=_show_completion,
+            is_eager=True,
+            help="Print SHELL's completion script (to install it by hand), and exit.",
+        ),
+    ] = None,
 ) -> None:
-    del version
+    del version, install_completion, show_completion
+    if color is not Color.auto:
+        from mlxfix.cli.render import set_color
+
+        set_color(color.value)
 
 
 # -- helpers -------------------------------------------------------------------------------------------
@@ -559,7 +641,10 @@ def apply(
 def rollback(
     dry_run: DryRunOpt = False,
     backup: Annotated[
-        str | None, typer.Option("--backup", metavar="ID", help="The backup to restore (default: the newest).")
+        str | None,
+        typer.Option(
+            "--backup", metavar="ID", help="The backup to restore (default: the newest).", autocompletion=_complete_backups
+        ),
     ] = None,
     yes: YesOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Restore even over changes made after mlxfix wrote the file.")] = False,
@@ -791,6 +876,10 @@ def main(early: SshHost | None = None) -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="surrogateescape")
+    if "_MLXFIX_COMPLETE" in os.environ:  # the shell asks for completions (typer's protocol, as its scripts speak it)
+        from typer._completion_classes import completion_init
+
+        completion_init()
     try:
         code = _app_for(sys.argv[1:])(standalone_mode=False, prog_name="mlxfix")
     except (KeyboardInterrupt, typer.Abort):
