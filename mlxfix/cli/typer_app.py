@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NoReturn
 
 import typer
 
@@ -221,6 +221,7 @@ def _handled(func: Callable[..., None]) -> Callable[..., None]:
             try:
                 func(*args, **kwargs)
             finally:
+                _Spinner.stop_all()  # an error or Ctrl-C while a command ran: its line erased, the cursor back
                 while _OPEN:  # end SSH connections before the exit code is decided
                     remote = _OPEN.pop()
                     with contextlib.suppress(OSError):  # a dead link must not hide the error that killed it
@@ -339,17 +340,67 @@ def _ssh_figures(host: Host) -> tuple[int, int] | None:
     return None if connections is None else (connections, getattr(host, "round_trips", 0))
 
 
+class _Spinner:
+    """rich's spinner and elapsed time on stderr, only when stderr is a terminal (not TERM=dumb): no
+    control character ever reaches a pipe or a file. It is transient: stopping it erases its line, so
+    every line printed around it ends cleanly. rich is imported only when one is shown."""
+
+    active: ClassVar[list[_Spinner]] = []  # stopped by _handled whatever ends the command
+
+    def __init__(self, text: Callable[[], str]) -> None:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.spinner import Spinner
+        from rich.text import Text
+
+        from mlxfix.cli.render import color_enabled
+
+        class _Now:
+            def __rich__(self) -> Text:
+                return Text(text())
+
+        console = Console(
+            file=sys.stderr, force_terminal=True, color_system="standard" if color_enabled(sys.stderr) else None, highlight=False
+        )
+        self._live = Live(
+            Spinner("line", text=_Now(), style="cyan"),
+            console=console,
+            transient=True,
+            refresh_per_second=10,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._live.start()
+        _Spinner.active.append(self)
+
+    @staticmethod
+    def wanted() -> bool:
+        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+    def pause(self) -> None:
+        self._live.stop()
+
+    def resume(self) -> None:
+        self._live.start()
+
+    def stop(self) -> None:
+        self._live.stop()
+        if self in _Spinner.active:
+            _Spinner.active.remove(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        while cls.active:
+            cls.active[-1].stop()
+
+
 class _Progress:
-    """Steps as lines; command output streamed; a spinner while a command runs on a terminal."""
+    """Steps as lines; command output streamed; a spinner on a terminal while a command runs."""
 
     def __init__(self, out: Any, style: Style) -> None:
         self.out = out
         self.style = style
-        self.tty = out.isatty()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._label = ""
-        self._lock = threading.Lock()
+        self._spinner: _Spinner | None = None
 
     def step(self, text: str) -> None:
         self._print(f"  {text}")
@@ -357,12 +408,11 @@ class _Progress:
     def command_start(self, argv: tuple[str, ...]) -> None:
         import shlex
 
-        self._label = shlex.join(argv)
-        self._print(f"  running {self._label} ...")
-        if self.tty:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._spin, daemon=True)
-            self._thread.start()
+        label = shlex.join(argv)
+        self._print(f"  running {label} ...")
+        if _Spinner.wanted():
+            started = time.monotonic()
+            self._spinner = _Spinner(lambda: f"{label} ({time.monotonic() - started:.0f} s)")
 
     def output(self, line: str) -> None:
         self._print(f"    | {line}")
@@ -374,29 +424,20 @@ class _Progress:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def command_end(self, result: CommandResult) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-            self.out.write("\r\033[K")
+        if self._spinner is not None:
+            self._spinner.stop()
+            self._spinner = None
         del result
 
     def _print(self, text: str) -> None:
-        with self._lock:
-            if self._thread is not None:
-                self.out.write("\r\033[K")
-            self.out.write(text + "\n")
-            self.out.flush()
-
-    def _spin(self) -> None:
-        frames = "|/-\\"
-        start = time.monotonic()
-        i = 0
-        while not self._stop.wait(0.1):
-            with self._lock:
-                self.out.write(f"\r  {frames[i % 4]} {self._label} ({time.monotonic() - start:.0f} s)")
-                self.out.flush()
-            i += 1
+        """A whole line, with the spinner (if any) off the screen while it is written."""
+        spinner = self._spinner
+        if spinner is not None:
+            spinner.pause()
+        self.out.write(text + "\n")
+        self.out.flush()
+        if spinner is not None:
+            spinner.resume()
 
 
 def _name_target(host: Host, out: Any, style: Style) -> None:
@@ -430,21 +471,31 @@ def _confirmer(yes: bool, out: Any, style: Style, shown: list[bool], action: str
 
 
 class _WaitLine:
-    """The progress line while a rebooting host is away."""
+    """Progress while a rebooting host is away: a spinner on a terminal's stderr, else a line every
+    30 s; ``close`` leaves one whole line saying how long it waited."""
 
     def __init__(self, out: Any) -> None:
         self.out = out
-        self.tty = out.isatty()
         self.last = -1.0
+        self.text = ""
+        self._spinner: _Spinner | None = None
 
     def __call__(self, label: str, elapsed: float) -> None:
-        text = f"waiting for {label} to come back: {int(elapsed) // 60}:{int(elapsed) % 60:02d}"
-        if self.tty:
-            self.out.write(f"\r\033[K{text}")
+        self.text = f"waiting for {label} to come back: {int(elapsed) // 60}:{int(elapsed) % 60:02d}"
+        if _Spinner.wanted():
+            if self._spinner is None:
+                self._spinner = _Spinner(lambda: self.text)
         elif elapsed - self.last >= 30 or self.last < 0:
-            self.out.write(text + "\n")
+            self.out.write(self.text + "\n")
+            self.out.flush()
             self.last = elapsed
-        self.out.flush()
+
+    def close(self) -> None:
+        if self._spinner is not None:
+            self._spinner.stop()
+            self._spinner = None
+            self.out.write(self.text + "\n")
+            self.out.flush()
 
 
 def _wait(wait: bool, timeout: float, target: str | None, reboot: bool | None) -> float | None:
@@ -488,15 +539,18 @@ def _finish_change(
         from mlxfix import commands
         from mlxfix.cli.render import render_verification
 
+        line = _WaitLine(out)
         try:
             with _ctrl_c_raises():  # Ctrl-C stops the waiting; the change stays, and the report says so
-                commands.wait_for_reboot(host, boot_id, wait, _WaitLine(out))
+                try:
+                    commands.wait_for_reboot(host, boot_id, wait, line)
+                finally:
+                    line.close()
                 report.verification = commands.verify(
                     host, report.param, present=report.plan is not None and report.plan.effect != "rolled back"
                 )
         except (MlxfixError, KeyboardInterrupt) as exc:  # the change is made: the report must still come out
             why = str(exc) if isinstance(exc, MlxfixError) else "interrupted (Ctrl-C) while waiting for the host"
-            out.write("\n")
             sys.stderr.write(f"mlxfix: {why}\n")
             report.errors.append(why)
             code = ExitCode.NOT_VERIFIED
