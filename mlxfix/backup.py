@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from mlxfix import __version__
 from mlxfix.digest import sha256
 from mlxfix.errors import FileError, Refused, UsageError
-from mlxfix.host.local import STATE_DIR, checkpoint
+from mlxfix.host.local import BACKUP_ID, STATE_DIR, checkpoint
 
 if TYPE_CHECKING:
     from mlxfix.host.local import Host, Snapshot
@@ -29,7 +29,7 @@ __all__ = ["Intent", "Listing", "Manifest", "ManifestFile", "create", "list_back
 BACKUPS = f"{STATE_DIR}/backups"
 INTENT = f"{STATE_DIR}/intent.json"
 LOCK = f"{STATE_DIR}/lock"
-_ID = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{6}")
+_ID = re.compile(BACKUP_ID)
 
 
 class ManifestFile(BaseModel):

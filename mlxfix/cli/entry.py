@@ -8,6 +8,7 @@ for real, and the CLI uses the early connection only if it was made for exactly 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
@@ -41,6 +42,8 @@ def _interrupted() -> NoReturn:
 
 
 def _early_connection(args: list[str]) -> SshHost | None:
+    if "_MLXFIX_COMPLETE" in os.environ:
+        return None  # the shell asks for completions: no login for that
     values: dict[str, list[str]] = {"--host": [], "--ssh-option": [], "--root": []}
     i = 0
     while i < len(args):

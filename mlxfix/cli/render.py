@@ -1,5 +1,6 @@
-"""Human output: the plan, the diff, what ran, what to do next. Colour only on a terminal and never
-with NO_COLOR (https://no-color.org)."""
+"""Human output: the plan, the diff, what ran, what to do next. Colour: ``--color=always|never`` first,
+then NO_COLOR (https://no-color.org: off), then FORCE_COLOR (https://force-color.org: on), else only
+on a terminal (and not TERM=dumb)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Style",
+    "color_enabled",
     "render_backups",
     "render_change",
     "render_diagnosis",
@@ -26,12 +28,33 @@ __all__ = [
 ]
 
 
+COLOR_CHOICES = ("auto", "always", "never")
+_color = ["auto"]  # the global --color, set once by the CLI's callback
+
+
+def set_color(choice: str) -> None:
+    """The global ``--color``: always, never, or auto (the environment and the terminal decide)."""
+    assert choice in COLOR_CHOICES
+    _color[0] = choice
+
+
+def color_enabled(stream: TextIO) -> bool:
+    """Whether output to ``stream`` is coloured: --color, then NO_COLOR, then FORCE_COLOR, then a
+    terminal. NO_COLOR and FORCE_COLOR count when set to anything but the empty string."""
+    if _color[0] != "auto":
+        return _color[0] == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
 class Style:
-    """ANSI styling that switches itself off when it should."""
+    """ANSI styling that switches itself off when it should (see color_enabled)."""
 
     def __init__(self, stream: TextIO) -> None:
-        # no-color.org: NO_COLOR set to anything but the empty string turns colour off.
-        self.enabled = stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+        self.enabled = color_enabled(stream)
 
     def _wrap(self, code: str, text: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.enabled else text

@@ -6,13 +6,14 @@ Heavy modules are imported inside the commands that need them, so ``mlxfix --hel
 from __future__ import annotations
 
 import contextlib
+import enum
 import gc
 import os
 import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NoReturn
 
 import typer
 
@@ -53,9 +54,23 @@ app = typer.Typer(
     help=HELP,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    add_completion=False,  # mlxfix's own --install-completion SHELL: the shell asked for, not a guess
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
+
+
+def _complete_setups(incomplete: str) -> list[str]:
+    from mlxfix.cli.complete import boot_setups
+
+    return boot_setups(incomplete)
+
+
+def _complete_backups(ctx: Any, incomplete: str) -> list[str]:
+    from mlxfix.cli.complete import backup_ids
+
+    return backup_ids(ctx, incomplete)
+
 
 RootOpt = Annotated[
     str,
@@ -102,6 +117,7 @@ SetupOpt = Annotated[
         "--boot-setup",
         metavar="NAME",
         help="Skip detection: grub-debian, grub, grub2, grub2-bls, proxmox-systemd-boot or systemd-boot.",
+        autocompletion=_complete_setups,
     ),
 ]
 
@@ -114,13 +130,79 @@ def _version(value: bool) -> None:
         raise typer.Exit
 
 
+class Shell(enum.StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+    powershell = "powershell"
+    pwsh = "pwsh"
+
+
+def _install_completion(value: Shell | None) -> None:
+    if value is None:
+        return
+    from typer._completion_shared import install
+
+    shell, path = install(shell=value.value, prog_name="mlxfix", complete_var="_MLXFIX_COMPLETE")
+    sourced = {"bash": " (sourced from ~/.bashrc)", "zsh": " (~/.zshrc loads ~/.zfunc)"}.get(shell, "")
+    typer.echo(f"{shell} completion installed in {path}{sourced}; it takes effect in a new shell")
+    raise typer.Exit
+
+
+def _show_completion(value: Shell | None) -> None:
+    if value is None:
+        return
+    from typer._completion_shared import get_completion_script
+
+    typer.echo(get_completion_script(prog_name="mlxfix", complete_var="_MLXFIX_COMPLETE", shell=value.value))
+    raise typer.Exit
+
+
+class Color(enum.StrEnum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
 @app.callback()
 def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
+    color: Annotated[
+        Color,
+        typer.Option(
+            "--color",
+            help="Colour the human output: always, never, or auto (the default: NO_COLOR, then FORCE_COLOR, then"
+            " whether the output is a terminal). Before the command: mlxfix --color=never apply.",
+        ),
+    ] = Color.auto,
+    install_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--install-completion",
+            metavar="SHELL",
+            callback=_install_completion,
+            is_eager=True,
+            help="Install tab completion for SHELL (bash, zsh, fish, powershell, pwsh) for this user, and exit.",
+        ),
+    ] = None,
+    show_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--show-completion",
+            metavar="SHELL",
+            callback=_show_completion,
+            is_eager=True,
+            help="Print SHELL's completion script (to install it by hand), and exit.",
+        ),
+    ] = None,
 ) -> None:
-    del version
+    del version, install_completion, show_completion
+    if color is not Color.auto:
+        from mlxfix.cli.render import set_color
+
+        set_color(color.value)
 
 
 # -- helpers -------------------------------------------------------------------------------------------
@@ -139,6 +221,7 @@ def _handled(func: Callable[..., None]) -> Callable[..., None]:
             try:
                 func(*args, **kwargs)
             finally:
+                _Spinner.stop_all()  # an error or Ctrl-C while a command ran: its line erased, the cursor back
                 while _OPEN:  # end SSH connections before the exit code is decided
                     remote = _OPEN.pop()
                     with contextlib.suppress(OSError):  # a dead link must not hide the error that killed it
@@ -257,17 +340,67 @@ def _ssh_figures(host: Host) -> tuple[int, int] | None:
     return None if connections is None else (connections, getattr(host, "round_trips", 0))
 
 
+class _Spinner:
+    """rich's spinner and elapsed time on stderr, only when stderr is a terminal (not TERM=dumb): no
+    control character ever reaches a pipe or a file. It is transient: stopping it erases its line, so
+    every line printed around it ends cleanly. rich is imported only when one is shown."""
+
+    active: ClassVar[list[_Spinner]] = []  # stopped by _handled whatever ends the command
+
+    def __init__(self, text: Callable[[], str]) -> None:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.spinner import Spinner
+        from rich.text import Text
+
+        from mlxfix.cli.render import color_enabled
+
+        class _Now:
+            def __rich__(self) -> Text:
+                return Text(text())
+
+        console = Console(
+            file=sys.stderr, force_terminal=True, color_system="standard" if color_enabled(sys.stderr) else None, highlight=False
+        )
+        self._live = Live(
+            Spinner("line", text=_Now(), style="cyan"),
+            console=console,
+            transient=True,
+            refresh_per_second=10,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._live.start()
+        _Spinner.active.append(self)
+
+    @staticmethod
+    def wanted() -> bool:
+        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+    def pause(self) -> None:
+        self._live.stop()
+
+    def resume(self) -> None:
+        self._live.start()
+
+    def stop(self) -> None:
+        self._live.stop()
+        if self in _Spinner.active:
+            _Spinner.active.remove(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        while cls.active:
+            cls.active[-1].stop()
+
+
 class _Progress:
-    """Steps as lines; command output streamed; a spinner while a command runs on a terminal."""
+    """Steps as lines; command output streamed; a spinner on a terminal while a command runs."""
 
     def __init__(self, out: Any, style: Style) -> None:
         self.out = out
         self.style = style
-        self.tty = out.isatty()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._label = ""
-        self._lock = threading.Lock()
+        self._spinner: _Spinner | None = None
 
     def step(self, text: str) -> None:
         self._print(f"  {text}")
@@ -275,12 +408,11 @@ class _Progress:
     def command_start(self, argv: tuple[str, ...]) -> None:
         import shlex
 
-        self._label = shlex.join(argv)
-        self._print(f"  running {self._label} ...")
-        if self.tty:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._spin, daemon=True)
-            self._thread.start()
+        label = shlex.join(argv)
+        self._print(f"  running {label} ...")
+        if _Spinner.wanted():
+            started = time.monotonic()
+            self._spinner = _Spinner(lambda: f"{label} ({time.monotonic() - started:.0f} s)")
 
     def output(self, line: str) -> None:
         self._print(f"    | {line}")
@@ -292,29 +424,20 @@ class _Progress:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def command_end(self, result: CommandResult) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-            self.out.write("\r\033[K")
+        if self._spinner is not None:
+            self._spinner.stop()
+            self._spinner = None
         del result
 
     def _print(self, text: str) -> None:
-        with self._lock:
-            if self._thread is not None:
-                self.out.write("\r\033[K")
-            self.out.write(text + "\n")
-            self.out.flush()
-
-    def _spin(self) -> None:
-        frames = "|/-\\"
-        start = time.monotonic()
-        i = 0
-        while not self._stop.wait(0.1):
-            with self._lock:
-                self.out.write(f"\r  {frames[i % 4]} {self._label} ({time.monotonic() - start:.0f} s)")
-                self.out.flush()
-            i += 1
+        """A whole line, with the spinner (if any) off the screen while it is written."""
+        spinner = self._spinner
+        if spinner is not None:
+            spinner.pause()
+        self.out.write(text + "\n")
+        self.out.flush()
+        if spinner is not None:
+            spinner.resume()
 
 
 def _name_target(host: Host, out: Any, style: Style) -> None:
@@ -348,21 +471,31 @@ def _confirmer(yes: bool, out: Any, style: Style, shown: list[bool], action: str
 
 
 class _WaitLine:
-    """The progress line while a rebooting host is away."""
+    """Progress while a rebooting host is away: a spinner on a terminal's stderr, else a line every
+    30 s; ``close`` leaves one whole line saying how long it waited."""
 
     def __init__(self, out: Any) -> None:
         self.out = out
-        self.tty = out.isatty()
         self.last = -1.0
+        self.text = ""
+        self._spinner: _Spinner | None = None
 
     def __call__(self, label: str, elapsed: float) -> None:
-        text = f"waiting for {label} to come back: {int(elapsed) // 60}:{int(elapsed) % 60:02d}"
-        if self.tty:
-            self.out.write(f"\r\033[K{text}")
+        self.text = f"waiting for {label} to come back: {int(elapsed) // 60}:{int(elapsed) % 60:02d}"
+        if _Spinner.wanted():
+            if self._spinner is None:
+                self._spinner = _Spinner(lambda: self.text)
         elif elapsed - self.last >= 30 or self.last < 0:
-            self.out.write(text + "\n")
+            self.out.write(self.text + "\n")
+            self.out.flush()
             self.last = elapsed
-        self.out.flush()
+
+    def close(self) -> None:
+        if self._spinner is not None:
+            self._spinner.stop()
+            self._spinner = None
+            self.out.write(self.text + "\n")
+            self.out.flush()
 
 
 def _wait(wait: bool, timeout: float, target: str | None, reboot: bool | None) -> float | None:
@@ -406,15 +539,18 @@ def _finish_change(
         from mlxfix import commands
         from mlxfix.cli.render import render_verification
 
+        line = _WaitLine(out)
         try:
             with _ctrl_c_raises():  # Ctrl-C stops the waiting; the change stays, and the report says so
-                commands.wait_for_reboot(host, boot_id, wait, _WaitLine(out))
+                try:
+                    commands.wait_for_reboot(host, boot_id, wait, line)
+                finally:
+                    line.close()
                 report.verification = commands.verify(
                     host, report.param, present=report.plan is not None and report.plan.effect != "rolled back"
                 )
         except (MlxfixError, KeyboardInterrupt) as exc:  # the change is made: the report must still come out
             why = str(exc) if isinstance(exc, MlxfixError) else "interrupted (Ctrl-C) while waiting for the host"
-            out.write("\n")
             sys.stderr.write(f"mlxfix: {why}\n")
             report.errors.append(why)
             code = ExitCode.NOT_VERIFIED
@@ -559,7 +695,10 @@ def apply(
 def rollback(
     dry_run: DryRunOpt = False,
     backup: Annotated[
-        str | None, typer.Option("--backup", metavar="ID", help="The backup to restore (default: the newest).")
+        str | None,
+        typer.Option(
+            "--backup", metavar="ID", help="The backup to restore (default: the newest).", autocompletion=_complete_backups
+        ),
     ] = None,
     yes: YesOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Restore even over changes made after mlxfix wrote the file.")] = False,
@@ -791,6 +930,10 @@ def main(early: SshHost | None = None) -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="surrogateescape")
+    if "_MLXFIX_COMPLETE" in os.environ:  # the shell asks for completions (typer's protocol, as its scripts speak it)
+        from typer._completion_classes import completion_init
+
+        completion_init()
     try:
         code = _app_for(sys.argv[1:])(standalone_mode=False, prog_name="mlxfix")
     except (KeyboardInterrupt, typer.Abort):

@@ -36,6 +36,7 @@ __all__ = [
 
 MAX_READ = 16 << 20  # files larger than this are never read whole (logs are read from the end)
 STATE_DIR = "/var/lib/mlxfix"
+BACKUP_ID = r"[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{6}"  # a backup's name under STATE_DIR/backups (see backup.new_id)
 
 
 class Host(Protocol):
