@@ -46,7 +46,8 @@ Typical session (as root, on the host or with --host):
 
 Exit codes: 0 ok, 1 refused or failed (nothing changed or all restored), 2 usage error,
 3 failed and not restored (manual steps printed), 10/11/12 diagnose verdicts, 13 verify failed,
-75 busy (another mlxfix, dpkg or apt), 130 interrupted.
+14/15/16 status drift/absent/trial, 75 busy (another mlxfix, dpkg or apt), 130 interrupted.
+`man mlxfix` has every command and file; the README, the whole story.
 """
 
 app = typer.Typer(
