@@ -24,7 +24,19 @@ if TYPE_CHECKING:
     from mlxfix.host.local import Host, Snapshot
     from mlxfix.plan import Plan
 
-__all__ = ["Intent", "Listing", "Manifest", "ManifestFile", "create", "list_backups", "load", "parse_intent"]
+__all__ = [
+    "Intent",
+    "Listing",
+    "Manifest",
+    "ManifestFile",
+    "Pruning",
+    "create",
+    "list_backups",
+    "listing_from",
+    "load",
+    "parse_intent",
+    "pruning",
+]
 
 BACKUPS = f"{STATE_DIR}/backups"
 INTENT = f"{STATE_DIR}/intent.json"
@@ -231,7 +243,7 @@ def _copies(snap: Snapshot, manifest: Manifest) -> tuple[dict[str, bytes], str |
     return stored, None
 
 
-def _listing(host: Host, snap: Snapshot) -> Listing:
+def listing_from(host: Host, snap: Snapshot) -> Listing:
     names = snap.listings.get(BACKUPS)
     problems: list[str] = []
     if names is None:
@@ -259,13 +271,15 @@ def _listing(host: Host, snap: Snapshot) -> Listing:
     for name in names:
         if name.startswith(".partial-"):
             problems.append(f"{BACKUPS}/{name}: an incomplete backup left by an interrupted run (it is ignored)")
+        elif name.startswith(PRUNED):
+            problems.append(f"{BACKUPS}/{name}: a backup an interrupted prune was removing (mlxfix backups --prune finishes it)")
     return Listing(manifests, problems, damaged)
 
 
 def list_backups(host: Host) -> Listing:
     """The backups, newest first, each one checked (manifest and copies, read in one batch), and a
     problem line for each one that cannot be used."""
-    return _listing(host, _gather(host))
+    return listing_from(host, _gather(host))
 
 
 def load(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]:
@@ -289,7 +303,7 @@ def load(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]
 def _load_one(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]:
     if backup_id is None:
         snap = _gather(host)
-        listing = _listing(host, snap)
+        listing = listing_from(host, snap)
         applied = [m for m in listing.manifests if m.action == "apply" and m.files]
         if not applied:
             detail = f" ({listing.problems[0]})" if listing.problems else ""
@@ -313,6 +327,49 @@ def _load_one(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, by
     if why is not None:
         raise FileError(f"{why}; refusing to restore from it", path=f"{BACKUPS}/{manifest.id}")
     return manifest, stored
+
+
+PRUNED = ".pruned-"  # a backup being removed: renamed first, so that no listing sees half of one
+
+
+class Pruning(NamedTuple):
+    """What ``backups --prune`` removes and keeps, and why each kept backup is kept."""
+
+    remove: list[Manifest]  # newest first
+    kept: list[tuple[str, str]]  # (backup id, why it is kept), newest first
+    leftovers: list[str]  # names of incomplete backups (.partial-*) and half-removed ones (.pruned-*)
+
+
+def pruning(listing: Listing, names: list[str], keep: int, intent: Intent | None) -> Pruning:
+    """Which backups may go, keeping every one a rollback could need: the ``keep`` newest, the one
+    ``mlxfix rollback`` restores (the newest apply that saved files), the ones an interrupted run's
+    intent record names (its undo), damaged ones (removing one could make rollback fall back to an
+    older backup without a word: the admin decides), and every backup a kept one finishes (they are
+    restored together)."""
+    why: dict[str, str] = {}
+    for backup_id in (intent.backup, intent.restores) if intent is not None else ():
+        if backup_id:
+            why.setdefault(backup_id, "named by the record of an interrupted run: it finishes or undoes that run")
+    for m in listing.manifests[:keep]:
+        why.setdefault(m.id, f"one of the {keep} newest (--keep)" if keep > 1 else "the newest (--keep)")
+    applied = next((m for m in listing.manifests if m.action == "apply" and m.files and m.id not in listing.damaged), None)
+    if applied is not None:
+        why.setdefault(applied.id, "what mlxfix rollback restores (the newest apply that saved files)")
+    for backup_id in listing.damaged:
+        why.setdefault(backup_id, "damaged: left for you to look at (see the warning)")
+    by_id = {m.id: m for m in listing.manifests}
+    grown = True
+    while grown:  # chains: at most one round per backup
+        grown = False
+        for m in listing.manifests:
+            if m.id in why and m.finishes and m.finishes not in why:
+                why[m.finishes] = f"finished by backup {m.id}, which is kept: they are restored together"
+                grown = True
+    order = [m.id for m in listing.manifests] + sorted(set(listing.damaged) - set(by_id), reverse=True)
+    kept = [(backup_id, why[backup_id]) for backup_id in order if backup_id in why]
+    remove = [m for m in listing.manifests if m.id not in why]
+    leftovers = sorted(n for n in names if n.startswith((".partial-", PRUNED)))
+    return Pruning(remove, kept, leftovers)
 
 
 def _json_bytes(model: BaseModel, indent: int | None = None) -> bytes:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix.boot.detect import check_setup_name, detect, gather_request
-from mlxfix.errors import Busy, FileError, MlxfixError, Refused, UsageError
+from mlxfix.errors import Busy, FileError, HostError, MlxfixError, Refused, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from mlxfix.backup import Listing, Manifest
+    from mlxfix.backup import Intent, Listing, Manifest, Pruning
     from mlxfix.boot.nextboot import Layers
     from mlxfix.boot.setup import BootSetup, TrialState
     from mlxfix.diagnose import Diagnosis, Verification
@@ -25,7 +25,19 @@ if TYPE_CHECKING:
     from mlxfix.host.local import Host, Snapshot
     from mlxfix.plan import Plan
 
-__all__ = ["ChangeReport", "StatusReport", "apply", "backups", "diagnose", "reboot_command", "rollback", "status", "verify"]
+__all__ = [
+    "ChangeReport",
+    "PruneReport",
+    "StatusReport",
+    "apply",
+    "backups",
+    "diagnose",
+    "prune",
+    "reboot_command",
+    "rollback",
+    "status",
+    "verify",
+]
 
 INTENT = "/var/lib/mlxfix/intent.json"
 BACKUPS = "/var/lib/mlxfix/backups"
@@ -408,6 +420,67 @@ def backups(host: Host) -> Listing:
     listing = backup.list_backups(host)
     snap = host.gather([INTENT])
     return listing._replace(problems=[*listing.problems, *interrupted_warning(snap)])
+
+
+class PruneReport(NamedTuple):
+    listing: Listing  # the backups after the prune (a dry run, or nothing to do: as they are)
+    pruning: Pruning  # what was (or would be) removed, and why each kept backup is kept
+    done: bool  # something was removed
+
+
+def prune(host: Host, keep: int, *, dry_run: bool, confirm: Callable[[Pruning], bool]) -> PruneReport:
+    """``mlxfix backups --prune``: remove old backups, never one a rollback could need (see
+    backup.pruning). What was confirmed is computed again under the lock, and only backups in both
+    are removed: one that became needed in between (an apply finished meanwhile) stays. Each is
+    renamed to .pruned-ID first, so that an interrupted prune leaves whole backups or names that
+    say what they are, never a backup with half its files."""
+    from mlxfix import backup
+
+    if keep < 0:
+        raise UsageError(f"--keep {keep}: the number of backups to keep is 0 or more")
+    names, listing, intent = _prune_state(host)
+    planned = backup.pruning(listing, names, keep, intent)
+    if dry_run or not (planned.remove or planned.leftovers):
+        return PruneReport(listing, planned, done=False)
+    if not confirm(planned):
+        raise Refused("not confirmed; nothing was removed", hint="run mlxfix backups --prune again to be asked again")
+    from mlxfix.execute import exclusive
+    from mlxfix.host.local import checkpoint
+
+    with exclusive(host, "backups --prune"):
+        names, listing, intent = _prune_state(host)  # under the lock, no run is making or using a backup
+        now = backup.pruning(listing, names, keep, intent)
+        confirmed = {m.id for m in planned.remove}
+        remove = [m for m in now.remove if m.id in confirmed]
+        for m in remove:
+            host.rename(f"{BACKUPS}/{m.id}", f"{BACKUPS}/{backup.PRUNED}{m.id}")
+        checkpoint("prune-renamed")
+        for name in [*(backup.PRUNED + m.id for m in remove), *now.leftovers]:
+            host.remove_tree(f"{BACKUPS}/{name}")
+        after_names, after, _ = _prune_state(host)
+        gone = {backup.PRUNED + m.id for m in remove} | {m.id for m in remove} | set(now.leftovers)
+        stuck = sorted(n for n in after_names if n in gone)
+        if stuck:
+            raise HostError(f"{BACKUPS}/{stuck[0]} could not be removed ({len(stuck)} left); the backups kept are intact")
+    return PruneReport(after, now._replace(remove=remove), done=True)
+
+
+def _prune_state(host: Host) -> tuple[list[str], Listing, Intent | None]:
+    """The backups directory's names, the checked listing and the intent record, in one read; an
+    intent record that cannot be read stops the prune: which backup it needs is unknown."""
+    from mlxfix import backup
+
+    snap = host.gather([INTENT], [BACKUPS], [f"{BACKUPS}/*/manifest.json", f"{BACKUPS}/*/*.orig"])
+    intent = backup.parse_intent(snap.data(INTENT))
+    if intent is not None and not intent.backup:
+        raise Refused(
+            f"{INTENT} (the record of an interrupted run) cannot be read, so the backup that undoes that run is unknown;"
+            " nothing was removed",
+            hint="finish the run with mlxfix apply, or undo it with mlxfix rollback, then prune",
+        )
+    listing = backup.listing_from(host, snap)
+    listing = listing._replace(problems=[*listing.problems, *interrupted_warning(snap)])
+    return snap.listings.get(BACKUPS) or [], listing, intent
 
 
 def _hostname(host: Host) -> str:

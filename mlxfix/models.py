@@ -244,8 +244,23 @@ class BackupInfo(_Model):
     files: list[BackupFile]
 
 
+class KeptBackup(_Model):
+    id: str
+    why: str
+
+
+class PruneInfo(_Model):
+    """``backups --prune``: what was removed (a dry run: would be), and why each other backup stays."""
+
+    dry_run: bool
+    keep: int
+    removed: list[str]  # backup ids, newest first
+    kept: list[KeptBackup]
+    leftovers: list[str]  # incomplete (.partial-*) and half-removed (.pruned-*) entries, removed too
+
+
 class BackupsResult(_Model):
-    """``mlxfix backups --json``: newest first."""
+    """``mlxfix backups --json``: newest first (after a prune: what is left)."""
 
     version: int = VERSION
     mlxfix_version: str = __version__
@@ -257,13 +272,15 @@ class BackupsResult(_Model):
     errors: list[str] = []
     exit_code: int = 0
     ssh: SshInfo | None = None  # null on the local host
+    prune: PruneInfo | None = None  # null without --prune
 
 
-def backups_result(host: str, root: str, listing: Listing) -> BackupsResult:
+def backups_result(host: str, root: str, listing: Listing, prune: PruneInfo | None = None) -> BackupsResult:
     manifests, problems, damaged = listing
     return BackupsResult(
         host=host,
         root=root,
+        prune=prune,
         backups=[
             BackupInfo(
                 id=m.id,

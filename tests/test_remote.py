@@ -531,3 +531,27 @@ def test_multi_megabyte_answers_over_ssh_neither_hang_nor_differ(sshd: Sshd, tmp
         assert over.returncode == local.returncode, over.stderr
         same(json_of(local.stdout), json_of(over.stdout))
     assert len(json_of(over.stdout)["backups"]) == 32  # type: ignore[arg-type]
+
+
+def test_backups_prune_over_ssh_keeps_what_rollback_restores(sshd: Sshd, tmp_path: Path) -> None:
+    there = tree(tmp_path, "there")
+    for args in (["apply"], ["rollback"], ["apply"], ["rollback"], ["apply", "--param", "iommu=pt"]):
+        assert run(*args, "--yes", "--no-reboot", "--root", str(there)).returncode == 0
+    target = json_of(run("rollback", "--dry-run", "--json", "--root", str(there)).stdout)["restores"]
+    before = snapshot(there)
+    looked = remote(sshd, "backups", "--prune", "--keep", "0", "--dry-run", "--json", "--root", str(there))
+    assert looked.returncode == 0, looked.stderr
+    assert json_of(looked.stdout)["prune"]["removed"]  # type: ignore[index]
+    assert snapshot(there) == before
+    over = remote(sshd, "backups", "--prune", "--keep", "0", "--yes", "--json", "--root", str(there))
+    assert over.returncode == 0, over.stderr
+    doc = json_of(over.stdout)
+    assert len(doc["prune"]["removed"]) == 4  # type: ignore[index]
+    assert [k["id"] for k in doc["prune"]["kept"]] == [target]  # type: ignore[index]
+    assert [p.name for p in (there / "var/lib/mlxfix/backups").iterdir()] == [target]
+    human = remote(sshd, "backups", "--prune", "--root", str(there))
+    assert human.returncode == 0, human.stderr
+    assert human.stdout.startswith(f"Target: {sshd.target}\n")
+    assert "Nothing to prune" in human.stdout
+    assert remote(sshd, "rollback", "--yes", "--no-reboot", "--root", str(there)).returncode == 0
+    assert (there / "etc/default/grub").read_bytes() == (EXAMPLES / "pve-missing-uar/etc/default/grub").read_bytes()

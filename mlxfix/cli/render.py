@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from mlxfix.backup import Listing
+    from mlxfix.backup import Listing, Pruning
     from mlxfix.commands import ChangeReport, StatusReport
     from mlxfix.diagnose import Diagnosis, Verification
     from mlxfix.plan import Plan
@@ -22,6 +22,7 @@ __all__ = [
     "render_change",
     "render_diagnosis",
     "render_plan",
+    "render_pruning",
     "render_status",
     "render_verification",
     "status_line",
@@ -251,6 +252,24 @@ def render_backups(listing: Listing, out: TextIO, style: Style) -> None:
             p(f"    {f.path}  sha256 {f.sha256[:16]}…  {f.size} bytes  mode {f.mode & 0o7777:04o}\n")
     for problem in problems:
         p(style.yellow(f"warning: {problem}") + "\n")
+
+
+def render_pruning(pruning: Pruning, out: TextIO, style: Style, *, dry_run: bool, done: bool) -> None:
+    """What backups --prune removes (or would), and why each backup that stays is kept."""
+    p = out.write
+    if not (pruning.remove or pruning.leftovers):
+        p(f"Nothing to prune: every backup is needed or among those kept ({len(pruning.kept)}).\n")
+    else:
+        verb = "Would remove" if dry_run else "Removed" if done else "To remove"
+        p(style.bold(f"{verb} {len(pruning.remove)} backup{'s' if len(pruning.remove) != 1 else ''}:") + "\n")
+        for m in pruning.remove:
+            p(f"    {m.id}  {m.created}  {m.action} {m.param}  ({m.reason})\n")
+        for name in pruning.leftovers:
+            p(f"    {name}  (left by an interrupted run)\n")
+    if pruning.kept:
+        p(style.bold("Kept:") + "\n")
+        for backup_id, why in pruning.kept:
+            p(f"    {backup_id}  {why}\n")
 
 
 def stderr_style() -> Style:

@@ -22,6 +22,7 @@ from mlxfix.errors import ExitCode, Interrupted, MlxfixError, Refused, UsageErro
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from mlxfix.backup import Pruning
     from mlxfix.cli.render import Style
     from mlxfix.commands import ChangeReport
     from mlxfix.host.local import CommandResult, Host
@@ -750,20 +751,83 @@ def rollback(
 
 @app.command()
 @_handled
-def backups(root: RootOpt = "/", as_json: JsonOpt = False, target: HostOpt = None, ssh_option: SshOpt = None) -> None:
-    """List the backups mlxfix keeps under /var/lib/mlxfix/backups, newest first."""
+def backups(
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Remove old backups, keeping the --keep newest and every one a rollback could need (the one mlxfix"
+            " rollback restores, an interrupted run's, damaged ones, and those a kept one finishes); says why each stays.",
+        ),
+    ] = False,
+    keep: Annotated[
+        int, typer.Option("--keep", metavar="N", min=0, help="With --prune: how many of the newest backups to keep.")
+    ] = 5,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    root: RootOpt = "/",
+    as_json: JsonOpt = False,
+    target: HostOpt = None,
+    ssh_option: SshOpt = None,
+) -> None:
+    """List the backups mlxfix keeps under /var/lib/mlxfix/backups, newest first; --prune removes old ones."""
     from mlxfix import commands
     from mlxfix.cli.render import Style, render_backups
 
-    host = _host(root, target, ssh_option, needs=_needs(as_json))
-    listing = commands.backups(host)
-    if as_json:
-        from mlxfix.models import backups_result, dump
+    given = [flag for flag, used in (("--keep", keep != 5), ("--dry-run", dry_run), ("--yes", yes)) if used]
+    if given and not prune:
+        raise UsageError(f"{given[0]} goes with --prune: mlxfix backups --prune {given[0]}")
+    out = _human(as_json)
+    style = Style(out)
+    host = _host(root, target, ssh_option, needs=_needs(as_json, dry_run or not prune))
+    if not prune:
+        listing = commands.backups(host)
+        if as_json:
+            from mlxfix.models import backups_result, dump
 
-        sys.stdout.write(dump(backups_result(host.label, host.root, listing), _ssh_figures(host)) + "\n")
-    else:
-        _name_target(host, sys.stdout, Style(sys.stdout))
-        render_backups(listing, sys.stdout, Style(sys.stdout))
+            sys.stdout.write(dump(backups_result(host.label, host.root, listing), _ssh_figures(host)) + "\n")
+        else:
+            _name_target(host, sys.stdout, style)
+            render_backups(listing, sys.stdout, style)
+        return
+    from mlxfix.cli.render import render_pruning
+
+    _name_target(host, out, style)
+
+    def confirm(pruning: Pruning) -> bool:
+        render_pruning(pruning, out, style, dry_run=False, done=False)
+        out.write("\n")
+        out.flush()
+        if yes:
+            return True
+        if not _interactive():
+            raise Refused("no terminal to confirm on: pass --yes to prune without asking (or --dry-run to only look)")
+        try:
+            count = len(pruning.remove) + len(pruning.leftovers)
+            return _ask(f"Remove {'this' if count == 1 else 'these'} {count}?")
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted at the question (Ctrl-C); nothing was removed") from None
+
+    report = commands.prune(host, keep, dry_run=dry_run, confirm=confirm)
+    if as_json:
+        from mlxfix.models import KeptBackup, PruneInfo, backups_result, dump
+
+        info = PruneInfo(
+            dry_run=dry_run,
+            keep=keep,
+            removed=[m.id for m in report.pruning.remove],
+            kept=[KeptBackup(id=i, why=w) for i, w in report.pruning.kept],
+            leftovers=report.pruning.leftovers,
+        )
+        result = backups_result(host.label, host.root, report.listing, info)
+        sys.stdout.write(dump(result, _ssh_figures(host)) + "\n")
+    if report.done or dry_run or not (report.pruning.remove or report.pruning.leftovers):
+        render_pruning(report.pruning, out, style, dry_run=dry_run, done=report.done)
+    for problem in report.listing.problems:
+        out.write(style.yellow(f"warning: {problem}") + "\n")
+    if report.done:
+        left = len(report.listing.manifests)
+        out.write(style.green(f"Done: {left} backup{'s' if left != 1 else ''} left (mlxfix backups lists them).") + "\n")
 
 
 _DIAGNOSE_EXIT = {
