@@ -31,6 +31,7 @@ __all__ = [
     "ManifestFile",
     "Pruning",
     "create",
+    "gather_backups",
     "list_backups",
     "listing_from",
     "load",
@@ -76,6 +77,20 @@ class Manifest(BaseModel):
     files: list[ManifestFile]
     commands: list[list[str]]
     finishes: str | None = None  # the backup of the interrupted apply this run finished
+
+
+class Ending(BaseModel):
+    """How the run that made a backup ended (``outcome.json`` beside its manifest, written last)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal[1] = 1
+    outcome: Literal["done", "failed-restored", "failed-not-restored"]
+    ended: str
+    detail: str = ""
+
+
+OUTCOME = "outcome.json"
 
 
 class Intent(BaseModel):
@@ -220,12 +235,40 @@ class Listing(NamedTuple):
     manifests: list[Manifest]  # newest first
     problems: list[str]  # one line for each backup that cannot be used, and each leftover
     damaged: dict[str, str]  # backup id -> why it cannot be restored (its manifest, or a copy's sha256)
+    endings: dict[str, tuple[str, str]] = {}  # backup id -> (outcome, detail): see ending()  # noqa: RUF012
 
 
-def _gather(host: Host, backup_id: str = "*") -> Snapshot:
+def ending(snap: Snapshot, manifest: Manifest, manifests: list[Manifest], intent: Intent | None) -> tuple[str, str]:
+    """How the run that made a backup ended: its outcome.json; else, while the intent record names
+    it, interrupted (or still running); else finished by a later run that says so; else unknown.
+    (outcome.json is written before the intent record is removed: a run cut off between the two
+    did what its outcome says, and the next run only regenerates once more.)"""
+    data = snap.data(f"{BACKUPS}/{manifest.id}/{OUTCOME}")
+    if data is not None:
+        try:
+            end = Ending.model_validate(json.loads(data))
+        except (ValueError, RecursionError):
+            return "unknown", f"{OUTCOME} is not one mlxfix wrote"
+        return end.outcome, end.detail
+    if intent is not None and manifest.id == intent.backup:
+        return "interrupted", "the record of the run is still there: mlxfix apply finishes it, mlxfix rollback undoes it"
+    later = next((m for m in manifests if m.finishes == manifest.id), None)
+    if later is not None:
+        return "finished", f"interrupted, and finished by backup {later.id}"
+    return "unknown", "no record of how the run ended (an earlier mlxfix, or the run was cut off at its very end)"
+
+
+def record_ending(host: Host, manifest: Manifest, outcome: str, detail: str = "") -> None:
+    """Written after the change is over (or put back), before the intent record goes."""
+    end = Ending.model_validate({"outcome": outcome, "ended": datetime.now(UTC).isoformat(timespec="seconds"), "detail": detail})
+    host.create_file(f"{BACKUPS}/{manifest.id}/{OUTCOME}", _json_bytes(end))
+
+
+def gather_backups(host: Host, backup_id: str = "*") -> Snapshot:
     """Backups (all of them, or one) in one round trip: the directory, the manifests, the copies."""
     listing = BACKUPS if backup_id == "*" else f"{BACKUPS}/{backup_id}"
-    return host.gather([], [listing], [f"{BACKUPS}/{backup_id}/manifest.json", f"{BACKUPS}/{backup_id}/*.orig"])
+    patterns = [f"{BACKUPS}/{backup_id}/manifest.json", f"{BACKUPS}/{backup_id}/*.orig", f"{BACKUPS}/{backup_id}/{OUTCOME}"]
+    return host.gather([INTENT], [listing], patterns)
 
 
 def _copies(snap: Snapshot, manifest: Manifest) -> tuple[dict[str, bytes], str | None]:
@@ -268,18 +311,24 @@ def listing_from(host: Host, snap: Snapshot) -> Listing:
             damaged[name] = why
             problems.append(f"{BACKUPS}/{name}: {why}; it will not be restored")
     manifests.sort(key=lambda m: (m.created, m.id), reverse=True)
+    intent = parse_intent(snap.data(INTENT))
+    endings = {m.id: ending(snap, m, manifests, intent) for m in manifests}
+    for m in manifests:
+        outcome, detail = endings[m.id]
+        if outcome == "failed-not-restored":
+            problems.append(f"{BACKUPS}/{m.id}: the {m.action} failed and was not put back ({detail}); see mlxfix status")
     for name in names:
         if name.startswith(".partial-"):
             problems.append(f"{BACKUPS}/{name}: an incomplete backup left by an interrupted run (it is ignored)")
         elif name.startswith(PRUNED):
             problems.append(f"{BACKUPS}/{name}: a backup an interrupted prune was removing (mlxfix backups --prune finishes it)")
-    return Listing(manifests, problems, damaged)
+    return Listing(manifests, problems, damaged, endings)
 
 
 def list_backups(host: Host) -> Listing:
     """The backups, newest first, each one checked (manifest and copies, read in one batch), and a
     problem line for each one that cannot be used."""
-    return listing_from(host, _gather(host))
+    return listing_from(host, gather_backups(host))
 
 
 def load(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]:
@@ -302,7 +351,7 @@ def load(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]
 
 def _load_one(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]:
     if backup_id is None:
-        snap = _gather(host)
+        snap = gather_backups(host)
         listing = listing_from(host, snap)
         applied = [m for m in listing.manifests if m.action == "apply" and m.files]
         if not applied:
@@ -319,7 +368,7 @@ def _load_one(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, by
             )
     else:
         check_id(backup_id)
-        snap = _gather(host, backup_id)
+        snap = gather_backups(host, backup_id)
         if snap.listings.get(f"{BACKUPS}/{backup_id}") is None:
             raise UsageError(f"there is no backup {backup_id} (see: mlxfix backups)")
         manifest = _parse_manifest(snap.data(f"{BACKUPS}/{backup_id}/manifest.json"), backup_id)

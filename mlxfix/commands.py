@@ -470,7 +470,7 @@ def _prune_state(host: Host) -> tuple[list[str], Listing, Intent | None]:
     intent record that cannot be read stops the prune: which backup it needs is unknown."""
     from mlxfix import backup
 
-    snap = host.gather([INTENT], [BACKUPS], [f"{BACKUPS}/*/manifest.json", f"{BACKUPS}/*/*.orig"])
+    snap = backup.gather_backups(host)
     intent = backup.parse_intent(snap.data(INTENT))
     if intent is not None and not intent.backup:
         raise Refused(

@@ -372,6 +372,14 @@ def _preflight(host: Host, plan: Plan) -> Snapshot:
     return seen
 
 
+def _record(host: Host, manifest: backup.Manifest, outcome_name: str, detail: str, outcome: Outcome) -> None:
+    """How the run ended, beside its backup (for mlxfix backups); a failure to say so changes nothing else."""
+    try:
+        backup.record_ending(host, manifest, outcome_name, detail)
+    except MlxfixError as exc:
+        outcome.warnings.append(f"could not record how this run ended ({exc}); mlxfix backups will call it unknown")
+
+
 def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = None, outcome: Outcome | None = None) -> Outcome:
     """Execute the plan, under ``exclusive``; on any failure put the files back and regenerate again.
     ``outcome`` is filled as steps happen, so a caller still has it when an error is raised."""
@@ -439,11 +447,16 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
                 _flush(host, progress)
         if unrestored:
             steps = _manual_steps(host, manifest, unrestored, plan)
+            _record(host, manifest, "failed-not-restored", f"{err}; not put back: {', '.join(unrestored)}", outcome)
             return NotRestored(f"{err}; putting the original files back failed too ({', '.join(unrestored)})", steps)
         if unregenerated and not _left_as_it_was(plan, outcome):
             steps = [*_manual_steps(host, manifest, [], plan)]
             why = f"the original files were restored, but regenerating from them failed too ({', '.join(unregenerated)})"
+            _record(host, manifest, "failed-not-restored", f"{err}; {why}", outcome)
             return NotRestored(f"{err}; {why}: the boot configuration may not match the files", steps)
+        changed_nothing = not outcome.put_back and not started  # (a write refused because the file changed)
+        if not changed_nothing:
+            _record(host, manifest, "failed-restored", str(err), outcome)
         if earlier_intent is not None:
             # This run was finishing an interrupted one, and did not: its record must stay, as it was.
             try:  # atomically: a record is there at every instant
@@ -454,7 +467,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
             err.message += "; the apply interrupted earlier is still unfinished: run mlxfix again once that is fixed"
             return err
         backup.clear_intent(host)
-        if not outcome.put_back and not started:  # (a write refused because the file changed wrote nothing)
+        if changed_nothing:
             err.message += "; nothing was changed"
             with suppress(MlxfixError):  # a backup of a state that never changed: not worth keeping
                 host.remove_tree(f"{backup.BACKUPS}/{manifest.id}")
@@ -509,6 +522,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
     except KeyboardInterrupt:
         with _second_ctrl_c(plan):
             raise fail(Interrupted("interrupted (Ctrl-C)")) from None
+    _record(host, manifest, "done", "", outcome)
     try:
         backup.clear_intent(host)
     except MlxfixError as exc:  # everything is done; a stale intent only makes the next run regenerate again

@@ -241,6 +241,10 @@ class BackupInfo(_Model):
     why: str
     boot_setup: str
     intact: bool  # false: a saved copy is missing or does not match its sha256; rollback refuses it
+    # how the run that made it ended: done, failed-restored, failed-not-restored, interrupted (its intent
+    # record is there), finished (by a later run: see outcome_detail), unknown
+    outcome: str
+    outcome_detail: str
     files: list[BackupFile]
 
 
@@ -275,12 +279,13 @@ class BackupsResult(_Model):
     prune: PruneInfo | None = None  # null without --prune
 
 
-def backups_result(host: str, root: str, listing: Listing, prune: PruneInfo | None = None) -> BackupsResult:
-    manifests, problems, damaged = listing
+def backups_result(host: str, root: str, listing: Listing, prune: PruneInfo | None = None, exit_code: int = 0) -> BackupsResult:
+    manifests, problems, damaged, endings = listing
     return BackupsResult(
         host=host,
         root=root,
         prune=prune,
+        exit_code=exit_code,
         backups=[
             BackupInfo(
                 id=m.id,
@@ -290,6 +295,8 @@ def backups_result(host: str, root: str, listing: Listing, prune: PruneInfo | No
                 why=m.reason,
                 boot_setup=m.boot_setup,
                 intact=m.id not in damaged,
+                outcome=endings.get(m.id, ("unknown", ""))[0],
+                outcome_detail=endings.get(m.id, ("unknown", ""))[1],
                 files=[
                     BackupFile(path=f.path, sha256=f.sha256, size=f.size, mode=f"{f.mode & 0o7777:04o}", existed=f.existed)
                     for f in m.files

@@ -19,6 +19,8 @@ from tests.conftest import EXAMPLES
 from tests.trees import json_of, run, snapshot, wait_for_pause
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from tests.sshd import Sshd
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -555,3 +557,51 @@ def test_backups_prune_over_ssh_keeps_what_rollback_restores(sshd: Sshd, tmp_pat
     assert "Nothing to prune" in human.stdout
     assert remote(sshd, "rollback", "--yes", "--no-reboot", "--root", str(there)).returncode == 0
     assert (there / "etc/default/grub").read_bytes() == (EXAMPLES / "pve-missing-uar/etc/default/grub").read_bytes()
+
+
+@pytest.fixture
+def tracefs_tree(tmp_path: Path) -> Iterator[Path]:
+    """A host tree whose grub.d holds a link to the kernel's real tracefs trace_pipe (mounted inside the
+    tree for this test): a regular file of size 0 that blocks for ever."""
+    there = tree(tmp_path, "there")
+    mnt = there / "mnt/tracefs"
+    mnt.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tracefs", "nodev", str(mnt)], check=True)
+    try:
+        assert (mnt / "trace_pipe").is_file()
+        assert (mnt / "trace_pipe").stat().st_size == 0
+        (there / "etc/default/grub.d").mkdir(exist_ok=True)
+        (there / "etc/default/grub.d/trace.cfg").symlink_to("../../../mnt/tracefs/trace_pipe")
+        yield there
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_a_grub_d_link_to_a_file_that_never_ends_is_refused_by_name_locally_and_over_ssh(sshd: Sshd, tracefs_tree: Path) -> None:
+    grub = (tracefs_tree / "etc/default/grub").read_bytes()
+    started = time.monotonic()
+    for proc in (
+        run("apply", "--dry-run", "--root", str(tracefs_tree), timeout=60),
+        remote(sshd, "apply", "--dry-run", "--root", str(tracefs_tree)),
+        remote(sshd, "apply", "--yes", "--root", str(tracefs_tree)),
+    ):
+        assert proc.returncode == 1, proc.stderr
+        assert "/etc/default/grub.d/trace.cfg" in proc.stderr
+        assert "on the tracefs kernel file system, not a configuration file" in proc.stderr
+    assert time.monotonic() - started < 30
+    assert (tracefs_tree / "etc/default/grub").read_bytes() == grub
+    assert not (tracefs_tree / "var/lib/mlxfix").exists()
+
+
+def test_a_read_that_never_ends_is_cut_off_in_time(tracefs_tree: Path) -> None:
+    """Where mlxfix reads kernel files on purpose (/sys, /proc), a file that blocks still ends the read."""
+    from mlxfix.host.local import READ_TIMEOUT, LocalHost
+
+    (tracefs_tree / "sys").mkdir(exist_ok=True)
+    (tracefs_tree / "sys/trace_pipe").symlink_to("../mnt/tracefs/trace_pipe")
+    started = time.monotonic()
+    info = LocalHost(str(tracefs_tree)).read("/sys/trace_pipe")
+    took = time.monotonic() - started
+    assert info.data is None
+    assert info.error == f"no end within {READ_TIMEOUT:.0f} s (a file that never ends?)"
+    assert READ_TIMEOUT <= took < READ_TIMEOUT + 5

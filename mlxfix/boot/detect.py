@@ -137,7 +137,7 @@ def _check_readable(snap: Snapshot) -> None:
     for path in snap.globs.get(f"{GRUB_D}/*.cfg", []):
         info = snap.files[path]
         if info.exists and info.data is None:  # grub-mkconfig sources every existing *.cfg: it would fail or hang
-            raise FileError(f"{info.problem()}: update-grub would fail on it (it sources every grub.d/*.cfg)", path=path)
+            raise FileError(f"{info.problem()}: update-grub would fail or hang on it (it sources every grub.d/*.cfg)", path=path)
 
 
 def detect(snap: Snapshot, override: str | None = None, param: str = "pci=realloc=off") -> BootSetup:

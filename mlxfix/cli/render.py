@@ -240,14 +240,36 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
             p(f"Checked: {outcome.proof}.\n")
 
 
+_OUTCOMES = {
+    "done": "done",
+    "failed-restored": "failed, put back",
+    "failed-not-restored": "FAILED, NOT put back",
+    "interrupted": "interrupted (or still running)",
+    "finished": "interrupted, then finished",
+    "unknown": "outcome unknown",
+}
+
+
 def render_backups(listing: Listing, out: TextIO, style: Style) -> None:
     p = out.write
-    manifests, problems, damaged = listing
+    manifests, problems, damaged, endings = listing
     if not manifests and not any("cannot be read" in problem for problem in problems):
         p("No backups.\n")
     for m in manifests:
         mark = style.red("  [DAMAGED: cannot be restored]") if m.id in damaged else ""
-        p(f"{style.bold(m.id)}  {m.created}  {m.action} {m.param}  ({m.reason}){mark}\n")
+        outcome, detail = endings.get(m.id, ("unknown", ""))
+        said = _OUTCOMES.get(outcome, outcome)
+        said = (
+            style.green(said)
+            if outcome == "done"
+            else style.red(said)
+            if outcome == "failed-not-restored"
+            else style.yellow(said)
+        )
+        p(f"{style.bold(m.id)}  {m.created}  {m.action} {m.param}: {said}{mark}\n")
+        p(f"    why: {m.reason}\n")
+        if detail:
+            p(f"    {detail}\n")
         for f in m.files:
             p(f"    {f.path}  sha256 {f.sha256[:16]}…  {f.size} bytes  mode {f.mode & 0o7777:04o}\n")
     for problem in problems:

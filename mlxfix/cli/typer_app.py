@@ -782,13 +782,17 @@ def backups(
     host = _host(root, target, ssh_option, needs=_needs(as_json, dry_run or not prune))
     if not prune:
         listing = commands.backups(host)
+        code = ExitCode.FAILED if listing.problems else ExitCode.OK  # each problem is a warning line
         if as_json:
             from mlxfix.models import backups_result, dump
 
-            sys.stdout.write(dump(backups_result(host.label, host.root, listing), _ssh_figures(host)) + "\n")
+            doc = backups_result(host.label, host.root, listing, exit_code=int(code))
+            sys.stdout.write(dump(doc, _ssh_figures(host)) + "\n")
         else:
             _name_target(host, sys.stdout, style)
             render_backups(listing, sys.stdout, style)
+        if code:
+            raise typer.Exit(int(code))
         return
     from mlxfix.cli.render import render_pruning
 

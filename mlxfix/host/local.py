@@ -192,6 +192,64 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+READ_TIMEOUT = 10.0  # seconds for one file: a configuration file is read in microseconds
+
+# Kernel file systems whose files are not configuration and may block or never end (tracefs's
+# trace_pipe is a regular file of size 0 that blocks): /proc/self/mountinfo's names, and the ones GNU
+# stat -f -c %T prints for them (the SSH side asks stat).
+PSEUDO_FS = frozenset(
+    {
+        "proc", "sysfs", "tracefs", "debugfs", "securityfs", "configfs", "cgroup", "cgroup2", "cgroupfs",
+        "cgroup2fs", "bpf", "bpf_fs", "pstore", "pstorefs", "efivarfs", "devpts", "mqueue", "hugetlbfs",
+        "fusectl", "binfmt_misc", "autofs", "nsfs", "rpc_pipefs",
+    }
+)  # fmt: skip
+_MOUNTS: dict[int, str] = {}
+
+
+def pseudo_fs(dev: int) -> str | None:
+    """The kernel file system a device number belongs to, if it is one of PSEUDO_FS (this machine's
+    /proc/self/mountinfo, read once, again for a device mounted since)."""
+    if dev not in _MOUNTS:
+        with suppress(OSError), open("/proc/self/mountinfo", "rb") as fh:
+            for line in fh.read().decode(errors="replace").splitlines():
+                fields = line.split(" ")
+                if " - " in line and len(fields) > 3 and ":" in fields[2]:
+                    major, minor = fields[2].split(":", 1)
+                    fstype = line.split(" - ", 1)[1].split(" ", 1)[0]
+                    with suppress(ValueError):
+                        _MOUNTS[os.makedev(int(major), int(minor))] = fstype
+        _MOUNTS.setdefault(dev, "")  # not listed (a btrfs subvolume's own number): not looked up again
+    kind = _MOUNTS[dev]
+    return kind if kind in PSEUDO_FS else None
+
+
+def pseudo_error(kind: str) -> str:
+    return f"on the {kind} kernel file system, not a configuration file (reading it could block forever)"
+
+
+def _alarm(_signum: int, _frame: object) -> None:
+    raise TimeoutError
+
+
+@contextmanager
+def _bounded(seconds: float) -> Iterator[None]:
+    """A blocking read interrupted after ``seconds`` (SIGALRM; only the main thread can take it)."""
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGALRM, _alarm)
+    except ValueError:  # not the main thread: unbounded, as before
+        yield
+        return
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _explain(exc: OSError, what: str, path: str) -> HostError:
     reason = exc.strerror or str(exc)
     hints = {
@@ -290,13 +348,18 @@ class LocalHost:
             return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, is_dir=True)
         if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
             return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, error="not a regular file")
+        if not path.startswith(("/proc/", "/sys/")) and (kind := pseudo_fs(st.st_dev)):
+            return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, error=pseudo_error(kind))
         try:
-            with open(real, "rb") as fh:
+            with _bounded(READ_TIMEOUT), open(real, "rb") as fh:
                 if tail and st.st_size > limit:
                     fh.seek(st.st_size - limit)
                     data = fh.read(limit)
                 else:
                     data = fh.read(limit + 1)
+        except TimeoutError:
+            why = f"no end within {READ_TIMEOUT:.0f} s (a file that never ends?)"
+            return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, error=why)
         except OSError as exc:
             return FileInfo(path, True, None, st.st_mode, st.st_uid, st.st_gid, is_link, link, error=exc.strerror)
         if len(data) > limit:

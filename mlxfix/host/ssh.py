@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlxfix.errors import Busy, ConnectionLost, HostError, NoSuchRoot, UsageError
 from mlxfix.facts import CommandResult, FileInfo, Snapshot
-from mlxfix.host.local import MAX_READ, checkpoint
+from mlxfix.host.local import MAX_READ, PSEUDO_FS, checkpoint, pseudo_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -125,8 +125,9 @@ enc() {  # $1 -> v: ":text" when plain, else its base64
         *) v=":$1" ;;
     esac
 }
-emit() {  # $1 path, $2 its "mode uid gid size" if known -> F path exists mode uid gid islink link isdir :error data
-    f="$r$1"; link=-; islink=0; err=-; data=-; isdir=0; enc "$1"; name=$v
+emit() {  # $1 path, $2 its "mode uid gid size", $3 its file system (if known)
+    # -> F path exists mode uid gid islink link isdir :error data
+    f="$r$1"; link=-; islink=0; err=-; data=-; isdir=0; enc "$1"; name=$v; fs=$3
     if [ -L "$f" ]; then islink=1; enc "$(readlink "$f")"; link=$v; fi
     if [ ! -e "$f" ]; then
         if [ "$islink" = 1 ]; then err=:dangling_symlink
@@ -139,9 +140,11 @@ emit() {  # $1 path, $2 its "mode uid gid size" if known -> F path exists mode u
         printf 'F %s 0 0 0 0 %s %s 0 %s - 1\n' "$name" "$islink" "$link" "$err"; return
     fi
     meta=$2; [ -n "$meta" ] || meta=$(stat -L -c '%f %u %g %s %h' "$f" 2>/dev/null) || meta='0 0 0 0 1'
+    case "$1" in /proc/*|/sys/*) fs=- ;; *) [ -n "$fs" ] || fs=$(stat -f -L -c %T "$f" 2>/dev/null) ;; esac
     set -- "$1" $meta
     if [ -d "$f" ]; then isdir=1
     elif [ ! -f "$f" ]; then err=:not_a_regular_file
+    elif case "$pseudo" in *" $fs "*) true ;; *) false ;; esac; then err=":pseudo_fs:$fs"
     elif [ ! -r "$f" ]; then err=:permission_denied
     elif [ "$5" -gt "$limit" ] 2>/dev/null; then
         if [ "$tail" = 1 ]; then data=$(tail -c "$limit" "$f" | base64 -w0); else err=":larger_than_${limit}_bytes"; fi
@@ -166,14 +169,19 @@ emit_all() {  # every path in "$@": one stat for all of them (a fork is what a f
 '
     for p; do if [ -e "$r$p" ]; then set -- "$@" "$r$p"; else set -- "$@" /dev/null; fi; done
     metas=$(shift "$k"; [ $# = 0 ] || stat -L -c '%f %u %g %s %h' -- "$@" 2>/dev/null)
+    fss=$(shift "$k"; [ $# = 0 ] || stat -f -L -c %T -- "$@" 2>/dev/null)
     lines=0; rest=$metas
     while [ -n "$rest" ]; do lines=$((lines + 1)); case "$rest" in *"$nl"*) rest=${rest#*"$nl"} ;; *) rest= ;; esac; done
     [ "$lines" = "$k" ] || metas=  # something changed meanwhile: each file is looked at on its own
+    lines=0; rest=$fss
+    while [ -n "$rest" ]; do lines=$((lines + 1)); case "$rest" in *"$nl"*) rest=${rest#*"$nl"} ;; *) rest= ;; esac; done
+    [ "$lines" = "$k" ] || fss=
     i=0
     for p; do
         i=$((i + 1)); [ "$i" -le "$k" ] || break
         meta=${metas%%"$nl"*}; metas=${metas#*"$nl"}
-        emit "$p" "$meta"
+        fs=${fss%%"$nl"*}; fss=${fss#*"$nl"}
+        emit "$p" "$meta" "$fs"
     done
 }
 listing() {  # L path present entries...
@@ -556,7 +564,7 @@ class SshHost:
     ) -> Snapshot:
         """Everything a plan needs, in one script and one round trip."""
         q = shlex.quote
-        lines = [f"r={q(self._r())}; limit={limit}; tail={1 if tail else 0}; set --", _PRELUDE]
+        lines = [f"r={q(self._r())}; limit={limit}; tail={1 if tail else 0}; pseudo={q(_PSEUDO)}; set --", _PRELUDE]
         for d in listings:
             if any(c in d for c in "*?["):
                 lines.append(f'for d in "$r"{_glob(d)}; do [ -d "$d" ] && listing "${{d#"$r"}}"; done')
@@ -884,6 +892,18 @@ def _first_line(text: str) -> str:
     return ""
 
 
+_PSEUDO = f" {' '.join(sorted(PSEUDO_FS))} "
+
+
+def _script_error(err: str) -> str | None:
+    """The script's own words, spaces as _; a file on a kernel file system in the words mlxfix uses locally."""
+    if err == "-":
+        return None
+    if err.startswith(":pseudo_fs:"):
+        return pseudo_error(err.removeprefix(":pseudo_fs:"))
+    return err[1:].replace("_", " ")
+
+
 def _parse_snapshot(out: str, round_trips: int) -> Snapshot:
     snap = Snapshot(round_trips=round_trips)
     for line in out.splitlines():
@@ -902,7 +922,7 @@ def _parse_snapshot(out: str, round_trips: int) -> Snapshot:
                 islink == "1",
                 _unb64(link).decode("utf-8", "surrogateescape") if link != "-" else None,
                 isdir == "1",
-                err[1:].replace("_", " ") if err != "-" else None,  # the script's own words, spaces as _
+                _script_error(err),
                 int(nlink) if nlink.isdigit() else 1,
             )
         elif kind == "L" and fields:
