@@ -58,3 +58,14 @@ def test_readme_example_trees_exist() -> None:
 
 def test_ci_script_is_valid_bash() -> None:
     assert subprocess.run(["bash", "-n", str(Path(__file__).parents[1] / ".ci" / "run")], check=False).returncode == 0
+
+
+def test_install_blocks_run_on_a_stock_debian_in_ci() -> None:
+    """The install commands are not prose: .ci/stock-debian runs each block in a fresh chroot."""
+    ci_dir = Path(__file__).parents[1] / ".ci"
+    stock = (ci_dir / "stock-debian").read_text()
+    for marker in ("quickstart-run", "install-pipx", "install-offline-build", "install-offline"):
+        assert f"<!-- {marker} -->" in README, marker
+        assert marker in stock, marker
+    assert "bash .ci/stock-debian" in (ci_dir / "run").read_text()
+    assert subprocess.run(["bash", "-n", str(ci_dir / "stock-debian")], check=False).returncode == 0
