@@ -106,6 +106,7 @@ class Intent(BaseModel):
     param: str
     files: list[str]
     restores: str | None = None  # a rollback: the backup it was putting back
+    stopped: str | None = None  # what stopped the run (a hang-up, a kill), written before its restore
 
 
 def new_id(now: datetime | None = None) -> str:
@@ -437,7 +438,7 @@ def parse_intent(data: bytes | None) -> Intent | None:
         return Intent(action="unknown", backup="", started="", param="", files=[])
 
 
-def write_intent(host: Host, plan: Plan, manifest: Manifest, *, replace: bool = True) -> None:
+def write_intent(host: Host, plan: Plan, manifest: Manifest, *, replace: bool = True) -> Intent:
     """The record of a change in progress (``replace``: one an interrupted run left is there)."""
     intent = Intent(
         action=plan.action,
@@ -452,6 +453,14 @@ def write_intent(host: Host, plan: Plan, manifest: Manifest, *, replace: bool = 
     else:
         host.create_file(INTENT, _json_bytes(intent))
     checkpoint("after-intent")
+    return intent
+
+
+def mark_stopped(host: Host, intent: Intent, why: str) -> None:
+    """Say in the record what stopped the run (a hang-up, a kill) before its restore begins: should
+    that be cut off too, the next run says why the change was left half-way."""
+    stopped = intent.model_copy(update={"stopped": why})
+    host.write_atomic(INTENT, _json_bytes(stopped), mode=0o600, uid=0, gid=0, expect_sha256=None)
 
 
 def clear_intent(host: Host) -> None:

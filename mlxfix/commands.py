@@ -155,7 +155,8 @@ def _interrupted(snap: Snapshot) -> str | None:
     intent = parse_intent(data)
     if intent is None or intent.action == "unknown":
         return "an earlier run (its intent record is unreadable)"
-    return f"{intent.action} of {intent.started}, backup {intent.backup}"
+    stopped = f" ({intent.stopped})" if intent.stopped else ""
+    return f"{intent.action} of {intent.started}, backup {intent.backup}{stopped}"
 
 
 def plan_apply(

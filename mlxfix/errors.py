@@ -35,7 +35,10 @@ class ExitCode(IntEnum):
     ABSENT = 15  # status: the parameter is nowhere
     TRIAL = 16  # status: in effect for this boot only (a trial boot); the default boot does not have it
     BUSY = 75  # another mlxfix, dpkg or apt holds the lock (EX_TEMPFAIL: try again later)
+    HANGUP = 129  # the terminal hung up (SIGHUP, or EIO on it) during a change: put back, or let complete
     INTERRUPTED = 130  # Ctrl-C
+    BROKEN_PIPE = 141  # the reader of the output went away (EPIPE) during a change: put back
+    TERMINATED = 143  # SIGTERM during a change: put back
 
 
 class MlxfixError(Exception):
@@ -111,9 +114,22 @@ class CommandFailed(MlxfixError):
 
 
 class Interrupted(MlxfixError):
-    """Ctrl-C: what was changed has been put back."""
+    """Ctrl-C, or another stop (see mlxfix.stops): what was changed has been put back."""
 
     exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self, message: str, *, exit_code: ExitCode = ExitCode.INTERRUPTED, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+
+    @classmethod
+    def by(cls, exc: KeyboardInterrupt, where: str = "", rest: str = "", hint: str | None = None) -> Interrupted:
+        """The error a Ctrl-C or a stop becomes: "interrupted WHERE (Ctrl-C)REST", or for a stop
+        (which says ``why``) "stopped WHERE: WHYREST", with the stop's own exit code."""
+        why = getattr(exc, "why", None)
+        if why is None:
+            return cls(f"interrupted{where} (Ctrl-C){rest}", hint=hint)
+        return cls(f"stopped{where}: {why}{rest}", exit_code=getattr(exc, "exit_code", ExitCode.INTERRUPTED), hint=hint)
 
 
 class Busy(MlxfixError):

@@ -9,7 +9,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from mlxfix import backup
+from mlxfix import backup, stops
 from mlxfix.digest import sha256
 from mlxfix.errors import Busy, CommandFailed, ConnectionLost, HostError, Interrupted, MlxfixError, NotRestored, Refused
 from mlxfix.host.local import STATE_DIR, checkpoint
@@ -300,6 +300,13 @@ def _second_ctrl_c(plan: Plan) -> Iterator[None]:
         ) from None
 
 
+def _during(started: set[tuple[str, ...]], outcome: Outcome) -> str:
+    """ " during update-grub": the command a stop cut off (begun, with no outcome yet), if any."""
+    ended = {c.argv for c in outcome.commands}
+    running = [argv for argv in started if argv not in ended]
+    return f" during {shlex.join(running[0])}" if running else ""
+
+
 def _flush(host: Host, progress: Progress) -> None:
     """Make the regenerated boot configuration durable before anything is reported: grub-mkconfig,
     kernel-install and proxmox-boot-tool rename their output into place without an fsync, and an
@@ -405,6 +412,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
     stored = {w.path: w.before for w in plan.writes} | {i.path: i.data or b"" for i in plan.backup_only}
 
     attempted: set[str] = set()
+    intent: backup.Intent | None = None
     started: set[tuple[str, ...]] = set()  # commands begun (one interrupted by Ctrl-C included)
     earlier_intent = seen.data(backup.INTENT)  # an interrupted run's record: this run may fail to finish it
 
@@ -481,7 +489,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
         return err
 
     try:
-        backup.write_intent(host, plan, manifest, replace=seen.exists(backup.INTENT))
+        intent = backup.write_intent(host, plan, manifest, replace=seen.exists(backup.INTENT))
         for w in plan.writes:
             expect = w.before_sha256 if w.existed else None
             attempted.add(w.path)  # even a write that fails after its rename must be undone
@@ -515,13 +523,18 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
             _flush(host, progress)
         _check_after_commands(host, plan)
         _prove_next_boot(host, plan, outcome)
-        progress.committed()  # the last thing a Ctrl-C may undo
+        stops.STATE.committed()  # the last thing a Ctrl-C, a hang-up or a kill may undo
+        progress.committed()
     except MlxfixError as exc:
         with _second_ctrl_c(plan):
             raise fail(exc) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        err = Interrupted.by(exc, rest=_during(started, outcome))
         with _second_ctrl_c(plan):
-            raise fail(Interrupted("interrupted (Ctrl-C)")) from None
+            if isinstance(exc, stops.Stopped) and intent is not None:  # said, should the restore be cut off too
+                with suppress(MlxfixError):
+                    backup.mark_stopped(host, intent, err.message)
+            raise fail(err) from None
     _record(host, manifest, "done", "", outcome)
     try:
         backup.clear_intent(host)

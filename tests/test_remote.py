@@ -455,6 +455,40 @@ def test_ctrl_c_on_the_terminal_puts_the_target_back_over_the_same_connection(ss
     assert not (there / "var/lib/mlxfix/intent.json").exists()
 
 
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGHUP, 129), (signal.SIGTERM, 143)])
+def test_a_hang_up_or_a_kill_puts_the_target_back_over_the_same_connection(
+    sshd: Sshd, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """(issue 18, item 21) The admin's terminal closes, or mlxfix is killed, with the target's file
+    written: as for Ctrl-C, ssh (in a session of its own) survives, and the target is put back."""
+    there = tree(tmp_path)
+    before = snapshot(there)
+    marker = tmp_path / "pause"
+    proc = subprocess.Popen(
+        [*_mlxfix(), "apply", "--yes", "--json", "--root", str(there), "--host", sshd.target, *sshd.options()],
+        env={**os.environ, "MLXFIX_TEST_PAUSE_AT": f"after-write:{marker}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    wait_for_pause(marker, proc)
+    os.killpg(proc.pid, sig)
+    time.sleep(0.5)
+    Path(f"{marker}.go").touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert json_of(out)["exit_code"] == code
+    assert "Traceback" not in err
+    assert f"(SIG{sig.name[3:]})" in err
+    assert "the original files were restored" in err
+    after = snapshot(there)
+    assert {k: v for k, v in after.items() if "var/lib/mlxfix" not in k} == {
+        k: v for k, v in before.items() if "var/lib/mlxfix" not in k
+    }
+    assert not (there / "var/lib/mlxfix/intent.json").exists()
+
+
 def test_a_root_that_is_not_on_the_target_is_a_usage_error_naming_the_host(sshd: Sshd, tmp_path: Path) -> None:
     missing = tmp_path / "no such tree"
     for command in (["diagnose"], ["apply", "--yes"], ["rollback", "--yes"], ["backups"], ["verify"]):

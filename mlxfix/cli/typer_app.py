@@ -47,7 +47,8 @@ Typical session (as root, on the host or with --host):
 
 Exit codes: 0 ok, 1 refused or failed (nothing changed or all restored), 2 usage error,
 3 failed and not restored (manual steps printed), 10/11/12 diagnose verdicts, 13 verify failed,
-14/15/16 status drift/absent/trial, 75 busy (another mlxfix, dpkg or apt), 130 interrupted.
+14/15/16 status drift/absent/trial, 75 busy (another mlxfix, dpkg or apt), 130 interrupted
+(Ctrl-C), 129/141/143 stopped by a hang-up, a broken pipe or SIGTERM (put back as for Ctrl-C).
 `man mlxfix` has every command and file; the README, the whole story.
 """
 
@@ -217,11 +218,19 @@ def _handled(func: Callable[..., None]) -> Callable[..., None]:
     """The one place where mlxfix's errors become a line on stderr and an exit code."""
     import functools
 
+    changes = func.__name__ in ("apply", "rollback")
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             try:
-                func(*args, **kwargs)
+                if changes and not kwargs.get("dry_run"):
+                    from mlxfix import stops
+
+                    with stops.guard():  # a hang-up, a kill or a lost output is handled as Ctrl-C is
+                        func(*args, **kwargs)
+                else:
+                    func(*args, **kwargs)
             finally:
                 _Spinner.stop_all()  # an error or Ctrl-C while a command ran: its line erased, the cursor back
                 while _OPEN:  # end SSH connections before the exit code is decided
@@ -235,11 +244,13 @@ def _handled(func: Callable[..., None]) -> Callable[..., None]:
             if kwargs.get("as_json"):
                 _failure_document(func.__name__, kwargs, str(exc), int(exc.exit_code), exc.hint)
             raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            sys.stderr.write("mlxfix: interrupted\n")
+        except KeyboardInterrupt as exc:  # Ctrl-C (or a stop) before anything was changed
+            err = Interrupted.by(exc)
+            message = err.message if hasattr(exc, "why") else "interrupted"
+            sys.stderr.write(f"mlxfix: {message}\n")
             if kwargs.get("as_json"):
-                _failure_document(func.__name__, kwargs, "interrupted", int(ExitCode.INTERRUPTED))
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+                _failure_document(func.__name__, kwargs, message, int(err.exit_code))
+            raise typer.Exit(int(err.exit_code)) from None
 
     return wrapper
 
@@ -261,7 +272,14 @@ def _human(as_json: bool) -> Any:
 
 
 def _interactive() -> bool:
-    return sys.stdin.isatty() and sys.stderr.isatty()
+    return sys.stdin.isatty() and _interactive_stderr()
+
+
+def _interactive_stderr() -> bool:
+    stops = sys.modules.get("mlxfix.stops")
+    if stops is not None and stops.STATE.stopped is not None:  # the terminal hung up, or mlxfix was told to end
+        return False
+    return sys.stderr.isatty()
 
 
 def _ask(question: str, *, ctrl_c: bool = True) -> bool:
@@ -274,7 +292,7 @@ def _ask(question: str, *, ctrl_c: bool = True) -> bool:
             with _ctrl_c_raises():  # from before the question shows: a Ctrl-C as soon as it is seen is taken
                 sys.stderr.write(f"{question} [y/n] ")
                 sys.stderr.flush()
-                answer = sys.stdin.readline()
+                answer = _read_answer()
         except KeyboardInterrupt:
             sys.stderr.write("\n")
             if ctrl_c:
@@ -290,6 +308,22 @@ def _ask(question: str, *, ctrl_c: bool = True) -> bool:
         if word in ("n", "no"):
             return False
         sys.stderr.write("Please answer y (yes) or n (no).\n")
+
+
+def _read_answer() -> str:
+    """A line from the terminal; a terminal that hung up (EIO) is a stop (see mlxfix.stops), or, once
+    the change is made, the end of input."""
+    try:
+        return sys.stdin.readline()
+    except OSError as exc:
+        import errno
+
+        if exc.errno != errno.EIO:
+            raise
+        from mlxfix import stops
+
+        stops.lost_input()
+        return ""
 
 
 @contextlib.contextmanager
@@ -377,7 +411,7 @@ class _Spinner:
 
     @staticmethod
     def wanted() -> bool:
-        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+        return _interactive_stderr() and os.environ.get("TERM") != "dumb"
 
     def pause(self) -> None:
         self._live.stop()
@@ -466,8 +500,8 @@ def _confirmer(yes: bool, out: Any, style: Style, shown: list[bool], action: str
             if plan.reapplies:  # the backup of a rollback: restoring it applies the parameter again
                 return _ask(f"Restore backup {plan.backup_id}, which applies {plan.param} again?")
             return _ask(f"{action.capitalize()} these changes?")
-        except KeyboardInterrupt:
-            raise Interrupted("interrupted at the question (Ctrl-C); nothing was changed", hint=again) from None
+        except KeyboardInterrupt as exc:
+            raise Interrupted.by(exc, " at the question", "; nothing was changed", hint=again) from None
 
     return confirm
 
@@ -566,7 +600,23 @@ def _finish_change(
         from mlxfix.models import change_result, dump
 
         sys.stdout.write(dump(change_result(report, int(code)), _ssh_figures(host)) + "\n")
+    _log_change(report, host)
     raise typer.Exit(int(code))
+
+
+def _log_change(report: ChangeReport, host: Host) -> None:
+    """A change to a running system, and how it ended, in the system log of the machine mlxfix runs
+    on: where an admin whose terminal went away (or a service manager's journal) finds it."""
+    outcome = report.outcome
+    if not host.runs_commands or outcome is None or outcome.backup is None:
+        return  # a tree (--root), a dry run, or a refusal before anything was written
+    from mlxfix import stops
+
+    what = f"failed: {report.error}" if report.error is not None else f"done (backup {outcome.backup.id})"
+    after = [w for w in stops.STATE.noted if report.error is None]
+    if after:
+        what += f"; after the change was complete: {'; '.join(dict.fromkeys(after))}, and it was left to complete"
+    stops.log(f"{report.command} {report.param} on {host.label}: {what}", warning=report.error is not None or bool(after))
 
 
 def _maybe_reboot(report: ChangeReport, host: Host, *, reboot: bool | None, yes: bool, out: Any) -> str | None:

@@ -634,7 +634,11 @@ class LocalHost:
 
         local = import_plumbum().local
 
-        return run_streaming(local, argv, on_output=on_output, timeout=timeout, env={**os.environ, "LC_ALL": "C.UTF-8"})
+        from mlxfix import stops
+
+        env = {**os.environ, "LC_ALL": "C.UTF-8"}
+        # after a hang-up or a kill, what still runs (the restore's regeneration) must outlive the terminal
+        return run_streaming(local, argv, on_output=on_output, timeout=timeout, env=env, detached=stops.STATE.detached)
 
     # -- lock ----------------------------------------------------------------------------------------
 
@@ -704,9 +708,10 @@ def run_streaming(
     on_output: Callable[[str], None] | None,
     timeout: float,
     env: dict[str, str] | None = None,
+    detached: bool = False,
 ) -> CommandResult:
     """Run ``argv`` on a plumbum machine (local or SSH) with stdout and stderr merged, line by line,
-    killing it after ``timeout`` seconds."""
+    killing it after ``timeout`` seconds. ``detached``: in a session of its own (no terminal's signals)."""
     import subprocess
     import threading
 
@@ -716,7 +721,11 @@ def run_streaming(
         return CommandResult(tuple(argv), 127, f"{argv[0]}: command not found ({type(exc).__name__})")
     try:
         proc = cmd.popen(
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **({"env": env} if env else {})
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            **({"env": env} if env else {}),
+            **({"start_new_session": True} if detached else {}),
         )
     except OSError as exc:
         return CommandResult(tuple(argv), 126, f"{argv[0]}: {exc.strerror}")
