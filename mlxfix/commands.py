@@ -99,7 +99,16 @@ def snapshot(host: Host, *, with_status: bool = True) -> Snapshot:
     """One batched read of everything detection and planning need (and what an interrupted run left)."""
     files, listings, globs, tools = gather_request()
     status = [["proxmox-boot-tool", "status"], ["systemd-detect-virt", "--vm"]] if with_status else []
-    return host.gather([*files, *_VIRT_FILES, INTENT], [*listings, BACKUPS], [*globs, *LEFTOVERS], tools, status)
+    snap = host.gather([*files, *_VIRT_FILES, INTENT], [*listings, BACKUPS], [*globs, *LEFTOVERS], tools, status)
+    from mlxfix.boot.grub_base import guarded_reads
+
+    more = guarded_reads(snap)  # `if test -f P; then . P; fi`: whether P is there, and what it does
+    if more:
+        extra = host.gather(more)
+        snap.files.update(extra.files)
+        snap.round_trips += extra.round_trips
+        snap.derived.pop("grub_evaluation", None)
+    return snap
 
 
 # What tells a VM from bare metal (diagnose reads them too): apply in a VM is most often a mistake.
@@ -618,7 +627,10 @@ def diagnose(host: Host, boot_setup: str | None = None) -> Diagnosis:
     )
     if snap.listings.get(diag.PCI) is None:
         raise FileError("cannot list the PCI devices (is this a Linux host, or a --root tree without sys/?)", path=diag.PCI)
+    from mlxfix.boot.grub_base import guarded_reads
+
     more_files, more_listings = diag.device_request(snap)
+    more_files = [*more_files, *guarded_reads(snap)]  # `if test -f P; then . P; fi`: what P is
     log_commands: list[list[str]] = []
     log_files: list[str] = []
     if _journal(snap) is None:
@@ -629,6 +641,7 @@ def diagnose(host: Host, boot_setup: str | None = None) -> Diagnosis:
     if more_files or log_commands or log_files:
         extra = host.gather(more_files, more_listings, commands=log_commands, logs=log_files)
         _merge(snap, extra)
+        snap.derived.pop("grub_evaluation", None)
     if log_commands and snap.exit_codes.get("dmesg") != 0:  # dmesg refused (dmesg_restrict?): the files, then
         _merge(snap, host.gather([], logs=_LOG_FILES))
     setup, setup_error = _detected(snap, boot_setup)

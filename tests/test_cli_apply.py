@@ -869,3 +869,65 @@ def test_etc_default_grub_is_never_a_package_file(tmp_path: Path) -> None:
     proc = run("apply", "--dry-run", "--root", str(root), "--boot-setup", "grub-debian")
     assert proc.returncode == 0, proc.stderr
     assert "+++ b/etc/default/grub\n" in proc.stdout
+
+
+GUARDED = (
+    'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet splash mitigations=off"\nGRUB_CMDLINE_LINUX=""\n\n'
+    "if test -f /etc/default/grub.local\nthen\n  . /etc/default/grub.local\nfi\n"
+)  # the shape of ../shared/corpus/grub-more/080-hoskeri-dotfiles.grub (issue 18, item 4)
+
+
+def test_a_guarded_dot_of_a_file_the_tree_lacks_is_edited(tmp_path: Path) -> None:
+    """``if test -f /etc/default/grub.local; then . ...; fi``: the file is not in the tree, so the
+    ``.`` never runs and sh cannot stop there; it used to be refused."""
+    root = debian_host(tmp_path / "root", GUARDED)
+    proc = run("apply", "--yes", "--root", str(root), "--boot-setup", "grub-debian", "--no-reboot")
+    assert proc.returncode == 0, proc.stderr
+    assert b'GRUB_CMDLINE_LINUX_DEFAULT="quiet splash mitigations=off pci=realloc=off"' in grub(root)
+    assert "after:  quiet splash mitigations=off pci=realloc=off" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("local", "outcome", "value"),
+    [
+        ("GRUB_TIMEOUT=2\n", "edit", "quiet splash mitigations=off pci=realloc=off"),  # leaves the line alone
+        (
+            'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT nomodeset"\n',
+            "edit",
+            "quiet splash mitigations=off pci=realloc=off nomodeset",
+        ),  # appends
+        ('GRUB_CMDLINE_LINUX_DEFAULT="nomodeset"\n', "drop-in", "nomodeset pci=realloc=off"),  # replaces
+        ("exit 0\n", "refused", ""),  # grub-mkconfig would stop there
+    ],
+)
+def test_a_guarded_dot_of_a_file_the_tree_has_is_read_and_judged(tmp_path: Path, local: str, outcome: str, value: str) -> None:
+    """The file is there: what it does decides. The value is checked with /bin/sh sourcing the
+    result, the guarded file included (at a path the oracle's sh, which runs as nobody, can read)."""
+    import tempfile
+
+    from tests.oracle import sh_values
+
+    root = debian_host(tmp_path / "root", GUARDED, {"10-other.cfg": "GRUB_TIMEOUT=5\n"})
+    write(root, "/etc/default/grub.local", local)
+    before = snapshot(root)
+    proc = run("apply", "--yes", "--root", str(root), "--boot-setup", "grub-debian", "--no-reboot")
+    if outcome == "refused":
+        assert proc.returncode == 1
+        assert "exit" in proc.stderr
+        assert "in /etc/default/grub.local, which this block sources" in proc.stderr
+        assert snapshot(root) == before
+        return
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "etc/default/grub.local").read_text() == local  # never mlxfix's to write
+    d = root / "etc/default"
+    ours = d / "grub.d/zz-mlxfix.cfg"
+    assert ours.exists() == (outcome == "drop-in")
+    with tempfile.TemporaryDirectory(prefix="mlxfix-guarded-") as work:
+        os.chmod(work, 0o755)
+        shared = Path(work)
+        (shared / "grub.local").write_text(local)
+        (shared / "grub.local").chmod(0o644)
+        main = shared / "grub"
+        main.write_text((d / "grub").read_text().replace("/etc/default/grub.local", str(shared / "grub.local")))
+        files = [main, d / "grub.d/10-other.cfg", *([ours] if ours.exists() else [])]
+        assert sh_values(files, ["GRUB_CMDLINE_LINUX_DEFAULT"])["GRUB_CMDLINE_LINUX_DEFAULT"] == value

@@ -85,6 +85,30 @@ def test_a_hard_link_and_a_world_writable_grub_d_are_said_locally_and_over_ssh(s
     same(json_of(local.stdout), json_of(over.stdout))
 
 
+@pytest.mark.parametrize("local", [None, 'GRUB_CMDLINE_LINUX_DEFAULT="nomodeset"\n'])
+def test_a_guarded_dot_is_judged_by_the_targets_file_in_one_more_read(sshd: Sshd, tmp_path: Path, local: str | None) -> None:
+    """(issue 18, item 4) ``if test -f /etc/default/grub.local; then . ...; fi``: over --host the
+    file the block reads comes from the target, in a read of its own, and the plan is the local one."""
+    guarded = (
+        'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\n'
+        "if test -f /etc/default/grub.local\nthen\n  . /etc/default/grub.local\nfi\n"
+    )
+    here, there = tree(tmp_path, "here"), tree(tmp_path, "there")
+    for root in (here, there):
+        (root / "etc/default/grub").write_text(guarded)
+        (root / "etc/default/grub.d").mkdir(exist_ok=True)
+        if local is not None:
+            (root / "etc/default/grub.local").write_text(local)
+    mine = run("apply", "--dry-run", "--json", "--root", str(here))
+    over = remote(sshd, "apply", "--dry-run", "--json", "--root", str(there))
+    assert over.returncode == 0, over.stderr
+    same(json_of(mine.stdout), json_of(over.stdout))
+    doc = json_of(over.stdout)
+    assert doc["ssh"] == {"connections": 1, "round_trips": 3}  # the login, the batched read, the guarded file
+    written = [f["path"] for f in doc["files"]]  # type: ignore[union-attr, index]
+    assert written == (["/etc/default/grub.d/zz-mlxfix.cfg"] if local else ["/etc/default/grub"])
+
+
 def test_dry_run_apply_rollback_backups_over_ssh_match_local(sshd: Sshd, tmp_path: Path) -> None:
     here, there = tree(tmp_path, "here"), tree(tmp_path, "there")
     local = run("apply", "--dry-run", "--json", "--root", str(here))

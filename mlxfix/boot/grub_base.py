@@ -60,9 +60,40 @@ def grub_evaluation(snap: Snapshot) -> Evaluation | None:
     if "grub_evaluation" not in snap.derived:
         # The two variables an edit may change: checkpoints before them let the check of an edit
         # re-evaluate only what follows it.
-        snap.derived["grub_evaluation"] = evaluate(sources, watch={"GRUB_CMDLINE_LINUX_DEFAULT", "GRUB_CMDLINE_LINUX"})
+        watch = {"GRUB_CMDLINE_LINUX_DEFAULT", "GRUB_CMDLINE_LINUX"}
+        snap.derived["grub_evaluation"] = evaluate(sources, watch=watch, sourced=grub_sourced(snap, sources))
     ev: Evaluation = snap.derived["grub_evaluation"]
     return ev
+
+
+def grub_sourced(snap: Snapshot, sources: list[GrubFile]) -> dict[str, GrubFile | None]:
+    """The files the grub files' guarded ``.`` blocks read (``if test -f P; then . P; fi``), as the
+    snapshot has them: parsed, or None where the host has no such file (the guard fails). A path the
+    snapshot did not read, or could not, stays out: the block is then unknown code, as any ``.``."""
+    from mlxfix.defaults import grubfile
+    from mlxfix.defaults.evaluate import guarded_sources
+
+    out: dict[str, GrubFile | None] = {}
+    for path in guarded_sources(sources):
+        info = snap.files.get(path)
+        if info is not None and not info.exists:
+            out[path] = None
+        elif info is not None and info.data is not None:
+            out[path] = grubfile.parse(info.data, path)
+    return out
+
+
+def guarded_reads(snap: Snapshot) -> list[str]:
+    """What a second read must fetch for the guarded ``.`` blocks (usually nothing: no read at all)."""
+    if not any(
+        b". /" in d or b"source /" in d
+        for f in snap.files.values()
+        if (d := f.data) is not None and f.path.startswith("/etc/default/grub")
+    ):
+        return []
+    from mlxfix.defaults.evaluate import guarded_sources
+
+    return [p for p in guarded_sources(grub_sources(snap)) if p not in snap.files]
 
 
 def locate(snap: Snapshot, value: Unknown) -> tuple[str, int | None]:
@@ -314,7 +345,7 @@ class GrubSetup(BootSetup):
             )
         # What sh computes with the drop-in read last, as grub-mkconfig reads it.
         sources = [*grub_sources(snap), grubfile.parse(wanted, path)]
-        ev = evaluate(sources)
+        ev = evaluate(sources, sourced=grub_sourced(snap, sources))
         value = ev.value(variable)
         before_value = grub_evaluation(snap)
         old = before_value.value(variable) if before_value is not None else None

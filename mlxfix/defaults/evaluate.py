@@ -18,12 +18,12 @@ from mlxfix.defaults import shell
 from mlxfix.defaults.shell import Assign, DoubleQuoted, Expansion, Literal, Word
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
     from collections.abc import Set as AbstractSet
 
     from mlxfix.defaults.grubfile import GrubFile
 
-__all__ = ["Binding", "Evaluation", "Leaf", "Run", "Unknown", "evaluate", "text_of"]
+__all__ = ["Binding", "Evaluation", "Leaf", "Run", "Unknown", "evaluate", "guarded_sources", "text_of"]
 
 
 class Run(NamedTuple):
@@ -197,6 +197,9 @@ class Evaluation:
     final: dict[str, Binding] = field(default_factory=dict)
     history: dict[str, list[Binding]] = field(default_factory=dict)
     poisoned: Unknown | None = None  # set once a statement may have changed any variable at all
+    # The files a guarded ``.`` reads (``if test -f P; then . P; fi``), as the host has them: the parsed
+    # file, or None where there is none (the guard fails, the ``.`` never runs). Absent: not known.
+    sourced: Mapping[str, GrubFile | None] = field(default_factory=dict)
     # The first statement that may end the shell itself (exit, exec, an error sh stops at), not just the
     # file (return): grub-mkconfig, which sources these files, would end there. (Edits never add or move
     # one: an evaluation resumed from a checkpoint does not repeat it.)
@@ -244,10 +247,13 @@ _MAX_CHECKPOINTS = 32  # a file that assigns a watched name more often gets no r
 
 
 class _Evaluator:
-    def __init__(self, files: Sequence[GrubFile], watch: AbstractSet[str] = frozenset()) -> None:
+    def __init__(
+        self, files: Sequence[GrubFile], watch: AbstractSet[str] = frozenset(), sourced: Mapping[str, GrubFile | None] = {}
+    ) -> None:
         self.files = files
         self.watch = watch
-        self.result = Evaluation(files)
+        self.result = Evaluation(files, sourced=sourced)
+        self.sourced = sourced
         self.env = self.result.final
         self.functions: dict[str, shell.Compound] = {}
         self.function_text: dict[str, str] = {}
@@ -568,6 +574,14 @@ class _Evaluator:
             if c.kind == "subshell":
                 return
             inner = ctx if ctx.startswith("function") else _CONTEXT_NAMES.get(c.kind, c.kind)
+            guarded = _guarded_source(c) if self.sourced and depth < 8 else None
+            if guarded is not None and guarded[0] in self.sourced:
+                path, dot = guarded
+                sub = self.sourced[path]
+                if sub is None:
+                    return  # test -f P fails: the . never runs, and sh cannot stop at it
+                if dot == "." and self.effects_of_sourced(sub, c.start, inner, fx, depth):
+                    return
             if c.kind == "for":
                 fx.assigned.setdefault(c.var, (c.start, inner))
                 fx.opaque.add(c.var)
@@ -660,6 +674,35 @@ class _Evaluator:
                 head.start,
                 f"'{name}' may be a function from {self.foreign_functions.reason} and change any variable",
             )
+
+    def effects_of_sourced(self, sub: GrubFile, at: int, ctx: str, fx: _Effects, depth: int) -> bool:
+        """What ``. FILE`` in a block whose guard holds does, from FILE's own statements, as if they
+        stood in that block (each at ``at``, the block's place in this file); False when FILE is
+        beyond that (a syntax error, a function defined): the caller treats it as unknown code."""
+        if sub.error is not None:
+            return False
+        inner = _Effects()
+        saved = self.files, self.current
+        self.files, self.current = [*saved[0], sub], len(saved[0])
+        try:
+            self.note_reads(sub.text)
+            for st in sub.statements:
+                if st.unit.command is not None and st.unit.separator != "&":
+                    self.effects_of_andor(st.unit.command, ctx, inner, depth + 1)
+        finally:
+            self.files, self.current = saved
+        if inner.defines:
+            return False
+        for name, (_, context) in inner.assigned.items():
+            fx.assigned.setdefault(name, (at, context))
+        for name, added in inner.appends.items():
+            fx.appends.setdefault(name, []).extend(added)
+        fx.opaque |= inner.opaque
+        if inner.everything is not None:
+            fx.everything = fx.everything or (at, f"{inner.everything[1]} (in {sub.path}, which this block sources)")
+        if inner.terminates is not None:
+            fx.terminates = fx.terminates or (at, f"{inner.terminates[1]} (in {sub.path}, which this block sources)")
+        return True
 
     def effects_of_setter(self, name: str, args: list[Word | Assign], ctx: str, fx: _Effects) -> None:
         """export, readonly, local, read, unset...: what their operands may set. A quoted
@@ -779,6 +822,51 @@ def _may_stop(name: str, args: list[str | None], redirects: tuple[shell.Redirect
 
 
 _BRANCHES = frozenset({"an if block", "a case block", "an && / || list"})  # code that runs once or not at all
+_FILE_TESTS = frozenset({"-f", "-e", "-r", "-s"})  # true only of a file that exists
+
+
+def _only_simple(lst: tuple[shell.AndOr, ...]) -> shell.Simple | None:
+    if len(lst) != 1 or len(lst[0].pipelines) != 1:
+        return None
+    pipeline = lst[0].pipelines[0]
+    c = pipeline.commands[0] if len(pipeline.commands) == 1 and not pipeline.negated else None
+    return c if isinstance(c, shell.Simple) and not c.assigns and not c.redirects else None
+
+
+def _guarded_source(c: shell.Compound) -> tuple[str, str] | None:
+    """``if test -f P; then . P; fi`` (``[ -f P ]``, ``-e``, ``-r``, ``-s``; ``source``): (P, the
+    sourcing word). P is a plain absolute path, the same in both; no elif or else."""
+    if c.kind != "if" or len(c.lists) != 2:
+        return None
+    test, dot = _only_simple(c.lists[0]), _only_simple(c.lists[1])
+    if test is None or dot is None:
+        return None
+    words = [w.plain() if isinstance(w, Word) else None for w in test.words]
+    if words[:1] == ["["] and words[-1:] == ["]"]:
+        words = ["test", *words[1:-1]]
+    sourcing = [w.plain() if isinstance(w, Word) else None for w in dot.words]
+    if len(words) != 3 or words[0] != "test" or words[1] not in _FILE_TESTS or len(sourcing) != 2:
+        return None
+    path = words[2]
+    if path is None or not path.startswith("/") or sourcing[1] != path or sourcing[0] not in (".", "source"):
+        return None
+    return path, sourcing[0]
+
+
+def guarded_sources(files: Iterable[GrubFile]) -> list[str]:
+    """The paths the guarded ``.`` blocks of ``files`` read (at the top level): what the host must be
+    asked for, so that the evaluation knows whether each guard holds and what the file does."""
+    out: list[str] = []
+    for f in files:
+        for st in f.statements:
+            cmd = st.unit.command
+            if st.kind == "assignment" or cmd is None or len(cmd.pipelines) != 1 or len(cmd.pipelines[0].commands) != 1:
+                continue
+            c = cmd.pipelines[0].commands[0]
+            found = _guarded_source(c) if isinstance(c, shell.Compound) else None
+            if found is not None:
+                out.append(found[0])
+    return list(dict.fromkeys(out))
 
 
 def _self_append(a: Assign) -> tuple[str, bool] | None:
@@ -838,12 +926,15 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def evaluate(files: Sequence[GrubFile], watch: AbstractSet[str] = frozenset()) -> Evaluation:
+def evaluate(
+    files: Sequence[GrubFile], watch: AbstractSet[str] = frozenset(), sourced: Mapping[str, GrubFile | None] = {}
+) -> Evaluation:
     """Source ``files`` in order (as grub-mkconfig does) and return what each variable holds.
 
     ``watch``: names an edit may change; the result keeps checkpoints before their assignments, so that
-    ``reevaluate`` can check an edited copy without evaluating the unchanged start again."""
-    return _Evaluator(files, watch).run()
+    ``reevaluate`` can check an edited copy without evaluating the unchanged start again. ``sourced``:
+    what the host holds at the paths guarded ``.`` blocks read (see ``guarded_sources``)."""
+    return _Evaluator(files, watch, sourced).run()
 
 
 def reevaluate(before: Evaluation, files: Sequence[GrubFile]) -> Evaluation:
@@ -861,5 +952,5 @@ def reevaluate(before: Evaluation, files: Sequence[GrubFile]) -> Evaluation:
             and cp.statement <= len(old.statements)
             and (cp.statement == 0 or new.statements[cp.statement - 1] is old.statements[cp.statement - 1])
         ):
-            return _Evaluator(files).resume(cp, before)
-    return _Evaluator(files).run()
+            return _Evaluator(files, sourced=before.sourced).resume(cp, before)
+    return _Evaluator(files, sourced=before.sourced).run()

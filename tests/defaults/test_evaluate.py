@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +16,9 @@ from mlxfix.defaults.evaluate import Evaluation, Unknown, evaluate, reevaluate
 from tests.conftest import corpus_hosts
 from tests.oracle import names_in, sh_accepts, sh_values
 from tests.strategies import grub_files
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def check_against_sh(paths: list[Path]) -> dict[str, str | Unknown | None]:
@@ -195,3 +201,92 @@ def test_any_other_conditional_assignment_keeps_nothing() -> None:
         v = evaluate([f]).value("X")
         assert isinstance(v, Unknown), body
         assert v.keeps is None, body
+
+
+# -- a guarded `.` (issue 18, item 4): `if test -f P; then . P; fi` ----------------------------------
+
+_GUARDED_MAIN = (
+    'GRUB_CMDLINE_LINUX_DEFAULT="quiet splash"\nGRUB_CMDLINE_LINUX=""\n\nif test -f {p}\nthen\n  . {p}\nfi\n'  # 080-hoskeri
+)
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A directory the oracle's sh (which runs as nobody) can read: pytest's own is root's alone."""
+    with tempfile.TemporaryDirectory(prefix="mlxfix-guarded-") as work:
+        os.chmod(work, 0o755)
+        yield Path(work)
+
+
+def _guarded(tmp_path: Path, local: str | None, main: str = _GUARDED_MAIN) -> tuple[Evaluation, dict[str, str | None]]:
+    """The model, told what the host holds at P, and /bin/sh running the same files for real."""
+    p = tmp_path / "grub.local"
+    grub = tmp_path / "grub"
+    grub.write_text(main.format(p=p))
+    if local is not None:
+        p.write_text(local)
+    f = grubfile.parse(grub.read_bytes(), str(grub))
+    sourced = {str(p): grubfile.parse(p.read_bytes(), str(p)) if local is not None else None}
+    names = ["GRUB_CMDLINE_LINUX_DEFAULT", "GRUB_CMDLINE_LINUX"]
+    return evaluate([f], sourced=sourced), sh_values([grub], names)
+
+
+def test_a_guarded_dot_of_a_file_the_host_lacks_never_runs(tmp_path: Path) -> None:
+    model, sh = _guarded(tmp_path, None)
+    assert model.stops is None
+    assert model.value("GRUB_CMDLINE_LINUX_DEFAULT") == sh["GRUB_CMDLINE_LINUX_DEFAULT"] == "quiet splash"
+
+
+def test_a_guarded_dot_of_a_file_that_leaves_the_command_line_alone_keeps_it_known(tmp_path: Path) -> None:
+    model, sh = _guarded(tmp_path, 'GRUB_TIMEOUT=3\nGRUB_GFXMODE="1024x768"\n')
+    assert model.stops is None
+    assert model.value("GRUB_CMDLINE_LINUX_DEFAULT") == sh["GRUB_CMDLINE_LINUX_DEFAULT"] == "quiet splash"
+    assert isinstance(model.value("GRUB_TIMEOUT"), Unknown)  # set in the sourced file: never guessed
+
+
+def test_a_guarded_dot_of_a_file_that_appends_is_an_append_over_the_known_value(tmp_path: Path) -> None:
+    model, sh = _guarded(tmp_path, 'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT nomodeset"\n')
+    assert sh["GRUB_CMDLINE_LINUX_DEFAULT"] == "quiet splash nomodeset"
+    value = model.value("GRUB_CMDLINE_LINUX_DEFAULT")
+    assert isinstance(value, Unknown)
+    b = model.binding("GRUB_CMDLINE_LINUX_DEFAULT")
+    assert b is not None
+    assert isinstance(b.value, Unknown)
+    assert b.value.added == ("nomodeset",) or "nomodeset" in " ".join(b.value.added)
+
+
+@pytest.mark.parametrize(
+    ("local", "why"),
+    [
+        ("exit 0\n", "exit"),
+        ('GRUB_CMDLINE_LINUX_DEFAULT="x"; false\n', "false"),
+        (". /etc/other.cfg\n", ". "),
+    ],
+)
+def test_a_guarded_dot_of_a_file_that_may_stop_sh_still_stops_it_and_names_the_file(tmp_path: Path, local: str, why: str) -> None:
+    model, _ = _guarded(tmp_path, local)
+    assert model.stops is not None
+    assert why in model.stops.reason
+    assert f"in {tmp_path / 'grub.local'}, which this block sources" in model.stops.reason
+
+
+def test_a_dot_the_model_was_not_told_about_is_unknown_code_as_before(tmp_path: Path) -> None:
+    p = tmp_path / "grub.local"
+    f = grubfile.parse(_GUARDED_MAIN.format(p=p).encode(), str(tmp_path / "grub"))
+    model = evaluate([f])
+    assert model.stops is not None
+    assert "sh may stop at . on" in model.stops.reason
+
+
+@pytest.mark.parametrize(
+    "main",
+    [
+        'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nif test -f {p}; then . {p}; else GRUB_TIMEOUT=1; fi\n',  # an else
+        'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nif test -f /other; then . {p}; fi\n',  # another file tested
+        'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nif test -d {p}; then . {p}; fi\n',  # not a file test
+        'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nif ! test -f {p}; then . {p}; fi\n',  # negated
+    ],
+)
+def test_only_the_exact_guard_counts(tmp_path: Path, main: str) -> None:
+    model, _ = _guarded(tmp_path, None, main)
+    assert model.stops is not None  # the . may run: unknown code, as any other
