@@ -108,6 +108,11 @@ def snapshot(host: Host, *, with_status: bool = True) -> Snapshot:
         snap.files.update(extra.files)
         snap.round_trips += extra.round_trips
         snap.derived.pop("grub_evaluation", None)
+    from mlxfix.boot import rpmdb
+    from mlxfix.boot.grub_base import GRUB, GRUB_D
+    from mlxfix.boot.kernelcmdline import PATH as KERNEL_CMDLINE
+
+    rpmdb.query(host, snap, [GRUB, *snap.globs.get(f"{GRUB_D}/*.cfg", []), KERNEL_CMDLINE])  # an RPM host only
     return snap
 
 

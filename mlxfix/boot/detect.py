@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mlxfix.boot import rpmdb
 from mlxfix.boot.grub2 import Grub2, config_in_use
 from mlxfix.boot.grub2_bls import Grub2Bls
 from mlxfix.boot.grub_base import GRUB, GRUB_D, grub_evaluation, locate
@@ -82,6 +83,7 @@ def gather_request() -> tuple[list[str], list[str], list[str], list[str]]:
         "/lib/modules",
         "/lib/modules/*",
         "/ostree",
+        *rpmdb.DBPATHS,  # an RPM host: who owns the files is asked of rpm (see mlxfix.boot.rpmdb)
     ]
     globs = [f"{GRUB_D}/*.cfg", "/boot/efi/EFI/*/grub.cfg", *LOADER_ENTRIES]
     for cls in SETUPS.values():  # what the next boot gets, wherever each setup keeps it: the same batch

@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING, ClassVar
 
 from mlxfix import cmdline
+from mlxfix.boot import rpmdb
 from mlxfix.boot.setup import BootSetup, ConfigEdit, Restore, Trial, TrialState
 from mlxfix.errors import Refused
 
@@ -257,7 +258,29 @@ class GrubSetup(BootSetup):
             return self._plan_drop_in(snap, param, exc, None)
         owned = [(fe.path, pkg) for fe in edit.files if (pkg := package_of(snap, fe.path)) is not None]
         if owned:
-            return self._plan_drop_in(snap, param, None, owned[0])
+            path, pkg = owned[0]
+            upgrade = (
+                f"an edit there would make dpkg ask at the package's next upgrade, and taking the maintainer's version"
+                f" would drop {param.text} silently"
+            )
+            return self._plan_drop_in(
+                snap, param, None, (path, f"{path} belongs to the package {pkg} (a dpkg conffile)", upgrade)
+            )
+        rpm_notes: list[str] = []
+        rpm_warnings: list[str] = []
+        for fe in edit.files:
+            rpm = rpmdb.owner(snap, fe.path)
+            if rpm is None:
+                continue
+            if not rpm.survives_upgrade and self.can_drop_in(snap):
+                return self._plan_drop_in(snap, param, None, (fe.path, rpm.describe(), rpm.upgrade()))
+            (rpm_notes if rpm.survives_upgrade else rpm_warnings).append(f"{rpm.describe()}: {rpm.upgrade()}")
+        if rpm_warnings:
+            rpm_warnings.append(
+                f"after an upgrade of that package, run mlxfix status: it says whether {param.text} is still there"
+            )
+        if (why := rpmdb.unknown(snap)) is not None:
+            rpm_warnings.append(f"this host has an RPM database, but rpm could not say who owns the files mlxfix edits ({why})")
         target = f"{edit.path}:{edit.line}" if edit.line else edit.path
         target = ", ".join([target, *(fe.path for fe in edit.files if fe.path != edit.path)])
         why = f"{edit.variable} {'gets' if edit.action != 'present' else 'has'} {param.text}"
@@ -273,14 +296,18 @@ class GrubSetup(BootSetup):
             changed=edit.changed,
             writes=writes,
             check=check,
-            notes=tuple(edit.notes),
-            warnings=tuple(edit.warnings),
+            notes=(*edit.notes, *rpm_notes),
+            warnings=(*edit.warnings, *rpm_warnings),
         )
         planned = self.with_entries(snap, param, planned)
         if planned.before is None or planned.after is None:
             unknown = self._unknowable_command_line(sources, grub_evaluation(snap), param)
             planned = planned._replace(warnings=(*planned.warnings, unknown), unknown=unknown)
         return planned
+
+    def can_drop_in(self, snap: Snapshot) -> bool:
+        """Whether mlxfix's own drop-in can carry the parameter here (see _plan_drop_in)."""
+        return self.sources_grub_d and self.edited == "GRUB_CMDLINE_LINUX_DEFAULT" and snap.listings.get(GRUB_D) is not None
 
     @property
     def drop_in(self) -> str:
@@ -289,11 +316,12 @@ class GrubSetup(BootSetup):
         return f"{GRUB_D}/{NAME}"
 
     def _plan_drop_in(
-        self, snap: Snapshot, param: Param, unknowable: Refused | None, owned: tuple[str, str] | None
+        self, snap: Snapshot, param: Param, unknowable: Refused | None, owned: tuple[str, str, str] | None
     ) -> ConfigEdit:
         """Append the parameter in mlxfix's own drop-in, read after every file that sets the variable:
         where the value is one only sh can compute (``unknowable``), or the edit would touch a package's
-        conffile (``owned``: its path and package)."""
+        file that its next upgrade would lose or fight over (``owned``: its path, whose it is, and what
+        the upgrade would do)."""
         from mlxfix.boot import grub_dropin
         from mlxfix.defaults import grubfile
         from mlxfix.defaults.evaluate import Unknown, evaluate
@@ -304,7 +332,7 @@ class GrubSetup(BootSetup):
             why = unknowable.message
         else:
             assert owned is not None
-            why = f"{owned[0]} belongs to the package {owned[1]} (a dpkg conffile)"
+            why = owned[1]
         if not self.sources_grub_d or variable != "GRUB_CMDLINE_LINUX_DEFAULT":
             tool = self.regenerate()[0][0]
             raise Refused(
@@ -370,8 +398,7 @@ class GrubSetup(BootSetup):
         else:
             assert owned is not None
             note = (
-                f"{why}: an edit there would make dpkg ask at the package's next upgrade, and taking the maintainer's"
-                f" version would drop {param.text} silently; so mlxfix appends it to {variable} in its own drop-in"
+                f"{why}: {owned[2]}; so mlxfix appends {param.text} to {variable} in its own drop-in"
                 f" {path}, which grub-mkconfig sources after {owned[0]} (it sorts last in every locale), and {last}"
             )
         write = FileWrite(path, b"", wanted, 0o644, 0, 0, f"{variable} gets {param.text}", existed=False)

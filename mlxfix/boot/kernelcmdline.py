@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from mlxfix import cmdline
+from mlxfix.boot import rpmdb
 from mlxfix.boot.setup import BootSetup, ConfigEdit
 from mlxfix.defaults.grubfile import TEMPLATE_MARKER
 from mlxfix.errors import Refused
@@ -134,6 +135,12 @@ class KernelCmdlineSetup(BootSetup):
         if not any(t.key == "root" for t in cmdline.split(fedit.before)):
             self.missing_root()
             warnings.append(f"{PATH} has no root= parameter; check that this host's boot does not need one")
+        notes: list[str] = []
+        rpm = rpmdb.owner(snap, PATH) if fedit.changed else None
+        if rpm is not None:  # no other place carries the line: say what the package's upgrade does to it
+            (notes if rpm.survives_upgrade else warnings).append(f"{rpm.describe()}: {rpm.upgrade()}")
+        if fedit.changed and (why := rpmdb.unknown(snap)) is not None:
+            warnings.append(f"this host has an RPM database, but rpm could not say whether {PATH} is a package's ({why})")
         return ConfigEdit(
             target=PATH,
             reason=f"apply: {param.text} in {PATH}",
@@ -142,6 +149,7 @@ class KernelCmdlineSetup(BootSetup):
             changed=fedit.changed,
             writes=(file_write(info, fedit.data, f"the kernel command line gets {param.text}"),) if fedit.changed else (),
             warnings=tuple(warnings),
+            notes=tuple(notes),
         )
 
     def missing_root(self) -> None:
