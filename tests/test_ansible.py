@@ -293,9 +293,9 @@ def test_apply_on_every_host_then_idempotent(fleet: Fleet) -> None:
     for name, tree in fleet.trees.items():
         assert recap[name]["changed"] == 1, (name, play.output)
         assert recap[name]["failed"] == recap[name]["unreachable"] == 0, (name, play.output)
-        # mlxfix_skip_reboot: the apply task is all that ran (no reboot, so no verify either)
+        # mlxfix_skip_reboot: the apply task is all that ran (no reboot, so no verify, nothing to keep)
         assert recap[name]["ok"] == 1, (name, play.output)
-        assert recap[name]["skipped"] == 2, (name, play.output)
+        assert recap[name]["skipped"] == 3, (name, play.output)
         assert grub(tree) == FIXED
         saved = backups(tree)
         assert len(saved) == 1
@@ -406,7 +406,7 @@ def test_a_host_applied_but_not_rebooted_is_rebooted_and_verified(fleet: Fleet, 
     check = fleet.play("--check", "--diff", extra_vars=reboot)
 
     assert check.returncode == 0, check.output
-    assert check.recap["pending"] == {**check.recap["pending"], "ok": 2, "changed": 1, "failed": 0, "skipped": 1}, check.output
+    assert check.recap["pending"] == {**check.recap["pending"], "ok": 2, "changed": 1, "failed": 0, "skipped": 2}, check.output
     assert "changed: [pending]" in check.task("Reboot into the new kernel command line")[0]  # would reboot
     assert check.diffs() == {}  # nothing to write
     assert target.reboots == ""
@@ -423,7 +423,7 @@ def test_a_host_applied_but_not_rebooted_is_rebooted_and_verified(fleet: Fleet, 
     again = fleet.play(extra_vars=reboot)  # in effect now: nothing to do, no reboot
 
     assert again.returncode == 0, again.output
-    assert again.recap["pending"] == {**again.recap["pending"], "ok": 1, "changed": 0, "skipped": 2}, again.output
+    assert again.recap["pending"] == {**again.recap["pending"], "ok": 1, "changed": 0, "skipped": 3}, again.output
     assert target.reboots == "rebooted\n"
 
 
@@ -455,3 +455,90 @@ def test_target_mode_runs_mlxfix_installed_on_the_hosts(tmp_path: Path, sshd: Ss
         assert play.recap[name]["failed"] == 0, (name, play.output)
         assert grub(tree) == FIXED
         assert len(backups(tree)) == 1
+
+
+def trial_host(fleet: Fleet, name: str) -> Path:
+    """A Proxmox VE host whose ConnectX-3 works once the kernel has the parameter (pve-fixed's devices
+    and log), not configured yet, with the grub.cfg update-grub wrote for it: a trial can copy its entry."""
+    tree = fleet.add(name, "ssh", example="pve-fixed")
+    (tree / GRUB).write_bytes(grub(tree).replace(b" pci=realloc=off", b""))
+    cmdline = tree / "proc/cmdline"
+    cmdline.write_text(cmdline.read_text().replace(" pci=realloc=off", ""))
+    cfg = (EXAMPLES / "debian-grub/boot/grub/grub.cfg").read_text()
+    cfg = cfg.replace("vmlinuz-6.1.0-28-amd64", "vmlinuz-6.8.12-4-pve").replace(
+        "initrd.img-6.1.0-28-amd64", "initrd.img-6.8.12-4-pve"
+    )
+    cfg = cfg.replace("root=UUID=2f1e0c4a-3d47-4a8b-9f0e-6b1a2c3d4e5f", "root=/dev/mapper/pve-root")
+    (tree / "boot/grub").mkdir(parents=True)
+    (tree / "boot/grub/grub.cfg").write_text(cfg)
+    return tree
+
+
+def trial_boot(tree: Path) -> str:
+    """The reboot's part the boot loader plays, as a shell line for the reboot command: the one-time
+    entry boots, and its kernel line (GRUB gives the kernel BOOT_IMAGE= and the arguments, one space
+    apart) becomes /proc/cmdline."""
+    custom, cmdline = shlex.quote(str(tree / "boot/grub/custom.cfg")), shlex.quote(str(tree / "proc/cmdline"))
+    return (
+        f"sed -n 's/^[[:space:]]*linux[[:space:]]*//p' {custom} | "
+        f'{{ read -r image args; set -f; echo "BOOT_IMAGE=$image" $args; }} > {cmdline}'
+    )
+
+
+def test_a_trial_that_verifies_is_kept_without_a_second_reboot(fleet: Fleet, target: Target) -> None:
+    """mlxfix_trial: arm the one-time boot (the default boot's files untouched), reboot into it,
+    verify that boot, then apply for good: one reboot in all, the trial entry gone, the change kept."""
+    tree = trial_host(fleet, "trial")
+    before = grub(tree)
+    check = fleet.play("--check", "--diff", extra_vars={"mlxfix_trial": True})
+
+    assert check.returncode == 0, check.output
+    applied = check.task("Apply with mlxfix (--dry-run in check mode)")[0]
+    assert "+++ b/boot/grub/custom.cfg" in applied, check.output
+    assert not (tree / "boot/grub/custom.cfg").exists()
+
+    reboot = target.reboot_command(then=trial_boot(tree))
+    play = fleet.play(
+        "-v",
+        extra_vars={
+            "mlxfix_trial": True,
+            "mlxfix_skip_reboot": False,
+            "mlxfix_reboot_command": reboot,
+            "mlxfix_reboot_timeout": 120,
+        },
+    )
+
+    assert play.returncode == 0, play.output
+    assert play.recap["trial"] == {**play.recap["trial"], "ok": 4, "changed": 3, "failed": 0}, play.output
+    assert "armed a one-time boot of 'mlxfix trial: Debian GNU/Linux' with pci=realloc=off" in play.output
+    assert "pci=realloc=off panic=10" in (tree / "proc/cmdline").read_text()  # the trial boot's kernel line
+    assert "(a trial boot)" in play.task("Verify with mlxfix after the reboot")[0]
+    assert "changed: [trial -> localhost]" in play.task("Keep the trial (mlxfix apply, no second reboot)")[0]
+    assert target.reboots == "rebooted\n"  # one reboot: the trial's
+    assert grub(tree) == before.replace(
+        b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"', b'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"'
+    )
+    assert not (tree / "boot/grub/custom.cfg").exists()  # mlxfix made it for the trial entry: gone with it
+
+
+def test_a_trial_that_falls_back_fails_the_play_and_changes_nothing_for_good(fleet: Fleet, target: Target) -> None:
+    """The trial boot hangs or panics: the host comes back on its old default (here: the reboot
+    leaves /proc/cmdline as it was). verify fails with a message that says so, and nothing is kept."""
+    tree = trial_host(fleet, "fallback")
+    before = grub(tree)
+    play = fleet.play(
+        extra_vars={
+            "mlxfix_trial": True,
+            "mlxfix_skip_reboot": False,
+            "mlxfix_reboot_command": target.reboot_command(),
+            "mlxfix_reboot_timeout": 120,
+        }
+    )
+    assert play.returncode != 0, play.output
+    assert play.recap["fallback"]["failed"] == 1, play.output
+    msg = play.failures()["fallback"]["msg"]
+    assert isinstance(msg, str)
+    assert msg.startswith("the trial boot of pci=realloc=off did not hold on fallback: it runs its old default again"), msg
+    assert not play.task("Keep the trial (mlxfix apply, no second reboot)")
+    assert grub(tree) == before
+    assert target.reboots == "rebooted\n"

@@ -13,7 +13,9 @@ Where mlxfix runs (``mode``):
 Options: ``command`` (apply, verify or status), ``mode``, ``mlxfix`` (how mlxfix is run, a string split
 like a shell line or a list; default ``mlxfix``), ``param``, ``root``, ``host`` (controller mode: the
 ``[USER@]HOST[:PORT]`` to use instead of the one built from the inventory), ``ssh_options`` (more ssh
-``-o`` options for controller mode). The task's ``environment`` keyword applies to mlxfix in both modes.
+``-o`` options for controller mode), ``trial`` (apply: ``--trial``, a one-time boot; verify: the boot
+checked was meant to be that trial, so a failure says the host fell back to its old default). The
+task's ``environment`` keyword applies to mlxfix in both modes.
 
 Results:
 
@@ -21,7 +23,9 @@ Results:
   file's unified diff from mlxfix, shown by ``--diff``), ``reboot_required`` (also for a host applied
   earlier but not rebooted since), ``backup``, ``files``; ``failed`` from mlxfix's exit code, with
   ``msg`` = mlxfix's reason (a refusal names the file and line).
-* verify: ``failed`` unless every check holds; ``msg`` names the failed checks; ``failed_checks``.
+  With ``trial``: ``trial`` ({entry, armed, fallback}) when a one-time boot was armed (would be).
+* verify: ``failed`` unless every check holds; ``msg`` names the failed checks; ``failed_checks``;
+  ``trial``: whether the boot checked was a trial boot.
 * status: ``state`` (in-effect, pending-reboot, drift, absent), ``reboot_required``.
 
 Every result has ``rc`` (mlxfix's exit code), ``cmd`` (its argv) and mlxfix's warnings as Ansible
@@ -63,6 +67,7 @@ class ActionModule(ActionBase):
         "root": {"type": "str", "default": "/"},
         "host": {"type": "str"},
         "ssh_options": {"type": "list", "elements": "str", "default": []},
+        "trial": {"type": "bool", "default": False},
     }
 
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -82,7 +87,7 @@ class ActionModule(ActionBase):
         if args["param"]:
             argv += ["--param", args["param"]]
         if command == "apply":
-            argv += ["--yes", "--no-reboot"] + (["--dry-run"] if check else [])
+            argv += ["--yes", "--no-reboot"] + (["--dry-run"] if check else []) + (["--trial"] if args["trial"] else [])
 
         rc, report, stderr, cmd = self._mlxfix(argv)
         result.update(rc=rc, cmd=cmd, changed=False)
@@ -113,28 +118,45 @@ class ActionModule(ActionBase):
             # A dry run changes nothing, so mlxfix says no reboot is required by it; what the real run
             # would need is a reboot after its change, or one a host applied earlier is still owed.
             reboot = changed or self._pending_reboot()
+        trial = report.get("trial") if changed else None  # armed (or, in check mode, would be)
         result.update(
             changed=changed,
             reboot_required=reboot,
             backup=report.get("backup"),
             files=[f["path"] for f in files],
+            trial=trial,
         )
         if changed and self._task.diff:
             result["diff"] = [{"prepared": f["diff"]} for f in files]
         if report.get("exit_code") == 0:
             result["msg"] = _apply_summary(report, check, changed, reboot, [f["path"] for f in files])
+            if trial:
+                verb = "would arm" if check else "armed"
+                result["msg"] = (
+                    f"{verb} a one-time boot of {trial.get('entry')!r} with {report.get('param')}; a normal boot still"
+                    f" takes {trial.get('fallback')!r} (nothing the default boot reads was changed)"
+                )
 
     def _verify(self, result: dict[str, Any], report: dict[str, Any]) -> None:
         failed = [c for c in report.get("checks") or [] if not c.get("ok")]
-        result.update(failed_checks=[c["name"] for c in failed], status=report.get("status"))
+        booted_trial = bool(report.get("trial"))
+        result.update(failed_checks=[c["name"] for c in failed], status=report.get("status"), trial=booted_trial)
         if report.get("exit_code") == 0:
-            result["msg"] = f"mlxfix verify: every check holds on {self._name}"
+            result["msg"] = f"mlxfix verify: every check holds on {self._name}" + (" (a trial boot)" if booted_trial else "")
         elif failed:
             checks = "; ".join(f"{c['name']}: {c.get('detail', '')}" for c in failed)
-            result["msg"] = (
-                f"mlxfix verify failed on {self._name}: {checks}. "
-                "Run mlxfix diagnose there; mlxfix rollback puts the old boot configuration back."
-            )
+            if self._args["trial"] and not booted_trial:
+                # The trial was one boot: a hang or a panic (panic=10) rebooted into the old default.
+                result["msg"] = (
+                    f"the trial boot of {self._args['param'] or 'the parameter'} did not hold on {self._name}: it runs its"
+                    f" old default again ({checks}); nothing the default boot reads was changed. Look at the host's"
+                    " console or journal of the trial boot; mlxfix rollback there removes the spent trial entry."
+                )
+            else:
+                result["msg"] = (
+                    f"mlxfix verify failed on {self._name}: {checks}. "
+                    "Run mlxfix diagnose there; mlxfix rollback puts the old boot configuration back."
+                )
 
     def _status(self, result: dict[str, Any], report: dict[str, Any]) -> None:
         state = report.get("state")
