@@ -405,7 +405,8 @@ def _without_commands(plan: Plan, report: ChangeReport | None) -> Plan:
     """--no-update: keep the file writes, leave the commands to the admin, and say which."""
     if plan.commands and report is not None:
         todo = "; ".join(shlex.join(c.argv) for c in plan.commands)
-        report.warnings.append(f"--no-update: the boot configuration was not regenerated; run: {todo}")
+        done = "would not be" if report.dry_run else "was not"
+        report.warnings.append(f"--no-update: the boot configuration {done} regenerated; run: {todo}")
         report.left_to_run += tuple((c.argv, "--no-update: run it yourself") for c in plan.commands)
     return plan._replace(commands=())
 

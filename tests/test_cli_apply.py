@@ -616,6 +616,23 @@ def test_reboot_under_root_is_said_in_the_human_output_too(tmp_path: Path) -> No
     assert "Done" not in proc.stdout
 
 
+@pytest.mark.parametrize("extra", [[], ["--no-update"]])
+def test_a_dry_run_whose_commands_are_the_admins_does_not_promise_the_next_boot(tmp_path: Path, extra: list[str]) -> None:
+    """(issue 18, item 13) Under --root, or with --no-update, the files alone reach no boot: the dry
+    run says what it takes (the regeneration, then a reboot), not "takes effect after a reboot"."""
+    root = debian_host(tmp_path / "root")
+    proc = run("apply", "--dry-run", *extra, "--root", str(root))
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.rstrip("\n").splitlines()[-1]
+    assert last == (
+        "Dry run: nothing was changed. Run without --dry-run to apply. The files alone would not reach the next"
+        " boot: that takes update-grub, then a reboot."
+    ), proc.stdout
+    assert "was not regenerated" not in proc.stdout + proc.stderr  # a dry run regenerates nothing, and says would
+    if extra:
+        assert "warning: --no-update: the boot configuration would not be regenerated; run: update-grub" in proc.stdout
+
+
 def test_a_command_line_that_cannot_be_known_is_said_and_why_the_edit_is_still_safe(tmp_path: Path) -> None:
     text = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="$(cat /etc/kernel/extra)"\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
     root = debian_host(tmp_path / "root", text)

@@ -197,7 +197,14 @@ def render_change(report: ChangeReport, out: TextIO, style: Style, *, show_plan:
             plan.effect, f"re-apply {plan.param}"
         )
         p(f"Dry run{on}: nothing was changed. Run without --dry-run to {verb}.")
-        p(" The change would take effect only after a reboot.\n" if plan.reboot_required else "\n")
+        # --no-update, or a tree (--root): the commands are the admin's, and the files alone reach no boot
+        left = [shlex.join(argv) for argv, _ in report.left_to_run]
+        if not left and report.root != "/":
+            left = [shlex.join(c.argv) for c in plan.commands]
+        if left and plan.reboot_required:
+            p(f" The files alone would not reach the next boot: that takes {'; '.join(dict.fromkeys(left))}, then a reboot.\n")
+        else:
+            p(" The change would take effect only after a reboot.\n" if plan.reboot_required else "\n")
         return
     if outcome is not None:
         verb = plan.effect

@@ -309,3 +309,38 @@ def test_over_ssh_a_signal_is_told_from_an_exit_code_by_the_wait_status(
     assert (sandbox / "default" / "grub").read_bytes() == original
     assert (sandbox / "state" / "intent.json").exists() == (exit_code == 3)
     assert "| 0" not in proc.stderr  # (issue 18, item 10) no stray exit-code marker after the output
+
+
+def test_a_dry_run_with_no_update_says_the_regeneration_is_the_admins(sandbox: Path) -> None:
+    """(issue 18, item 13) On a running system: with --no-update the dry run does not say the change
+    would take effect after a reboot; without it, it does (update-grub would run)."""
+    plain = mlxfix(sandbox, "apply", "--dry-run")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.rstrip().endswith("The change would take effect only after a reboot.")
+    proc = mlxfix(sandbox, "apply", "--dry-run", "--no-update")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith("The files alone would not reach the next boot: that takes update-grub, then a reboot.")
+    assert "--no-update: the boot configuration would not be regenerated; run: update-grub" in proc.stdout
+
+
+def test_in_a_vm_the_reboot_question_says_again_where_the_fix_belongs(sandbox: Path) -> None:
+    """(issue 18, item 16) apply in a guest: the plan warns before the first question, and the reboot
+    question is preceded by the same reminder. The guest is made one for sure: its /proc/cpuinfo
+    (bound over the real one in the namespace) has the hypervisor flag."""
+    from tests.trees import on_a_terminal
+
+    cpuinfo = sandbox / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu vme de pse tsc msr pae hypervisor lm\n")
+    script = NAMESPACE.replace('exec "$@"', f'mount --bind {cpuinfo} /proc/cpuinfo\nexec "$@"')
+    env = {k: v for k, v in os.environ.items() if k != "SSH_CONNECTION"}
+    env |= {"SANDBOX": str(sandbox), "PYTHONPATH": str(Path(__file__).parents[2]), "TERM": "dumb"}
+    argv = [shutil.which("unshare") or "unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "mlxfix", "apply"]
+    code, seen = on_a_terminal(argv, [b"y\n", b"n\n"], env=env)
+    text = seen.decode("utf-8", "replace").replace("\r\n", "\n")
+    assert code == 0, text
+    first, _, rest = text.partition("Apply these changes? [y/n] ")
+    assert "warning: this host is a VM" in first
+    assert "the fix belongs on the hypervisor host's kernel command line" in first
+    before_reboot = rest.partition("Reboot now? [y/n] ")[0]
+    assert "Remember: this host is a VM" in before_reboot, text
+    assert "Not rebooting." in rest
