@@ -198,6 +198,50 @@ def test_odd_file_names_and_bytes_arrive_intact(sshd: Sshd, tmp_path: Path) -> N
     assert snapshot(there / "etc") == original
 
 
+HOSTILE_NAMES = [
+    b"70-with space.cfg",
+    b"70-new\nline.cfg",
+    b"70-it's.cfg",
+    b'70-say "hi".cfg',
+    b"70-$(touch pwned).cfg",
+    b"70-`touch pwned`.cfg",
+    b"-70-leading-dash.cfg",
+    b"70-caf\xe9.cfg",  # not UTF-8
+    b"70-back\\slash;&|*?[x].cfg",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=lambda n: repr(n)[2:-1])
+def test_a_hostile_drop_in_name_is_edited_and_rolled_back_locally_and_over_ssh(sshd: Sshd, tmp_path: Path, name: bytes) -> None:
+    """(issue 18, withstood) The effective assignment lives in a drop-in whose name is hostile to a
+    shell: spaces, a newline, quotes, a command substitution, a leading dash, a byte that is not
+    UTF-8, backslash and glob characters. Apply and rollback, locally and over --host, write exactly
+    the same bytes to exactly that file, and no name is ever run."""
+    here, there = tree(tmp_path, "here"), tree(tmp_path, "there")
+    dropin = os.fsdecode(name)
+    for root in (here, there):
+        d = root / "etc/default/grub.d"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / dropin).write_bytes(b'GRUB_CMDLINE_LINUX_DEFAULT="quiet splash"\n')
+    original = snapshot(there / "etc")
+    for root, host_args in ((here, ()), (there, ("--host", sshd.target, *sshd.options()))):
+        applied = run("apply", "--yes", "--json", "--root", str(root), *host_args)
+        assert applied.returncode == 0, applied.stderr
+        doc = json_of(applied.stdout)
+        [written] = doc["files"]  # type: ignore[misc]  # that drop-in, and nothing else
+        assert str(written["path"]).startswith("/etc/default/grub.d/")
+        assert (
+            root / "etc/default/grub.d" / dropin
+        ).read_bytes() == b'GRUB_CMDLINE_LINUX_DEFAULT="quiet splash pci=realloc=off"\n'
+    assert snapshot(there / "etc") == snapshot(here / "etc") != original
+    for root, host_args in ((here, ()), (there, ("--host", sshd.target, *sshd.options()))):
+        back = run("rollback", "--yes", "--root", str(root), *host_args)
+        assert back.returncode == 0, back.stderr
+    assert snapshot(there / "etc") == snapshot(here / "etc") == original
+    for where in (Path.cwd(), Path(pwd.getpwuid(os.getuid()).pw_dir), here, there, tmp_path):
+        assert not (where / "pwned").exists(), where
+
+
 def test_refusals_over_ssh_change_nothing(sshd: Sshd, tmp_path: Path) -> None:
     there = tree(tmp_path)
     (there / "etc/default/grub").write_text('if true; then\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\nfi\n')
@@ -472,6 +516,59 @@ def test_ctrl_c_on_the_terminal_puts_the_target_back_over_the_same_connection(ss
     assert proc.returncode == 130, err
     assert json_of(out)["exit_code"] == 130
     assert "Traceback" not in err
+    after = snapshot(there)
+    assert {k: v for k, v in after.items() if "var/lib/mlxfix" not in k} == {
+        k: v for k, v in before.items() if "var/lib/mlxfix" not in k
+    }
+    assert not (there / "var/lib/mlxfix/intent.json").exists()
+
+
+def test_ctrl_c_typed_on_a_real_terminal_puts_the_target_back(sshd: Sshd, tmp_path: Path) -> None:
+    """(issue 18, item 9) Not a signal sent by the test: the Ctrl-C byte typed on a pseudo-terminal,
+    which the kernel's line discipline turns into SIGINT for the terminal's foreground process group
+    (as tmux send-keys C-c does). mlxfix restores the target over the same connection, exit 130."""
+    import pty
+    import select
+
+    there = tree(tmp_path)
+    before = snapshot(there)
+    marker = tmp_path / "pause"
+    argv = [*_mlxfix(), "apply", "--yes", "--root", str(there), "--host", sshd.target, *sshd.options()]
+    env = {**os.environ, "MLXFIX_TEST_PAUSE_AT": f"after-write:{marker}", "TERM": "dumb"}
+    env.pop("SSH_CONNECTION", None)
+    pid, fd = pty.fork()
+    if pid == 0:  # on a terminal of its own, its session's foreground job
+        try:
+            os.execvpe(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    seen = b""
+    typed = False
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if not typed and Path(f"{marker}.reached").exists():
+            os.write(fd, b"\x03")  # Ctrl-C, through the line discipline
+            time.sleep(0.5)
+            Path(f"{marker}.go").touch()
+            typed = True
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the other end closed: mlxfix ended
+                break
+            if not chunk:
+                break
+            seen += chunk
+    else:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = seen.decode("utf-8", "replace")
+    assert typed, text
+    assert os.waitstatus_to_exitcode(status) == 130, text
+    assert "interrupted (Ctrl-C)" in text
+    assert "the original files were restored" in text
+    assert "Traceback" not in text
     after = snapshot(there)
     assert {k: v for k, v in after.items() if "var/lib/mlxfix" not in k} == {
         k: v for k, v in before.items() if "var/lib/mlxfix" not in k
