@@ -571,7 +571,6 @@ class StatusReport:
 
 def status(host: Host, param: str, boot_setup: str | None = None) -> StatusReport:
     """``mlxfix status``: one batched read, then the layers and the state (pure)."""
-    from mlxfix import cmdline
     from mlxfix.boot import nextboot
     from mlxfix.cmdline import Param
 
@@ -587,7 +586,7 @@ def status(host: Host, param: str, boot_setup: str | None = None) -> StatusRepor
             f"a one-time boot of {trial.entry!r} is armed: the next boot only tries {p.text}; the boot after it takes"
             " the default entry again"
         )
-    elif trial is not None and state == "drift" and lay.running.cmdline is not None and cmdline.in_effect(lay.running.cmdline, p):
+    elif trial is not None and trial.booted(lay.running.cmdline, _next_default(lay)):
         state = "trial"  # in effect for this boot only
         warnings.append(f"this boot is a trial boot ({trial.entry!r}): mlxfix apply keeps {p.text} (no second reboot)")
     elif trial is not None:
@@ -674,21 +673,14 @@ def diagnose(host: Host, boot_setup: str | None = None) -> Diagnosis:
 
 
 def _trial_boot(snap: Snapshot, trial: TrialState | None, next_default: str | None) -> bool:
-    """Whether the running kernel was booted by a trial entry: one exists, it is spent (not armed),
-    and the running command line is the one it gives (or has the trial's additions that the next,
-    default, boot lacks)."""
-    running = (snap.text("/proc/cmdline") or "").strip()
-    if trial is None or trial.armed or not running:
-        return False
-    if trial.cmdline is not None and running == trial.cmdline:
-        return True
-    if trial.cmdline is None:
-        return False
-    from mlxfix import cmdline
+    """Whether the running kernel was booted by a trial entry (TrialState.booted: status's rule too)."""
+    return trial is not None and trial.booted(snap.text("/proc/cmdline"), next_default)
 
-    added = [t.text for t in cmdline.split(trial.cmdline)][-2:]
-    have = {t.text for t in cmdline.split(running)}
-    return all(a in have for a in added) and not (next_default is not None and all(a in next_default.split() for a in added))
+
+def _next_default(lay: Layers) -> str | None:
+    """The command line the next (default) boot gets: its entry's, where it was read, else the configured one."""
+    entry = lay.next_boot.entry if lay.next_boot.read else None
+    return entry.cmdline if entry is not None and entry.cmdline is not None else lay.configured.cmdline
 
 
 def interrupted_warning(snap: Snapshot) -> list[str]:

@@ -62,6 +62,23 @@ class TrialState(NamedTuple):
     cmdline: str | None
     source: str
 
+    def booted(self, running: str | None, next_default: str | None) -> bool:
+        """Whether the running kernel was booted by this trial entry: the one rule status, diagnose
+        and verify share. The entry is spent (not armed), and the running command line is the one it
+        gives, or has what the trial added (its last two words: the parameter and panic=10) while
+        the next, default, boot lacks them. A parameter typed at the boot prompt is no trial."""
+        running = (running or "").strip()
+        if self.armed or not running or self.cmdline is None:
+            return False
+        if running == self.cmdline.strip():
+            return True
+        from mlxfix import cmdline
+
+        added = [t.text for t in cmdline.split(self.cmdline)][-2:]
+        have = {t.text for t in cmdline.split(running)}
+        lacks = next_default is None or not all(a in next_default.split() for a in added)
+        return all(a in have for a in added) and lacks
+
 
 class Restore:
     """A setup's part of a rollback plan, filled file by file."""

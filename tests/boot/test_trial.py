@@ -305,3 +305,69 @@ def test_systemd_boot_trial_is_refused_while_menu_order_alone_picks_the_default(
     assert not (esp / "boot/efi/loader/entries/mlxfix-trial.conf").exists()
     (esp / "boot/efi/loader/loader.conf").write_text(f"timeout 3\ndefault {default.name}\n")  # pinned: then it is safe
     assert run_tree(esp).returncode == 0
+
+
+def _spent_trial(tmp_path: Path) -> tuple[Path, str]:
+    """A Proxmox VE tree (pve-fixed's working ConnectX-3, the parameter not configured) with the
+    grub.cfg update-grub wrote, and a trial entry armed on it under --root (so, on the host, spent
+    after its boot): the tree and the kernel line the trial entry gives."""
+    import re
+
+    examples = test_update_grub.Path(__file__).parents[2] / "examples"
+    root = tmp_path / "pve"
+    shutil.copytree(examples / "pve-fixed", root, symlinks=True)
+    grub = root / "etc/default/grub"
+    grub.write_text(grub.read_text().replace(" pci=realloc=off", ""))
+    cfg = (examples / "debian-grub/boot/grub/grub.cfg").read_text()
+    cfg = cfg.replace("6.1.0-28-amd64", "6.8.12-4-pve").replace(
+        "root=UUID=2f1e0c4a-3d47-4a8b-9f0e-6b1a2c3d4e5f", "root=/dev/mapper/pve-root"
+    )
+    (root / "boot/grub").mkdir(parents=True)
+    (root / "boot/grub/grub.cfg").write_text(cfg)
+    (root / "proc/mounts").write_text("/dev/mapper/pve-root / ext4 rw 0 0\n/dev/sda2 /boot ext4 rw 0 0\n")
+    proc = run_tree(root)
+    assert proc.returncode == 0, proc.stderr
+    [linux] = re.findall(r"^\s*linux\s+(\S+)\s+(.*)$", (root / "boot/grub/custom.cfg").read_text(), re.MULTILINE)
+    return root, f"BOOT_IMAGE={linux[0]} {' '.join(linux[1].split())}"
+
+
+@pytest.mark.parametrize(
+    ("booted_by", "state", "code", "trial"),
+    [
+        ("the trial entry", "trial", 16, True),
+        ("a prompt", "drift", 14, False),  # the parameter typed at GRUB's prompt: not the trial's line
+    ],
+)
+def test_status_diagnose_and_verify_tell_a_trial_boot_by_one_rule(
+    tmp_path: Path, booted_by: str, state: str, code: int, trial: bool
+) -> None:
+    """(issue 14) A spent trial entry is there and the running kernel has the parameter: it is a
+    trial boot when its command line is the trial entry's (with panic=10), not when the parameter was
+    typed at the boot prompt. status, diagnose and verify say the same."""
+    import os
+    import sys
+
+    root, trial_line = _spent_trial(tmp_path)
+    default = (root / "proc/cmdline").read_text().replace(" pci=realloc=off", "").strip()
+    running = trial_line if booted_by == "the trial entry" else f"{default} pci=realloc=off"
+    (root / "proc/cmdline").write_text(running + "\n")
+    env = {**os.environ, "PYTHONPATH": str(test_update_grub.Path(__file__).parents[2])}
+
+    def mlxfix(*args: str) -> tuple[int, dict[str, object]]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlxfix", *args, "--json", "--root", str(root)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        doc = json_of(proc.stdout)
+        assert isinstance(doc, dict), proc.stderr
+        return proc.returncode, doc
+
+    got, status = mlxfix("status")
+    assert (got, status["state"]) == (code, state)
+    _, diagnosis = mlxfix("diagnose")
+    assert any("this boot is a trial boot" in str(w) for w in diagnosis["warnings"]) is trial  # type: ignore[union-attr]
+    _, verification = mlxfix("verify")
+    assert verification["trial"] is trial
