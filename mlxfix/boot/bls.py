@@ -37,6 +37,9 @@ __all__ = [
 
 ENTRIES = "/boot/loader/entries/*.conf"
 GRUBENV = "/boot/grub2/grubenv"
+# apply --trial's one-time entry: blscfg names an entry by its file name, so grub2-reboot takes this id.
+TRIAL_ID = "mlxfix-trial"
+TRIAL = f"/boot/loader/entries/{TRIAL_ID}.conf"
 
 
 class Entry(NamedTuple):
@@ -70,11 +73,15 @@ def grubenv(snap: Snapshot) -> dict[str, str]:
     return out
 
 
-def entries(snap: Snapshot) -> list[Entry]:
-    """The BLS entries with their effective kernel options (``$kernelopts`` resolved from grubenv)."""
+def entries(snap: Snapshot, *, with_trial: bool = False) -> list[Entry]:
+    """The BLS entries with their effective kernel options (``$kernelopts`` resolved from grubenv);
+    not mlxfix's trial entry unless ``with_trial`` (grubby's edits and rollbacks leave it alone: it
+    is removed whole)."""
     env = grubenv(snap)
     found = []
     for path in snap.globs.get(ENTRIES, []):
+        if path == TRIAL and not with_trial:
+            continue
         text = snap.text(path) or ""
         kernel, options = "", ""
         for line in text.splitlines():

@@ -46,6 +46,7 @@ TOOLS = (
     "grub-mkconfig",
     "grub2-mkconfig",
     "grubby",
+    "grub2-reboot",
     "proxmox-boot-tool",
     "kernel-install",
     "bootctl",

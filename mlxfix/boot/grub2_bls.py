@@ -15,6 +15,7 @@ from mlxfix.boot import bls
 from mlxfix.boot.grub_base import GrubSetup, defaults_file
 from mlxfix.boot.setup import BootSetup, Restore, refuse_what_mlxfix_never_wrote
 from mlxfix.digest import sha256
+from mlxfix.errors import Refused
 from mlxfix.steps import Command
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class Grub2Bls(GrubSetup):
     def owns(self, path: str) -> bool:
         import fnmatch
 
-        # (not custom.cfg: no trial entry is written for BLS)
+        # (the trial entry is a BLS entry too: /boot/loader/entries/mlxfix-trial.conf)
         return defaults_file(path) or path == bls.GRUBENV or fnmatch.fnmatchcase(path, bls.ENTRIES)
 
     def with_entries(self, snap: Snapshot, param: Param, edit: ConfigEdit) -> ConfigEdit:
@@ -70,6 +71,12 @@ class Grub2Bls(GrubSetup):
         if not found:
             return NextBoot(False, why=f"no BLS entries in {bls.ENTRIES.rsplit('/', 1)[0]}")
         entries = tuple(Entry(_entry_id(e.path), e.path, e.args, recovery="rescue" in _entry_id(e.path)) for e in found)
+        once = bls.grubenv(snap).get("next_entry", "").strip()
+        if once:  # 00_header boots next_entry once (and clears it) whatever saved_entry says
+            for e in bls.entries(snap, with_trial=True):
+                if _entry_id(e.path) == once:
+                    entry = Entry(once, e.path, e.args, generated=e.path != bls.TRIAL)
+                    return NextBoot(True, entry, f"next_entry={once} in {bls.GRUBENV} (this one boot)", entries)
         chosen = bls.default_entry(snap)
         saved = bls.grubenv(snap).get("saved_entry", "").strip()
         if chosen is None:
@@ -89,16 +96,138 @@ class Grub2Bls(GrubSetup):
         return BootSetup.regenerated_from(self, path)
 
     def plan_trial(self, snap: Snapshot, param: Param) -> Trial | None:
-        return BootSetup.plan_trial(self, snap, param)  # (a copied BLS entry and grub2-reboot: not yet)
+        """A copy of the next boot's BLS entry with the parameter (and panic=10), armed with
+        ``grub2-reboot mlxfix-trial`` (next_entry in grubenv), which 00_header clears before the kernel
+        starts. The default stays pinned by saved_entry; without it blscfg's sort order picks the
+        default, and a copy of the newest kernel's entry could come first: refused."""
+        from mlxfix.boot import grub_trial
+        from mlxfix.boot.setup import Trial
+        from mlxfix.steps import FileWrite
+
+        instead = "apply without --trial (the default boot changes; mlxfix rollback undoes it), with console access at hand"
+        cfg = "/boot/grub2/grub.cfg"
+        text = snap.text(cfg)
+        if text is None:
+            raise Refused(
+                f"cannot arm a one-time boot: {cfg} cannot be read, so whether GRUB clears next_entry is not known", hint=instead
+            )
+        if "save_env next_entry" not in text:
+            raise Refused(
+                f"{cfg} never clears next_entry (no 'save_env next_entry' of 00_header): a one-time boot would boot every time",
+                path=cfg,
+                hint=instead,
+            )
+        if snap.data(bls.GRUBENV) is None:
+            raise Refused(f"cannot arm a one-time boot: there is no {bls.GRUBENV} for next_entry", hint=instead)
+        why = grub_trial.unwritable(snap, "/boot/grub2")
+        if why:
+            raise Refused(
+                f"cannot arm a one-time boot: {why}, so GRUB could not clear next_entry and the trial would boot every time",
+                hint=instead,
+            )
+        if not snap.tools.get("grub2-reboot"):
+            raise Refused("cannot arm a one-time boot: grub2-reboot (which sets next_entry) is not installed", hint=instead)
+        env = bls.grubenv(snap)
+        if snap.exists(bls.TRIAL):
+            if env.get("next_entry", "").strip() == bls.TRIAL_ID:
+                return None  # armed already
+            raise Refused(f"an earlier trial entry ({bls.TRIAL}) is still there: run mlxfix rollback (or mlxfix apply) first")
+        saved = env.get("saved_entry", "").strip()
+        entry = bls.default_entry(snap)
+        if entry is None:
+            raise Refused("cannot arm a one-time boot: there is no BLS entry to copy", hint=instead)
+        if not saved or _entry_id(entry.path) != saved:
+            raise Refused(
+                f"the default boot entry is not pinned by saved_entry in {bls.GRUBENV} (blscfg's sort order picks it):"
+                " a trial entry could become the default",
+                hint=f"pin the default first (grub2-set-default {_entry_id(entry.path)}), then run mlxfix apply --trial again",
+            )
+        if cmdline.in_effect(entry.args, param):
+            return None
+        add = [param.text] + ([] if any(t.key == "panic" for t in cmdline.split(entry.args)) else ["panic=10"])
+        lines = []
+        for raw in (snap.text(entry.path) or "").splitlines():
+            key = raw.strip().split(" ", 1)[0]
+            if key == "title":
+                raw = f"title mlxfix trial: {raw.strip()[5:].strip()}"  # noqa: PLW2901
+            elif key == "options":
+                raw = raw.rstrip() + " " + " ".join(add)  # noqa: PLW2901  ($kernelopts, if there, is expanded at boot)
+            lines.append(raw)
+        if not any(ln.strip().startswith("options") for ln in lines):
+            lines.append("options " + " ".join(add))
+        data = ("\n".join([f"# mlxfix trial: a copy of {entry.path}, with {' '.join(add)}", *lines]) + "\n").encode()
+        info = snap.files.get(entry.path)
+        write = FileWrite(
+            bls.TRIAL,
+            b"",
+            data,
+            info.mode if info else 0o644,
+            0,
+            0,
+            f"a one-time boot entry: {_entry_id(entry.path)} with {' '.join(add)}",
+            existed=False,
+        )
+        arm = Command(
+            ("grub2-reboot", bls.TRIAL_ID),
+            "arm the one-time boot: GRUB boots it once, and clears next_entry before the kernel starts",
+            regenerates=False,
+            undo=("grub2-editenv", bls.GRUBENV, "unset", "next_entry"),
+        )
+        title = next((ln.strip()[5:].strip() for ln in lines if ln.strip().startswith("title")), bls.TRIAL_ID)
+        return Trial(
+            entry=title,
+            fallback=_entry_id(entry.path),
+            cmdline=f"{entry.args} {' '.join(add)}",
+            writes=(write,),
+            commands=(arm,),
+            notes=(f"the trial copies {_entry_id(entry.path)} ({entry.path}); a normal boot still takes it (saved_entry)",),
+        )
 
     def trial_state(self, snap: Snapshot) -> TrialState | None:
-        return BootSetup.trial_state(self, snap)
+        from mlxfix.boot.setup import TrialState
+
+        if not snap.exists(bls.TRIAL):
+            return None
+        armed = bls.grubenv(snap).get("next_entry", "").strip() == bls.TRIAL_ID
+        entry = next((e for e in bls.entries(snap, with_trial=True) if e.path == bls.TRIAL), None)
+        title = next(
+            (ln.strip()[5:].strip() for ln in (snap.text(bls.TRIAL) or "").splitlines() if ln.strip().startswith("title")),
+            bls.TRIAL_ID,
+        )
+        return TrialState(title, armed, entry.args if entry is not None else None, bls.TRIAL)
 
     def trial_cleanup(self, snap: Snapshot) -> tuple[tuple[FileWrite, ...], tuple[Command, ...]]:
-        return BootSetup.trial_cleanup(self, snap)
+        from mlxfix.steps import FileWrite
+
+        info = snap.files.get(bls.TRIAL)
+        writes: tuple[FileWrite, ...] = ()
+        if info is not None and info.exists and info.data is not None:
+            writes = (
+                FileWrite(bls.TRIAL, info.data, b"", info.mode, info.uid, info.gid, "remove the trial entry", removes=True),
+            )
+        commands: tuple[Command, ...] = ()
+        if bls.grubenv(snap).get("next_entry", "").strip() == bls.TRIAL_ID:
+            commands = (
+                Command(("grub2-editenv", bls.GRUBENV, "unset", "next_entry"), "disarm the trial boot", regenerates=False),
+            )
+        return writes, commands
 
     def without_trial(self, snap: Snapshot) -> Snapshot:
-        return snap
+        import copy
+
+        if not snap.exists(bls.TRIAL):
+            return snap
+        out = copy.copy(snap)
+        out.globs = {g: [p for p in paths if p != bls.TRIAL] for g, paths in snap.globs.items()}
+        out.files = {p: f for p, f in snap.files.items() if p != bls.TRIAL}
+        env = snap.data(bls.GRUBENV)
+        if env is not None and bls.grubenv(snap).get("next_entry", "").strip() == bls.TRIAL_ID:
+            from mlxfix.boot import grub_trial
+
+            out = out.with_files({bls.GRUBENV: grub_trial.disarmed(env)})
+            out.globs = {g: [p for p in paths if p != bls.TRIAL] for g, paths in snap.globs.items()}
+        out.derived = {}
+        return out
 
     def judged_cmdline(self, snap: Snapshot) -> tuple[str | None, str]:
         entry = bls.default_entry(snap)
@@ -150,6 +279,11 @@ class Grub2Bls(GrubSetup):
                 out.expected[bls_entry.path] = bls.simulate_grubby(bls_entry.args, [manifest.param], [])
         if any(c.argv[0] == "grubby" and "--update-kernel=ALL" in c.argv for c in out.commands):
             out.changed_by_commands.append(bls.GRUBENV)
+        # A rollback never brings a trial entry back, and removes (and disarms) one that is there.
+        out.writes = [w for w in out.writes if w.removes or w.path != bls.TRIAL]
+        cleanup, disarm = self.trial_cleanup(snap)
+        out.writes += [w for w in cleanup if w.path not in {x.path for x in out.writes}]
+        out.commands += list(disarm)
         return out
 
 
