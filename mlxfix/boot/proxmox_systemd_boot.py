@@ -11,6 +11,8 @@ from mlxfix.errors import Refused
 
 if TYPE_CHECKING:
     from mlxfix.boot.nextboot import NextBoot
+    from mlxfix.boot.setup import Trial
+    from mlxfix.cmdline import Param
     from mlxfix.facts import Snapshot
 
 PVE_ESP_MOUNTS = "/var/tmp/espmounts"  # noqa: S108 (where proxmox-boot-tool mounts its ESPs)
@@ -38,6 +40,18 @@ class ProxmoxSystemdBoot(KernelCmdlineSetup):
             f"{PATH} has no root= parameter: Proxmox VE boots from it as it is, and would not find its root",
             path=PATH,
             hint="put the current options in it first (from /proc/cmdline, without BOOT_IMAGE), then run mlxfix again",
+        )
+
+    def plan_trial(self, snap: Snapshot, param: Param) -> Trial | None:
+        """Refused, with why: nothing proxmox-boot-tool offers boots a command line once."""
+        del snap, param
+        raise Refused(
+            "a one-time boot (--trial) cannot be armed safely on Proxmox VE with systemd-boot: the loader entries"
+            " are on the ESPs of /etc/kernel/proxmox-boot-uuids, which proxmox-boot-tool mounts only while it runs"
+            " and rewrites from /etc/kernel/cmdline at every refresh (each kernel update runs one), so a trial"
+            " entry would be written behind its back onto the disks the default boot reads, and removed by the"
+            " next refresh; its own one-boot switch (kernel pin --next-boot) picks a kernel, not a command line",
+            hint="apply without --trial (the default boot changes; mlxfix rollback undoes it), with console access at hand",
         )
 
     def next_boot(self, snap: Snapshot) -> NextBoot:

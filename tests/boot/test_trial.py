@@ -233,13 +233,21 @@ def test_refused_without_the_custom_cfg_hook(tree: Path) -> None:
     assert not (tree / "boot" / "grub" / "custom.cfg").exists()
 
 
-def test_refused_for_a_setup_without_a_one_time_boot(tmp_path: Path) -> None:
+def test_refused_on_proxmox_systemd_boot_with_the_reason(tmp_path: Path) -> None:
+    """(issue 14) proxmox-boot-tool owns the entries on its ESPs and rewrites them at each refresh:
+    the refusal says so, and what to do instead; nothing is written."""
+    from tests.trees import snapshot
+
     root = tmp_path / "pve"
     shutil.copytree(test_update_grub.Path(__file__).parents[2] / "examples" / "pve-systemd-boot", root)
+    before = snapshot(root)
     proc = run_tree(root)
     assert proc.returncode == 1
-    assert "--trial" in proc.stderr
+    assert "cannot be armed safely on Proxmox VE with systemd-boot" in proc.stderr
+    assert "rewrites from /etc/kernel/cmdline at every refresh" in proc.stderr
+    assert "hint: apply without --trial" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert snapshot(root) == before
 
 
 # -- systemd-boot: a copied loader entry, armed with bootctl set-oneshot (not run under --root) --------------
