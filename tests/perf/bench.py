@@ -1,7 +1,7 @@
 """mlxfix's benchmark: start-up, SSH, and scale, each against a baseline timed in the same run.
 
     .venv/bin/python tests/perf/bench.py                   # every case; exit 1 if a budget is exceeded
-    .venv/bin/python tests/perf/bench.py --only startup    # or ssh, scale, shapes; --runs N for more samples
+    .venv/bin/python tests/perf/bench.py --only startup    # or ssh, latency, scale, shapes; --runs N for more samples
 
 Not a timed test (CI machines are noisy): run it on the machine you care about. Each case runs after a
 warm-up; its median is compared with a baseline timed in the same run (``python3 -c pass``, ``ssh HOST
@@ -86,10 +86,14 @@ def timed(argv: list[str], check: Check, runs: int) -> float:
     return statistics.median(times[2:])
 
 
-def timed_beside(base_argv: list[str], argv: list[str], check: Check, runs: int) -> tuple[float, float]:
+def timed_beside(
+    base_argv: list[str], argv: list[str] | Callable[[int], list[str]], check: Check, runs: int
+) -> tuple[float, float]:
     """Medians of the baseline and of ``argv``, their runs alternated: a shared machine whose speed
-    drifts from one minute to the next slows both alike, and the ratio stays honest."""
-    pairs = [(_one_run(base_argv, expect(0)), _one_run(argv, check)) for _ in range(runs + 2)]
+    drifts from one minute to the next slows both alike, and the ratio stays honest. ``argv`` may be
+    a function of the run's number (a run that changes what it runs on gets a fresh copy each time)."""
+    nth = argv if callable(argv) else (lambda _: argv)
+    pairs = [(_one_run(base_argv, expect(0)), _one_run(nth(i), check)) for i in range(runs + 2)]
     return statistics.median(b for b, _ in pairs[2:]), statistics.median(c for _, c in pairs[2:])
 
 
@@ -175,6 +179,74 @@ def over_ssh(runs: int) -> list[Row]:
         return rows
     finally:
         sshd.stop()
+
+
+# -- over a slow link ------------------------------------------------------------------------------------
+
+LATENCY = 0.05  # seconds each way: a 100 ms round trip, another building or another continent
+LATENCY_BUDGETS = {"apply": 2.0, "read": 1.5}  # x ssh HOST true over the same link (issue 17)
+
+
+def over_latency(runs: int) -> list[Row]:
+    """The SSH cases again through tests/perf/relay.py, ssh's ProxyCommand, which holds each chunk
+    LATENCY seconds each way: what a remote admin waits for is round trips, and this counts them in
+    seconds. ``apply --host`` runs on a tree (--root): its regeneration is not run, so the row is
+    mlxfix's own round trips."""
+    if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
+        print("bench: the SSH cases need root and openssh-server; skipped", file=sys.stderr)
+        return []
+    from tests.sshd import Sshd
+
+    sshd = Sshd()
+    work = Path(tempfile.mkdtemp(prefix="mlxfix-bench-"))
+    try:
+        proxy = f"ProxyCommand={sys.executable} {ROOT / 'tests/perf/relay.py'} 127.0.0.1 {sshd.port} {LATENCY:g}"
+        base = [*sshd.ssh_argv()[:-1], "-o", proxy, sshd.ssh_argv()[-1], "true"]
+        host = ["--host", sshd.target, *sshd.options(), "--ssh-option", proxy]
+        trees = []
+        for i in range(runs + 2):
+            tree = work / f"tree-{i}"
+            shutil.copytree(EXAMPLE, tree, symlinks=True)
+            trees.append(tree)
+        rows = []
+        cases: list[tuple[str, Callable[[int], list[str]], int, bytes, str]] = [
+            ("apply --dry-run --host", lambda _: ["apply", "--dry-run", "--json", "--root", str(EXAMPLE)], 0, b'"would_change": true', "read"),
+            ("status --host", lambda _: ["status", "--json", "--root", str(EXAMPLE)], 15, b'"state": "absent"', "read"),
+            ("diagnose --host", lambda _: ["diagnose", "--json", "--root", str(EXAMPLE)], 10, b'"status": "affected"', "read"),
+            ("apply --yes --host (a tree: no regeneration)", lambda i: ["apply", "--yes", "--json", "--root", str(trees[i])], 0, b'"changed": true', "apply"),
+        ]  # fmt: skip
+        for name, args, code, needle, kind in cases:
+            figures: dict[str, int] = {}
+
+            def check(
+                proc: subprocess.CompletedProcess[bytes],
+                code: int = code,
+                needle: bytes = needle,
+                figures: dict[str, int] = figures,
+            ) -> str | None:
+                problem = expect(code, needle)(proc)
+                if problem is None:
+                    figures.update(json.loads(proc.stdout)["ssh"])
+                return problem
+
+            b, t = timed_beside(base, lambda i, args=args: [*mlxfix_argv(), *args(i), *host], check, runs)
+            budget = LATENCY_BUDGETS[kind]
+            note = f"{figures['round_trips']} round trips, {LATENCY * 2000:.0f} ms each"
+            rows.append(
+                Row(
+                    f"mlxfix {name}, {LATENCY * 1000:.0f} ms each way",
+                    t,
+                    "`ssh HOST true`, same link",
+                    b,
+                    f"{budget:g}x",
+                    t <= budget * b,
+                    note,
+                )
+            )
+        return rows
+    finally:
+        sshd.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # -- scale -----------------------------------------------------------------------------------------------
@@ -337,9 +409,11 @@ def fmt(seconds: float) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=11, help="timed runs per case (after two warm-ups); median reported")
-    parser.add_argument("--only", default="startup,ssh,scale,shapes", help="comma-separated: startup, ssh, scale, shapes")
+    parser.add_argument(
+        "--only", default="startup,ssh,latency,scale,shapes", help="comma-separated: startup, ssh, latency, scale, shapes"
+    )
     opts = parser.parse_args()
-    groups = {"startup": startup, "ssh": over_ssh, "scale": scale, "shapes": shapes}
+    groups = {"startup": startup, "ssh": over_ssh, "latency": over_latency, "scale": scale, "shapes": shapes}
     rows: list[Row] = []
     for name in opts.only.split(","):
         rows += groups[name.strip()](opts.runs)
