@@ -455,13 +455,17 @@ def test_writes_on_the_target_are_refused_below_a_directory_others_control(sshd:
     assert proc.returncode == 1, proc.stderr
     assert "other users can write to /etc" in proc.stderr
     assert snapshot(above) == before
-    escaping = tree(tmp_path, "escaping")  # a directory link that leaves the tree on the target
+    escaping = tree(tmp_path, "escaping")  # an absolute directory link to a place outside the tree
     outside = tmp_path / "outside"
     shutil.move(str(escaping / "etc/default"), outside)
     (escaping / "etc/default").symlink_to(outside)
     proc = remote(sshd, "apply", "--yes", "--root", str(escaping))
+    # Under --root the link leads to <tree>/<its target>, as in a chroot (issue 18, item 19): there is
+    # no grub file there, so nothing to edit; the file outside is never reached, as locally.
     assert proc.returncode == 1, proc.stderr
-    assert "outside the root" in proc.stderr
+    local = run("apply", "--yes", "--root", str(escaping))
+    assert local.returncode == 1
+    assert proc.stderr.splitlines()[-2:] == local.stderr.splitlines()[-2:]
     assert (outside / "grub").read_bytes() == (EXAMPLES / "pve-missing-uar/etc/default/grub").read_bytes()
 
 

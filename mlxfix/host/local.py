@@ -391,8 +391,8 @@ class LocalHost:
             return False
 
     def listdir(self, path: str) -> list[str] | None:
-        try:
-            return sorted(os.listdir(self.real(path)))
+        try:  # a directory that is a link (grub.d -> /elsewhere) is listed where it leads, in the tree
+            return sorted(os.listdir(self.resolve(path)))
         except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, HostError):  # unreadable, or a symlink loop on the way

@@ -119,6 +119,28 @@ def _unb64(field: str) -> bytes:
 # sent as ":text" with no fork at all, only anything else goes through base64; a missing file, a listing
 # and a tool lookup fork nothing.
 _PRELUDE = r"""
+canon() {  # $1 a host path -> cv: where it leads inside $r, every link on the way followed as in a chroot
+    # at $r (an absolute link starts again at $r, a ".." is taken from the physical directory reached);
+    # what the kernel walks afterwards has no link left in it, so it cannot leave the tree.
+    cv=; _cr=$1; _cn=0
+    while [ -n "$_cr" ]; do
+        case "$_cr" in
+            /*) _cr=${_cr#/}; continue ;;
+            */*) _cp=${_cr%%/*}; _cr=${_cr#*/} ;;
+            *) _cp=$_cr; _cr= ;;
+        esac
+        case "$_cp" in
+            .) ;;
+            ..) cv=${cv%/*} ;;
+            *) if [ -L "$r$cv/$_cp" ]; then
+                   _cn=$((_cn + 1)); [ "$_cn" -le 40 ] || { cv=/.too-many-levels-of-symbolic-links; return; }
+                   _ct=$(readlink "$r$cv/$_cp")
+                   case "$_ct" in /*) cv= ;; esac
+                   _cr=$_ct${_cr:+/$_cr}
+               else cv=$cv/$_cp; fi ;;
+        esac
+    done
+}
 enc() {  # $1 -> v: ":text" when plain, else its base64
     case "$1" in
         *[!ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/+,@%=~:-]*|'') v=$(printf %s "$1" | base64 -w0) ;;
@@ -127,8 +149,8 @@ enc() {  # $1 -> v: ":text" when plain, else its base64
 }
 emit() {  # $1 path, $2 its "mode uid gid size", $3 its file system (if known)
     # -> F path exists mode uid gid islink link isdir :error data
-    f="$r$1"; link=-; islink=0; err=-; data=-; isdir=0; enc "$1"; name=$v; fs=$3
-    if [ -L "$f" ]; then islink=1; enc "$(readlink "$f")"; link=$v; fi
+    canon "${1%/*}"; f="$r$cv/${1##*/}"; link=-; islink=0; err=-; data=-; isdir=0; enc "$1"; name=$v; fs=$3
+    if [ -L "$f" ]; then islink=1; enc "$(readlink "$f")"; link=$v; canon "$1"; f="$r$cv"; fi
     if [ ! -e "$f" ]; then
         if [ "$islink" = 1 ]; then err=:dangling_symlink
         else  # missing, or hidden behind a directory we may not search? The nearest one that exists says.
@@ -167,7 +189,7 @@ emit() {  # $1 path, $2 its "mode uid gid size", $3 its file system (if known)
 emit_all() {  # every path in "$@": one stat for all of them (a fork is what a file costs, not its bytes)
     k=$#; nl='
 '
-    for p; do if [ -e "$r$p" ]; then set -- "$@" "$r$p"; else set -- "$@" /dev/null; fi; done
+    for p; do canon "$p"; if [ -e "$r$cv" ]; then set -- "$@" "$r$cv"; else set -- "$@" /dev/null; fi; done
     metas=$(shift "$k"; [ $# = 0 ] || stat -L -c '%f %u %g %s %h' -- "$@" 2>/dev/null)
     fss=$(shift "$k"; [ $# = 0 ] || stat -f -L -c %T -- "$@" 2>/dev/null)
     lines=0; rest=$metas
@@ -185,7 +207,7 @@ emit_all() {  # every path in "$@": one stat for all of them (a fork is what a f
     done
 }
 listing() {  # L path present entries...
-    d="$r$1"; enc "$1"
+    canon "$1"; d="$r$cv"; enc "$1"
     if [ ! -d "$d" ]; then printf 'L %s 0\n' "$v"; return; fi
     printf 'L %s 1' "$v"
     for e in "$d"/* "$d"/.[!.]* "$d"/..?*; do
@@ -544,7 +566,7 @@ class SshHost:
         known = self._resolved.get(path)
         if known is not None:
             return known
-        script = f'r={shlex.quote(self._r())}; p={shlex.quote(path)}\n{_FOLLOW_LINKS}\nprintf %s "$r$p"'
+        script = f'r={shlex.quote(self._r())}; p={shlex.quote(path)}\n{_CANON}\ncanon "$p"; printf %s "$r$cv"'
         self._resolved[path] = self._sh(script, what=f"resolve {path}")[1]
         return self._resolved[path]
 
@@ -571,10 +593,17 @@ class SshHost:
             else:
                 lines.append(f"listing {q(d)}")
         for pattern in globs:
-            each = f'for f in "$r"{_glob(pattern)}; do [ -e "$f" ] || [ -L "$f" ] || continue;'
+            directory, _, base = pattern.rpartition("/")
+            if any(c in directory for c in "*?["):  # a wildcard on the way: the shell's own walk
+                each = f'for f in "$r"{_glob(pattern)}; do [ -e "$f" ] || [ -L "$f" ] || continue; h=${{f#"$r"}};'
+            else:  # the directory resolved as a chroot would (see canon), the names matched in it
+                each = (
+                    f'canon {q(directory or "/")}; for f in "$r$cv"/{_glob(base)}; do [ -e "$f" ] || [ -L "$f" ] || continue;'
+                    f" h={q(directory)}/${{f##*/}};"
+                )
             lines.append(f"printf 'G %s' {q(_b64(pattern))}")
-            lines.append(f'{each} enc "${{f#"$r"}}"; printf " %s" "$v"; done; echo')
-            lines.append(f'{each} set -- "$@" "${{f#"$r"}}"; done')
+            lines.append(f'{each} enc "$h"; printf " %s" "$v"; done; echo')
+            lines.append(f'{each} set -- "$@" "$h"; done')
         lines.extend(f'set -- "$@" {q(p)}' for p in files)
         lines.append('emit_all "$@"')
         lines.extend(f"tail=1; emit {q(p)}; tail={1 if tail else 0}" for p in logs)
@@ -644,10 +673,10 @@ class SshHost:
             return
         q = shlex.quote
         script = (
-            f"r={q(self._r())}; me=$(id -u); set -- {' '.join(q(p) for p in paths)}\n"
+            f"r={q(self._r())}; me=$(id -u); set -- {' '.join(q(p) for p in paths)}\n{_CANON}\n"
             'top=$(cd -P "${r:-/}" && pwd -P) || exit 3\n'
             "for p; do\n"
-            f"  {_FOLLOW_LINKS}\n"
+            '  canon "$p"; p=$cv\n'
             '  d=$(cd -P "$(dirname "$r$p")" 2>/dev/null && pwd -P) || {\n'
             '    echo "cannot use the directory of $p" >&2; exit 3; }\n'
             '  case "$d/" in "${top%/}/"*) ;; *)\n'
@@ -854,10 +883,7 @@ _SAFE_ANCESTORS = (
 )
 
 # Follow the links a host path $p names, inside the root $r, as a chroot would (40 at most).
-_FOLLOW_LINKS = (
-    'n=0; while [ -L "$r$p" ] && [ $n -lt 40 ]; do t=$(readlink "$r$p"); '
-    'case "$t" in /*) p="$t" ;; *) p="$(dirname "$p")/$t" ;; esac; n=$((n + 1)); done'
-)
+_CANON = _PRELUDE[: _PRELUDE.index("enc() {")].strip()  # the canon function alone, for a script of its own
 
 
 def _glob(pattern: str) -> str:

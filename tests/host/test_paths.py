@@ -10,6 +10,7 @@ writes the decoy /etc/default/grub.conf; the kernel reaches <link's target>/../g
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ import pytest
 from mlxfix.host.local import LocalHost
 from mlxfix.host.ssh import SshHost
 from tests import namespace
+from tests.conftest import EXAMPLES
 
 if TYPE_CHECKING:
     from tests.sshd import Sshd
@@ -118,3 +120,52 @@ def test_apply_at_slash_edits_the_file_the_kernel_reaches(tmp_path: Path, decoy:
     proc = namespace.run(binds, "rollback", "--yes", "--no-update")
     assert proc.returncode == 0, proc.stderr
     assert target.read_bytes() == ORIGINAL
+
+
+def _absolute_layout(root: Path) -> bytes:
+    """A tree whose links are absolute, as a copy of a real host's /etc has them: under --root they
+    lead into the tree (a chroot's walk), not to this machine's (or the SSH target's) own files.
+
+    etc/default          -> /srv/conf/default      (a directory link, absolute)
+    srv/conf/default/grub -> /srv/conf/grub.real   (a file link, absolute, reached through it)
+    srv/conf/default/grub.d -> /srv/dropins        (the drop-in directory, absolute too)
+    """
+    (root / "srv/conf/default").mkdir(parents=True)
+    (root / "srv/dropins").mkdir(parents=True)
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/default").symlink_to("/srv/conf/default")
+    (root / "srv/conf/grub.real").write_bytes(ORIGINAL)
+    (root / "srv/conf/default/grub").symlink_to("/srv/conf/grub.real")
+    (root / "srv/conf/default/grub.d").symlink_to("/srv/dropins")
+    dropin = b'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT iommu=pt"\n'
+    (root / "srv/dropins/50-local.cfg").write_bytes(dropin)
+    for p in ("/srv/conf", "/srv/dropins"):
+        assert not Path(p).exists(), f"{p} exists on this machine: the test needs it absent"
+    return dropin
+
+
+def test_over_ssh_under_root_absolute_links_lead_into_the_tree_as_locally(sshd: Sshd, tmp_path: Path) -> None:
+    """(issue 18, item 19) Over --host with --root the target's kernel used to follow the absolute
+    directory link out of the tree (to the target's /srv, which has nothing): the grub file and its
+    drop-in were not found there, though the local run found them. Now both walk as a chroot does, and
+    apply writes the very file the local run writes."""
+    from tests.trees import json_of, run
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    for root in (here, there):
+        shutil.copytree(EXAMPLES / "pve-missing-uar", root, symlinks=True, ignore=shutil.ignore_patterns("default"))
+        _absolute_layout(root)
+    host = ("--host", sshd.target, *sshd.options())
+    mine = run("apply", "--dry-run", "--json", "--root", str(here))
+    over = run("apply", "--dry-run", "--json", "--root", str(there), *host)
+    assert mine.returncode == over.returncode == 0, (mine.stderr, over.stderr)
+    local, remote = json_of(mine.stdout), json_of(over.stdout)
+    assert "iommu=pt" in str(local["cmdline"])  # the drop-in was read through the links
+    keep = lambda d: {k: v for k, v in d.items() if k not in {"host", "root", "ssh", "mlxfix_version"}}  # noqa: E731
+    assert keep(remote) == keep(local)
+    for root, extra in ((here, ()), (there, host)):
+        done = run("apply", "--yes", "--root", str(root), *extra)
+        assert done.returncode == 0, done.stderr
+    assert (there / "srv/dropins/50-local.cfg").read_bytes() == (here / "srv/dropins/50-local.cfg").read_bytes()
+    assert b"pci=realloc=off" in (there / "srv/dropins/50-local.cfg").read_bytes()
+    assert (there / "srv/conf/default/grub").is_symlink()  # links stay links; the file they lead to is edited
