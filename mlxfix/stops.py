@@ -142,6 +142,7 @@ def guard() -> Iterator[_State]:
     for s in _SIGNALS:
         if previous[s] is not signal.SIG_IGN:
             signal.signal(s, _on_signal)
+    STATE.stopped, STATE.pending, STATE.noted = None, None, []  # one command's stops (tests run several in one process)
     streams = sys.stdout, sys.stderr
     lossy = _Lossy(sys.stdout), _Lossy(sys.stderr)
     sys.stdout, sys.stderr = lossy
