@@ -108,11 +108,6 @@ def snapshot(host: Host, *, with_status: bool = True) -> Snapshot:
         snap.files.update(extra.files)
         snap.round_trips += extra.round_trips
         snap.derived.pop("grub_evaluation", None)
-    from mlxfix.boot import rpmdb
-    from mlxfix.boot.grub_base import GRUB, GRUB_D
-    from mlxfix.boot.kernelcmdline import PATH as KERNEL_CMDLINE
-
-    rpmdb.query(host, snap, [GRUB, *snap.globs.get(f"{GRUB_D}/*.cfg", []), KERNEL_CMDLINE])  # an RPM host only
     return snap
 
 
@@ -193,6 +188,12 @@ def plan_apply(
             )
         plan = make_trial_plan(snap, setup, param, force=force)
     else:
+        from mlxfix.boot import rpmdb
+        from mlxfix.boot.grub_base import GRUB, GRUB_D
+        from mlxfix.boot.kernelcmdline import PATH as KERNEL_CMDLINE
+
+        # Who owns the files an edit may touch: asked of rpm on an RPM host only, and only to plan an edit.
+        rpmdb.query(host, snap, [GRUB, *snap.globs.get(f"{GRUB_D}/*.cfg", []), KERNEL_CMDLINE])
         plan = make_apply_plan(snap, setup, param, finishing=interrupted, finishing_backup=_interrupted_backup(snap), force=force)
     if not host.runs_commands and not plan.writes and plan.commands and not interrupted:
         plan = _only_on_the_host(plan, f"the files already hold {param.text}")
