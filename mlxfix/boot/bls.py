@@ -95,6 +95,29 @@ def entries(snap: Snapshot, *, with_trial: bool = False) -> list[Entry]:
     return found
 
 
+def trial_copy(text: str, source: str, add: list[str], *, drop: frozenset[str] = frozenset()) -> bytes:
+    """A Boot Loader Spec (Type #1) entry copied for a trial: "mlxfix trial: " before its title, ``add``
+    at the end of its options (the last options line: the spec joins them all), the keys in ``drop``
+    left out, and a first line that says whose copy it is."""
+    lines = []
+    for raw in text.splitlines():
+        key = raw.strip().split(" ", 1)[0]
+        if key in drop:
+            continue
+        lines.append(f"title mlxfix trial: {raw.strip()[5:].strip()}" if key == "title" else raw)
+    options = [i for i, ln in enumerate(lines) if ln.strip().split(" ", 1)[0] == "options"]
+    if options:  # ($kernelopts, if there, is expanded by the boot loader)
+        lines[options[-1]] = lines[options[-1]].rstrip() + " " + " ".join(add)
+    else:
+        lines.append("options " + " ".join(add))
+    return ("\n".join([f"# mlxfix trial: a copy of {source}, with {' '.join(add)}", *lines]) + "\n").encode()
+
+
+def title_of(text: str) -> str | None:
+    """An entry's title line, as the menu shows it."""
+    return next((ln.strip()[5:].strip() for ln in text.splitlines() if ln.strip().split(" ", 1)[0] == "title"), None)
+
+
 def default_entry(snap: Snapshot) -> Entry | None:
     """The entry the next boot takes: grubenv's saved_entry (GRUB_DEFAULT=saved, Fedora's default),
     else the newest kernel's, as blscfg sorts them; never the rescue entry unless it is all there is."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 from mlxfix import cmdline
 from mlxfix.boot import bls
 from mlxfix.boot.grub_base import GrubSetup, defaults_file
-from mlxfix.boot.setup import BootSetup, Restore, refuse_what_mlxfix_never_wrote
+from mlxfix.boot.setup import BootSetup, Restore, refuse_what_mlxfix_never_wrote, trial_words
 from mlxfix.digest import sha256
 from mlxfix.errors import Refused
 from mlxfix.steps import Command
@@ -144,18 +144,8 @@ class Grub2Bls(GrubSetup):
             )
         if cmdline.in_effect(entry.args, param):
             return None
-        add = [param.text] + ([] if any(t.key == "panic" for t in cmdline.split(entry.args)) else ["panic=10"])
-        lines = []
-        for raw in (snap.text(entry.path) or "").splitlines():
-            key = raw.strip().split(" ", 1)[0]
-            if key == "title":
-                raw = f"title mlxfix trial: {raw.strip()[5:].strip()}"  # noqa: PLW2901
-            elif key == "options":
-                raw = raw.rstrip() + " " + " ".join(add)  # noqa: PLW2901  ($kernelopts, if there, is expanded at boot)
-            lines.append(raw)
-        if not any(ln.strip().startswith("options") for ln in lines):
-            lines.append("options " + " ".join(add))
-        data = ("\n".join([f"# mlxfix trial: a copy of {entry.path}, with {' '.join(add)}", *lines]) + "\n").encode()
+        add = trial_words(param, entry.args)
+        data = bls.trial_copy(snap.text(entry.path) or "", entry.path, add)
         info = snap.files.get(entry.path)
         write = FileWrite(
             bls.TRIAL,
@@ -173,9 +163,8 @@ class Grub2Bls(GrubSetup):
             regenerates=False,
             undo=("grub2-editenv", bls.GRUBENV, "unset", "next_entry"),
         )
-        title = next((ln.strip()[5:].strip() for ln in lines if ln.strip().startswith("title")), bls.TRIAL_ID)
         return Trial(
-            entry=title,
+            entry=bls.title_of(data.decode("utf-8", "replace")) or bls.TRIAL_ID,
             fallback=_entry_id(entry.path),
             cmdline=f"{entry.args} {' '.join(add)}",
             writes=(write,),
@@ -190,10 +179,7 @@ class Grub2Bls(GrubSetup):
             return None
         armed = bls.grubenv(snap).get("next_entry", "").strip() == bls.TRIAL_ID
         entry = next((e for e in bls.entries(snap, with_trial=True) if e.path == bls.TRIAL), None)
-        title = next(
-            (ln.strip()[5:].strip() for ln in (snap.text(bls.TRIAL) or "").splitlines() if ln.strip().startswith("title")),
-            bls.TRIAL_ID,
-        )
+        title = bls.title_of(snap.text(bls.TRIAL) or "") or bls.TRIAL_ID
         return TrialState(title, armed, entry.args if entry is not None else None, bls.TRIAL)
 
     def trial_cleanup(self, snap: Snapshot) -> tuple[tuple[FileWrite, ...], tuple[Command, ...]]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from mlxfix import cmdline
 from mlxfix.boot import rpmdb
-from mlxfix.boot.setup import BootSetup, ConfigEdit, Restore, Trial, TrialState
+from mlxfix.boot.setup import BootSetup, ConfigEdit, Restore, Trial, TrialState, trial_words
 from mlxfix.errors import Refused
 
 if TYPE_CHECKING:
@@ -545,7 +545,7 @@ class GrubSetup(BootSetup):
             raise Refused(
                 f"the next boot takes {entry.name!r} from {self.custom_cfg}, beside an old trial entry: run mlxfix rollback first"
             )
-        add = [param.text] + ([] if any(t.key == "panic" for t in cmdline.split(entry.cmdline)) else ["panic=10"])
+        add = trial_words(param, entry.cmdline)
         block = grub_trial.copy_entry(snap.text(entry.path) or "", entry, add)
         after = grub_trial.with_block(custom, block)
         tried = self.run_grub_cfg(snap, custom=after, env={**env, "next_entry": grub_trial.TRIAL_ID})

@@ -80,6 +80,14 @@ class TrialState(NamedTuple):
         return all(a in have for a in added) and lacks
 
 
+def trial_words(param: Param, line: str) -> list[str]:
+    """What a trial entry adds to the command line it copies: the parameter, and panic=10 unless the
+    line sets panic= already, so that a kernel panic in the trial reboots into the old default."""
+    from mlxfix import cmdline
+
+    return [param.text] + ([] if any(t.key == "panic" for t in cmdline.split(line)) else ["panic=10"])
+
+
 class Restore:
     """A setup's part of a rollback plan, filled file by file."""
 

@@ -111,7 +111,8 @@ class SystemdBoot(KernelCmdlineSetup):
         """A copy of the next boot's loader entry with the parameter (and panic=10), armed with
         ``bootctl set-oneshot``: systemd-boot removes LoaderEntryOneShot when it boots it."""
         from mlxfix import cmdline
-        from mlxfix.boot.setup import Trial
+        from mlxfix.boot import bls
+        from mlxfix.boot.setup import Trial, trial_words
         from mlxfix.steps import Command, FileWrite
 
         instead = "apply without --trial (the default boot changes; mlxfix rollback undoes it), with console access at hand"
@@ -129,21 +130,10 @@ class SystemdBoot(KernelCmdlineSetup):
         entry, line = nb.entry, nb.entry.cmdline
         if cmdline.in_effect(line, param):
             return None
-        add = [param.text] + ([] if any(t.key == "panic" for t in cmdline.split(line)) else ["panic=10"])
+        add = trial_words(param, line)
         text = snap.text(entry.source) or ""
-        lines = []
-        for raw in text.splitlines():
-            key = raw.strip().split(" ", 1)[0]
-            if key in ("sort-key", "version"):  # (sorted last: never the default by systemd-boot's order)
-                continue
-            if key == "title":
-                raw = f"title mlxfix trial: {raw.strip()[5:].strip()}"  # noqa: PLW2901
-            lines.append(raw)
-        options = [i for i, ln in enumerate(lines) if ln.strip().split(" ", 1)[0] == "options"]
-        if options:
-            lines[options[-1]] = lines[options[-1]].rstrip() + " " + " ".join(add)
-        else:
-            lines.append("options " + " ".join(add))
+        # (no sort-key, no version: sorted last, never the default by systemd-boot's order)
+        data = bls.trial_copy(text, entry.source, add, drop=frozenset({"sort-key", "version"}))
         pinned = not nb.why.startswith("the first entry")  # a default set by loader.conf or LoaderEntryDefault
         if not pinned and not any(ln.strip().startswith("sort-key") for ln in text.splitlines()):
             # Then the menu order alone picks the default, by entry ids, and a new entry could come first.
@@ -153,7 +143,6 @@ class SystemdBoot(KernelCmdlineSetup):
                 hint=f"pin the default first (bootctl set-default {entry.name}), then run mlxfix apply --trial again",
             )
         path = f"{entry.source.rsplit('/', 1)[0]}/{TRIAL_ENTRY}"
-        data = ("\n".join([f"# mlxfix trial: a copy of {entry.source}, with {' '.join(add)}", *lines]) + "\n").encode()
         # Proved on the same model of systemd-boot before anything is written: armed, it takes the trial
         # entry with the parameter; not armed, the default it takes now.
         globs = {g: sorted([*ps, path]) if path.startswith(g.split("*", 1)[0]) and g.endswith("*.conf") else ps
