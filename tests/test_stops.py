@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.boot.test_update_grub import linux_lines
+from tests.boot.test_update_grub import linux_lines, make_sandbox
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -69,22 +69,15 @@ fi
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Path:
-    from tests.boot.test_update_grub import DEBIAN_GRUB, KERNEL, _require
-
-    _require()
-    (tmp_path / "default" / "grub.d").mkdir(parents=True)
-    shutil.copy(DEBIAN_GRUB, tmp_path / "default" / "grub")
-    (tmp_path / "boot" / "grub").mkdir(parents=True)
-    (tmp_path / "boot" / f"vmlinuz-{KERNEL}").write_bytes(b"\x00" * 64)
-    (tmp_path / "boot" / f"initrd.img-{KERNEL}").write_bytes(b"\x00" * 64)
-    (tmp_path / "state").mkdir(mode=0o700)
-    (tmp_path / "dev").mkdir()
-    (tmp_path / "slow").mkdir()
-    shutil.copytree("/etc/grub.d", tmp_path / "grub.d")
-    (tmp_path / "grub.d" / "05_slow").write_text(SLOW)
-    (tmp_path / "grub.d" / "05_slow").chmod(0o755)
-    Path("/var/lib/mlxfix").mkdir(parents=True, exist_ok=True)  # the mount point; stays empty
-    return tmp_path
+    """test_update_grub's sandbox (Debian's defaults, a kernel in /boot, a state directory), with a grub.d
+    of its own (Debian's scripts and 05_slow) and the mount points of the namespace's /dev."""
+    sandbox = make_sandbox(tmp_path)
+    (sandbox / "dev").mkdir()
+    (sandbox / "slow").mkdir()
+    shutil.copytree("/etc/grub.d", sandbox / "grub.d")
+    (sandbox / "grub.d" / "05_slow").write_text(SLOW)
+    (sandbox / "grub.d" / "05_slow").chmod(0o755)
+    return sandbox
 
 
 @pytest.fixture

@@ -40,6 +40,11 @@ def _require() -> None:
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Path:
+    return make_sandbox(tmp_path)
+
+
+def make_sandbox(tmp_path: Path) -> Path:
+    """Debian's defaults, a kernel and an initrd in /boot, a state directory: what update-grub needs."""
     _require()
     (tmp_path / "default" / "grub.d").mkdir(parents=True)
     shutil.copy(DEBIAN_GRUB, tmp_path / "default" / "grub")

@@ -126,6 +126,18 @@ def expect(code: int, *needles: bytes) -> Callable[[subprocess.CompletedProcess[
     return check
 
 
+def recording_ssh(check: Check, figures: dict[str, int]) -> Check:
+    """``check``, keeping the ``ssh`` figures (connections, round trips) of a run it passes in ``figures``."""
+
+    def recorded(proc: subprocess.CompletedProcess[bytes]) -> str | None:
+        problem = check(proc)
+        if problem is None:
+            figures.update(json.loads(proc.stdout)["ssh"])
+        return problem
+
+    return recorded
+
+
 # -- start-up --------------------------------------------------------------------------------------------
 
 
@@ -160,18 +172,7 @@ def over_ssh(runs: int) -> list[Row]:
             ("mlxfix diagnose --host (loopback sshd)", ["diagnose", "--json"], 10, b'"status": "affected"'),
         ):
             figures: dict[str, int] = {}
-
-            def check(
-                proc: subprocess.CompletedProcess[bytes],
-                code: int = code,
-                needle: bytes = needle,
-                figures: dict[str, int] = figures,
-            ) -> str | None:
-                problem = expect(code, needle)(proc)
-                if problem is None:
-                    figures.update(json.loads(proc.stdout)["ssh"])
-                return problem
-
+            check = recording_ssh(expect(code, needle), figures)
             base, t = timed_beside([*sshd.ssh_argv(), "true"], [*mlxfix_argv(), *args, *remote], check, runs)
             note = f"{figures['connections']} connection, {figures['round_trips']} round trips"
             ok = t <= SSH_BUDGET * base and figures["connections"] == 1
@@ -217,18 +218,7 @@ def over_latency(runs: int) -> list[Row]:
         ]  # fmt: skip
         for name, args, code, needle, kind in cases:
             figures: dict[str, int] = {}
-
-            def check(
-                proc: subprocess.CompletedProcess[bytes],
-                code: int = code,
-                needle: bytes = needle,
-                figures: dict[str, int] = figures,
-            ) -> str | None:
-                problem = expect(code, needle)(proc)
-                if problem is None:
-                    figures.update(json.loads(proc.stdout)["ssh"])
-                return problem
-
+            check = recording_ssh(expect(code, needle), figures)
             b, t = timed_beside(base, lambda i, args=args: [*mlxfix_argv(), *args(i), *host], check, runs)
             budget = LATENCY_BUDGETS[kind]
             note = f"{figures['round_trips']} round trips, {LATENCY * 2000:.0f} ms each"
