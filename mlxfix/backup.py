@@ -18,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from mlxfix import __version__
 from mlxfix.digest import sha256
 from mlxfix.errors import FileError, Refused, UsageError
-from mlxfix.host.local import BACKUP_ID, STATE_DIR, checkpoint
+from mlxfix.host.local import BACKUP_ID, STATE_DIR
 
 if TYPE_CHECKING:
     from mlxfix.host.local import Host, Snapshot
     from mlxfix.plan import Plan
+    from mlxfix.transaction import Create, Step
 
 __all__ = [
     "Intent",
@@ -30,12 +31,15 @@ __all__ = [
     "Manifest",
     "ManifestFile",
     "Pruning",
-    "create",
+    "backups_request",
+    "ending_step",
     "gather_backups",
+    "intent_for",
     "list_backups",
     "listing_from",
     "load",
     "parse_intent",
+    "prepare",
     "pruning",
 ]
 
@@ -122,23 +126,17 @@ def check_id(backup_id: str) -> str:
     return backup_id
 
 
-def create(host: Host, plan: Plan, hostname: str) -> Manifest:
-    """Save the exact bytes, mode and owner of every file the plan changes; return the manifest. A
-    failure leaves no partial backup behind."""
+def prepare(plan: Plan, hostname: str) -> tuple[Manifest, str, list[Step]]:
+    """This run's backup: its manifest, the ``.partial-ID`` directory it is built in, and the steps
+    that save it there (the exact bytes, mode and owner of every file the plan changes), read it
+    back and rename it into place, so that it is complete or absent, never half. Pure: the host
+    runs the steps (see mlxfix.transaction)."""
+    from mlxfix.transaction import Checkpoint, Create, PrivateDir, Rename, Same
+
     backup_id = new_id()
-    host.make_private_dir(BACKUPS)  # (STATE_DIR: made private by execute.exclusive)
     partial = f"{BACKUPS}/.partial-{backup_id}"
-    host.make_private_dir(partial)
-    try:
-        return _fill(host, plan, hostname, backup_id, partial)
-    except BaseException:
-        host.remove_tree(partial)
-        raise
-
-
-def _fill(host: Host, plan: Plan, hostname: str, backup_id: str, partial: str) -> Manifest:
     files: list[ManifestFile] = []
-    saved: dict[str, bytes] = {}
+    steps: list[Step] = [PrivateDir(BACKUPS), PrivateDir(partial)]  # (STATE_DIR: made private by execute.exclusive)
     sources: list[tuple[str, bytes, int, int, int, bool, str | None]] = [
         (w.path, w.before, w.mode, w.uid, w.gid, w.existed, None if w.removes else w.after_sha256) for w in plan.writes
     ]
@@ -147,8 +145,7 @@ def _fill(host: Host, plan: Plan, hostname: str, backup_id: str, partial: str) -
         sources.append((info.path, info.data, info.mode, info.uid, info.gid, True, None))
     for index, (path, data, mode, uid, gid, existed, written) in enumerate(sources):
         stored = f"{index}.orig"
-        host.create_file(f"{partial}/{stored}", data)
-        saved[stored] = data
+        steps.append(Create(f"{partial}/{stored}", data))
         files.append(
             ManifestFile(
                 path=path,
@@ -178,22 +175,15 @@ def _fill(host: Host, plan: Plan, hostname: str, backup_id: str, partial: str) -
         finishes=plan.finishing_backup,
     )
     body = _json_bytes(manifest, indent=2)
-    host.create_file(f"{partial}/manifest.json", body)
-    checkpoint("backup-written")
-    # Read everything back, in one batch, before trusting it.
-    back_snap = host.gather([*(f"{partial}/{stored}" for stored in saved), f"{partial}/manifest.json"])
-    for stored, data in saved.items():
-        copy = back_snap.files[f"{partial}/{stored}"]
-        if copy.data is None or sha256(copy.data) != sha256(data):
-            host.remove_tree(partial)
-            raise Refused("the backup did not read back identical; nothing was changed", path=f"{partial}/{stored}")
-    back = back_snap.files[f"{partial}/manifest.json"]
-    if back.data != body:
-        host.remove_tree(partial)
-        raise Refused("the backup manifest did not read back identical; nothing was changed", path=f"{partial}/manifest.json")
-    host.rename(partial, f"{BACKUPS}/{backup_id}")
-    checkpoint("after-backup")
-    return manifest
+    steps.append(Create(f"{partial}/manifest.json", body))
+    steps.append(Checkpoint("backup-written"))
+    # Everything read back, in one batch, before it is trusted.
+    copies = tuple((f"{partial}/{f.stored}", f.sha256) for f in files)
+    steps.append(Same(copies, "the backup did not read back identical"))
+    steps.append(Same(((f"{partial}/manifest.json", sha256(body)),), "the backup manifest did not read back identical"))
+    steps.append(Rename(partial, f"{BACKUPS}/{backup_id}"))
+    steps.append(Checkpoint("after-backup"))
+    return manifest, partial, steps
 
 
 def _parse_manifest(data: bytes | None, backup_id: str) -> Manifest:
@@ -259,17 +249,35 @@ def ending(snap: Snapshot, manifest: Manifest, manifests: list[Manifest], intent
     return "unknown", "no record of how the run ended (an earlier mlxfix, or the run was cut off at its very end)"
 
 
-def record_ending(host: Host, manifest: Manifest, outcome: str, detail: str = "") -> None:
-    """Written after the change is over (or put back), before the intent record goes."""
+def ending_step(manifest: Manifest, outcome: str, detail: str = "") -> Create:
+    """How the run ended, beside its backup: written after the change is over (or put back), before
+    the intent record goes."""
+    from mlxfix.transaction import Create
+
     end = Ending.model_validate({"outcome": outcome, "ended": datetime.now(UTC).isoformat(timespec="seconds"), "detail": detail})
-    host.create_file(f"{BACKUPS}/{manifest.id}/{OUTCOME}", _json_bytes(end))
+    return Create(f"{BACKUPS}/{manifest.id}/{OUTCOME}", _json_bytes(end))
+
+
+def record_ending(host: Host, manifest: Manifest, outcome: str, detail: str = "") -> None:
+    step = ending_step(manifest, outcome, detail)
+    host.create_file(step.path, step.data, step.mode)
+
+
+def backups_request(backup_id: str = "*") -> tuple[list[str], list[str], list[str]]:
+    """What a batched read needs to hold the backups (all of them, or one): files, listings, globs."""
+    listing = BACKUPS if backup_id == "*" else f"{BACKUPS}/{backup_id}"
+    patterns = [f"{BACKUPS}/{backup_id}/manifest.json", f"{BACKUPS}/{backup_id}/*.orig", f"{BACKUPS}/{backup_id}/{OUTCOME}"]
+    return [INTENT], [listing], patterns
 
 
 def gather_backups(host: Host, backup_id: str = "*") -> Snapshot:
     """Backups (all of them, or one) in one round trip: the directory, the manifests, the copies."""
-    listing = BACKUPS if backup_id == "*" else f"{BACKUPS}/{backup_id}"
-    patterns = [f"{BACKUPS}/{backup_id}/manifest.json", f"{BACKUPS}/{backup_id}/*.orig", f"{BACKUPS}/{backup_id}/{OUTCOME}"]
-    return host.gather([INTENT], [listing], patterns)
+    return host.gather(*backups_request(backup_id))
+
+
+def _has_backups(snap: Snapshot | None) -> bool:
+    """Whether a batched read made with backups_request() holds every backup."""
+    return snap is not None and all(p in snap.globs for p in backups_request()[2])
 
 
 def _copies(snap: Snapshot, manifest: Manifest) -> tuple[dict[str, bytes], str | None]:
@@ -332,16 +340,16 @@ def list_backups(host: Host) -> Listing:
     return listing_from(host, gather_backups(host))
 
 
-def load(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]:
+def load(host: Host, backup_id: str | None, snap: Snapshot | None = None) -> tuple[Manifest, dict[str, bytes]]:
     """A backup and its files, every file checked against its sha256 (``None``: the newest backup of
     an apply that saved files). A backup made by a run that finished an interrupted apply comes with
     the one it finished: together they hold what the files were before either run."""
-    manifest, stored = _load_one(host, backup_id)
+    manifest, stored = _load_one(host, backup_id, snap)
     seen = {manifest.id}
     earlier_id = manifest.finishes
     while earlier_id is not None and earlier_id not in seen and len(seen) < 16:
         seen.add(earlier_id)
-        earlier, earlier_stored = _load_one(host, earlier_id)
+        earlier, earlier_stored = _load_one(host, earlier_id, snap)
         older = {f.path: f for f in earlier.files}
         files = [older.pop(f.path, f) for f in manifest.files] + list(older.values())
         manifest = manifest.model_copy(update={"files": files, "reason": f"{manifest.reason}; with backup {earlier.id}"})
@@ -350,9 +358,10 @@ def load(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]
     return manifest, stored
 
 
-def _load_one(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, bytes]]:
+def _load_one(host: Host, backup_id: str | None, seen: Snapshot | None) -> tuple[Manifest, dict[str, bytes]]:
+    """One backup, from ``seen`` when that read holds every backup (else read now)."""
     if backup_id is None:
-        snap = gather_backups(host)
+        snap = seen if seen is not None and _has_backups(seen) else gather_backups(host)
         listing = listing_from(host, snap)
         applied = [m for m in listing.manifests if m.action == "apply" and m.files]
         if not applied:
@@ -369,8 +378,12 @@ def _load_one(host: Host, backup_id: str | None) -> tuple[Manifest, dict[str, by
             )
     else:
         check_id(backup_id)
-        snap = gather_backups(host, backup_id)
-        if snap.listings.get(f"{BACKUPS}/{backup_id}") is None:
+        if seen is not None and _has_backups(seen):
+            snap, there = seen, backup_id in (seen.listings.get(BACKUPS) or [])
+        else:
+            snap = gather_backups(host, backup_id)
+            there = snap.listings.get(f"{BACKUPS}/{backup_id}") is not None
+        if not there:
             raise UsageError(f"there is no backup {backup_id} (see: mlxfix backups)")
         manifest = _parse_manifest(snap.data(f"{BACKUPS}/{backup_id}/manifest.json"), backup_id)
     stored, why = _copies(snap, manifest)
@@ -438,8 +451,11 @@ def parse_intent(data: bytes | None) -> Intent | None:
         return Intent(action="unknown", backup="", started="", param="", files=[])
 
 
-def write_intent(host: Host, plan: Plan, manifest: Manifest, *, replace: bool = True) -> Intent:
-    """The record of a change in progress (``replace``: one an interrupted run left is there)."""
+def intent_for(plan: Plan, manifest: Manifest) -> tuple[Intent, list[Step]]:
+    """The record of a change in progress, and the steps that write it (one an interrupted run
+    left is replaced atomically, so that one is there at every instant)."""
+    from mlxfix.transaction import Checkpoint, Record
+
     intent = Intent(
         action=plan.action,
         backup=manifest.id,
@@ -448,12 +464,7 @@ def write_intent(host: Host, plan: Plan, manifest: Manifest, *, replace: bool = 
         files=[w.path for w in plan.writes],
         restores=plan.backup_id,
     )
-    if replace:  # an interrupted run's record: replaced atomically, so that one is there at every instant
-        host.write_atomic(INTENT, _json_bytes(intent), mode=0o600, uid=0, gid=0, expect_sha256=None)
-    else:
-        host.create_file(INTENT, _json_bytes(intent))
-    checkpoint("after-intent")
-    return intent
+    return intent, [Record(INTENT, _json_bytes(intent)), Checkpoint("after-intent")]
 
 
 def mark_stopped(host: Host, intent: Intent, why: str) -> None:

@@ -95,10 +95,15 @@ LEFTOVERS = tuple(
 )
 
 
-def snapshot(host: Host, *, with_status: bool = True) -> Snapshot:
-    """One batched read of everything detection and planning need (and what an interrupted run left)."""
+def snapshot(host: Host, *, with_status: bool = True, with_backups: bool = False) -> Snapshot:
+    """One batched read of everything detection and planning need (and what an interrupted run
+    left; ``with_backups``: every backup too, for a rollback)."""
     files, listings, globs, tools = gather_request()
     status = [["proxmox-boot-tool", "status"], ["systemd-detect-virt", "--vm"]] if with_status else []
+    if with_backups:
+        from mlxfix.backup import backups_request
+
+        globs = [*globs, *backups_request()[2]]
     snap = host.gather([*files, *_VIRT_FILES, INTENT], [*listings, BACKUPS], [*globs, *LEFTOVERS], tools, status)
     from mlxfix.boot.grub_base import guarded_reads
 
@@ -325,12 +330,12 @@ def plan_rollback(host: Host, backup_id: str | None, force: bool, boot_setup: st
     from mlxfix.plan import make_rollback_plan
 
     check_setup_name(boot_setup)
-    snap = snapshot(host)
+    snap = snapshot(host, with_backups=True)
     intent = backup.parse_intent(snap.data(INTENT)) if snap.exists(INTENT) else None
     chosen = backup_id
     if chosen is None and intent is not None:  # finish what was interrupted
         chosen = (intent.restores if intent.action == "rollback" else intent.backup) or None
-    manifest, stored = backup.load(host, chosen)
+    manifest, stored = backup.load(host, chosen, snap)
     missing = [f.path for f in manifest.files if f.path not in snap.files]  # most are in the snapshot already
     if missing:
         snap.files.update(host.gather(missing).files)
@@ -434,8 +439,8 @@ def backups(host: Host) -> Listing:
     """``mlxfix backups``: every backup checked, and what is wrong with the ones that cannot be used."""
     from mlxfix import backup
 
-    listing = backup.list_backups(host)
-    snap = host.gather([INTENT])
+    snap = backup.gather_backups(host)
+    listing = backup.listing_from(host, snap)
     return listing._replace(problems=[*listing.problems, *interrupted_warning(snap)])
 
 

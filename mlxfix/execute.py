@@ -4,7 +4,6 @@ failure. The plan was computed before; nothing here decides *what* to change."""
 from __future__ import annotations
 
 import shlex
-import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -13,12 +12,25 @@ from mlxfix import backup, stops
 from mlxfix.digest import sha256
 from mlxfix.errors import Busy, CommandFailed, ConnectionLost, HostError, Interrupted, MlxfixError, NotRestored, Refused
 from mlxfix.host.local import STATE_DIR, checkpoint
+from mlxfix.transaction import (
+    Checkpoint,
+    Computes,
+    Journal,
+    Parses,
+    Remember,
+    Remove,
+    Rename,
+    Step,
+    Tidy,
+    Unchanged,
+    Write,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from mlxfix.backup import Manifest
-    from mlxfix.host.local import CommandResult, Host, Snapshot
+    from mlxfix.host.local import CommandResult, Host
     from mlxfix.plan import Plan
 
 __all__ = ["CommandOutcome", "Outcome", "exclusive", "execute", "precheck"]
@@ -84,45 +96,10 @@ class Quiet:
         pass
 
 
-def wait_for_package_managers(host: Host, patience: float = 10.0, sleep: Callable[[float], None] = time.sleep) -> None:
-    """dpkg, apt and rpm may run update-grub themselves: wait briefly for their locks, then give up."""
-    deadline = time.monotonic() + patience
-    while True:
-        held = host.held_locks(PACKAGE_LOCKS)
-        if not held:
-            return
-        if time.monotonic() >= deadline:
-            raise Busy(f"a package manager holds {held[0]} (an upgrade is running?); try again when it has finished")
-        sleep(0.5)
-
-
 def _verify_written(host: Host, path: str, expected: bytes) -> None:
     back = host.read(path)
     if back.data is None or sha256(back.data) != sha256(expected):
         raise HostError("the file did not read back as written", path=path)
-
-
-def _validate(host: Host, plan: Plan) -> None:
-    """``sh -n`` every written grub file; where the host runs commands, source them with sh and
-    check that the variable holds exactly the planned value."""
-    for w in plan.writes:
-        if w.path.startswith("/etc/default/grub") and not w.removes:  # (a rollback removes mlxfix's own drop-in)
-            res = host.run(["sh", "-n", host.resolve(w.path)], timeout=60)
-            if not res.ok:
-                raise Refused(f"sh rejects the written file: {res.tail(3)}", path=w.path)
-    check = plan.check
-    if check is None or not host.runs_commands:
-        return
-    # A final "|" keeps trailing whitespace and newlines of the value visible.
-    # The files' own commands may complain on stderr ($(sed ...) of a missing file); only stdout counts.
-    script = 'exec 3>&1 2>/dev/null; for f in "$@"; do [ -e "$f" ] && . "$f"; done; printf "%s|" "${' + check.variable + '-}" >&3'
-    argv = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "sh", "-c", script, "sh", *[host.resolve(p) for p in check.paths]]
-    res = host.run(argv, timeout=60)
-    value = res.output[:-1] if res.output.endswith("|") else None
-    if not res.ok or not check.holds(value):
-        got = value if res.ok else f"sh failed: {res.tail(3)}"
-        planned = f"a value ending in {check.expected!r}" if check.suffix else f"the planned {check.expected!r}"
-        raise Refused(f"after writing, sh computes {check.variable}={got!r}, not {planned}", path=check.paths[0])
 
 
 # Where mlxfix ever writes: an interrupted run's temp files can only be there.
@@ -142,16 +119,6 @@ def _remove_partials(host: Host, names: list[str]) -> list[str]:
         if name.startswith(".partial-"):
             host.remove_tree(f"{backup.BACKUPS}/{name}")
             gone.append(f"{backup.BACKUPS}/{name}")
-    return gone
-
-
-def _discard_leftovers(host: Host, plan: Plan, seen: Snapshot) -> list[str]:
-    """Remove what an interrupted run left (partial backups, temp files), as one batched read saw it."""
-    gone = _remove_partials(host, seen.listings.get(backup.BACKUPS) or [])
-    for pattern in _temp_patterns(plan):
-        for path in seen.globs.get(pattern, []):
-            host.remove(path)
-            gone.append(path)
     return gone
 
 
@@ -310,11 +277,9 @@ def _during(started: set[tuple[str, ...]], outcome: Outcome) -> str:
 def _flush(host: Host, progress: Progress) -> None:
     """Make the regenerated boot configuration durable before anything is reported: grub-mkconfig,
     kernel-install and proxmox-boot-tool rename their output into place without an fsync, and an
-    admin may power-cycle the host through its BMC the moment apply says it is done."""
-    result = host.run(("sync",), timeout=600)
-    if not result.ok:
-        raise CommandFailed(f"sync (to make the regenerated boot configuration durable) failed: {result.tail(3) or 'no output'}")
-    progress.step("flushed the regenerated boot configuration to disk (sync)")
+    admin may power-cycle the host through its BMC the moment apply says it is done. (Over SSH it
+    runs with the next script, the read-back: said once it is done.)"""
+    host.sync(lambda: progress.step("flushed the regenerated boot configuration to disk (sync)"))
 
 
 def _run(host: Host, argv: tuple[str, ...], progress: Progress) -> CommandResult:
@@ -357,26 +322,12 @@ def precheck(host: Host, plan: Plan) -> None:
     """What is checked before the lock is even taken (so that a refusal leaves no trace, not even
     the state directory): no package manager at work, and directories nobody else controls."""
     try:
-        wait_for_package_managers(host)
+        host.await_unlocked(PACKAGE_LOCKS)  # dpkg, apt and rpm may run update-grub themselves
         host.check_write_dirs([w.path for w in plan.writes])
     except MlxfixError as exc:
         if not isinstance(exc, Busy):
             exc.message += "; nothing was changed"
         raise
-
-
-def _preflight(host: Host, plan: Plan) -> Snapshot:
-    """What must hold before the first backup, under the lock: the files still what the plan was made
-    from. Returns the batched read it made (the files, the backups directory, leftover temp files,
-    the intent record)."""
-    seen = host.gather([*(w.path for w in plan.writes), backup.INTENT], [backup.BACKUPS], _temp_patterns(plan))
-    now = seen.files
-    for w in plan.writes:
-        info = now[w.path]
-        current = info.data if info.exists else None
-        if (current if w.existed else None) != (w.before if w.existed else None):
-            raise Refused("the file changed since mlxfix read it (another admin or a package?); run mlxfix again", path=w.path)
-    return seen
 
 
 def _record(host: Host, manifest: backup.Manifest, outcome_name: str, detail: str, outcome: Outcome) -> None:
@@ -387,6 +338,74 @@ def _record(host: Host, manifest: backup.Manifest, outcome_name: str, detail: st
         outcome.warnings.append(f"could not record how this run ended ({exc}); mlxfix backups will call it unknown")
 
 
+def _steps(host: Host, plan: Plan, hostname: str) -> Change:
+    """The change as steps (see mlxfix.transaction), in the order that keeps every promise: the
+    files still what the plan was made from, the leftovers of an interrupted run gone, a verified
+    backup, the intent record, the atomic writes, each one read back, and the shell's checks. (How
+    the run ended is recorded by a batch of its own: a Ctrl-C while these steps run must still find
+    the change incomplete, and have it undone.)"""
+    manifest, partial, saving = backup.prepare(plan, hostname)
+    intent, recording = backup.intent_for(plan, manifest)
+    steps: list[Step] = [Unchanged(w.path, w.before_sha256) for w in plan.writes if w.existed]
+    steps += [Remember(backup.INTENT), Tidy(backup.BACKUPS, tuple(_temp_patterns(plan)))]
+    backup_from = len(steps)
+    steps += saving
+    change_from = len(steps)
+    steps += recording
+    writes: dict[int, str] = {}
+    for w in plan.writes:
+        writes[len(steps)] = w.path
+        if w.removes:
+            steps.append(Remove(w.path))
+        else:
+            expect = w.before_sha256 if w.existed else None
+            steps.append(Write(w.path, w.after, w.mode, w.uid, w.gid, expect))
+    steps.append(Checkpoint("after-write"))
+    # sh -n every written grub file (a rollback removes mlxfix's own drop-in); where the host runs
+    # commands, sh sources them and must compute exactly the planned value.
+    steps += [Parses(w.path) for w in plan.writes if w.path.startswith("/etc/default/grub") and not w.removes]
+    if plan.check is not None and host.runs_commands:
+        steps.append(Computes(plan.check))
+    return Change(manifest, partial, intent, steps, backup_from, change_from, writes)
+
+
+@dataclass(frozen=True)
+class Change:
+    """The steps of a change, and where they stand: before ``change_from`` nothing the host boots
+    from has changed."""
+
+    manifest: Manifest
+    partial: str  # where the backup is built
+    intent: backup.Intent
+    steps: list[Step]
+    backup_from: int
+    change_from: int
+    writes: dict[int, str]  # step index -> the file it writes
+
+
+def _nothing_changed(exc: MlxfixError) -> MlxfixError:
+    if not isinstance(exc, Busy) and "nothing was changed" not in exc.message:
+        exc.message += "; nothing was changed"
+    return exc
+
+
+def _report(progress: Progress, change: Change, outcome: Outcome, journal: Journal) -> Callable[[int, Step], None]:
+    """What each completed step tells the admin (and the outcome), as it completes."""
+
+    def done(index: int, step: Step) -> None:
+        if isinstance(step, Tidy):
+            for leftover in journal.removed:
+                progress.step(f"removed {leftover}, left by an interrupted run")
+        elif isinstance(step, Rename) and index < change.change_from:
+            outcome.backup = change.manifest
+            progress.step(f"backup {change.manifest.id} saved under {backup.BACKUPS}/{change.manifest.id}")
+        elif index in change.writes:
+            outcome.written.append(change.writes[index])
+            progress.step(f"{'removed' if isinstance(step, Remove) else 'wrote'} {change.writes[index]}")
+
+    return done
+
+
 def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = None, outcome: Outcome | None = None) -> Outcome:
     """Execute the plan, under ``exclusive``; on any failure put the files back and regenerate again.
     ``outcome`` is filled as steps happen, so a caller still has it when an error is raised."""
@@ -394,27 +413,13 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
     outcome = outcome if outcome is not None else Outcome()
     if not plan.writes and not plan.commands:
         return outcome
-    try:
-        seen = _preflight(host, plan)
-    except MlxfixError as exc:
-        if not isinstance(exc, Busy):
-            exc.message += "; nothing was changed"
-        raise
-    for leftover in _discard_leftovers(host, plan, seen):
-        progress.step(f"removed {leftover}, left by an interrupted run")
-    try:
-        manifest = backup.create(host, plan, hostname)
-    except MlxfixError as exc:  # (a partial backup removes itself)
-        exc.message += "; nothing was changed"
-        raise
-    outcome.backup = manifest
-    progress.step(f"backup {manifest.id} saved under {backup.BACKUPS}/{manifest.id}")
+    change = _steps(host, plan, hostname)
+    manifest = change.manifest
+    journal = Journal()
+    journal.on_done = _report(progress, change, outcome, journal)
     stored = {w.path: w.before for w in plan.writes} | {i.path: i.data or b"" for i in plan.backup_only}
-
-    attempted: set[str] = set()
-    intent: backup.Intent | None = None
+    attempted: set[str] = set()  # the files a write was begun on (even one that fails after its rename is undone)
     started: set[tuple[str, ...]] = set()  # commands begun (one interrupted by Ctrl-C included)
-    earlier_intent = seen.data(backup.INTENT)  # an interrupted run's record: this run may fail to finish it
 
     def fail(err: MlxfixError) -> MlxfixError:
         """Restore, regenerate from the restored files, and say how it ended. Not over a new SSH
@@ -465,6 +470,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
         changed_nothing = not outcome.put_back and not started  # (a write refused because the file changed)
         if not changed_nothing:
             _record(host, manifest, "failed-restored", str(err), outcome)
+        earlier_intent = journal.remembered.get(backup.INTENT)  # an interrupted run's record: this run did not finish it
         if earlier_intent is not None:
             # This run was finishing an interrupted one, and did not: its record must stay, as it was.
             try:  # atomically: a record is there at every instant
@@ -489,23 +495,10 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
         return err
 
     try:
-        intent = backup.write_intent(host, plan, manifest, replace=seen.exists(backup.INTENT))
-        for w in plan.writes:
-            expect = w.before_sha256 if w.existed else None
-            attempted.add(w.path)  # even a write that fails after its rename must be undone
-            if w.removes:
-                host.remove(w.path)
-                if host.read(w.path).exists:
-                    raise HostError("the file is still there after removing it", path=w.path)
-                outcome.written.append(w.path)
-                progress.step(f"removed {w.path}")
-                continue
-            host.write_atomic(w.path, w.after, mode=w.mode, uid=w.uid, gid=w.gid, expect_sha256=expect)
-            _verify_written(host, w.path, w.after)
-            outcome.written.append(w.path)
-            progress.step(f"wrote {w.path}")
-        checkpoint("after-write")
-        _validate(host, plan)
+        try:
+            host.transact(change.steps, journal)
+        finally:
+            attempted.update(path for index, path in change.writes.items() if index <= journal.begun)
         for c in plan.commands:
             if not host.runs_commands:
                 why = "--root points at a tree, not at a running system: run it on the host itself"
@@ -525,20 +518,48 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
         _prove_next_boot(host, plan, outcome)
         stops.STATE.committed()  # the last thing a Ctrl-C, a hang-up or a kill may undo
         progress.committed()
+    except ConnectionLost:  # what the target did is its intent record's word now, not this run's
+        raise
     except MlxfixError as exc:
+        if journal.begun < change.change_from:  # nothing the host boots from was touched
+            _drop_partial(host, change, outcome)
+            raise _nothing_changed(exc) from None
         with _second_ctrl_c(plan):
             raise fail(exc) from None
     except KeyboardInterrupt as exc:
+        if journal.begun < change.change_from:
+            _drop_partial(host, change, outcome)
+            raise
         err = Interrupted.by(exc, rest=_during(started, outcome))
         with _second_ctrl_c(plan):
-            if isinstance(exc, stops.Stopped) and intent is not None:  # said, should the restore be cut off too
+            if isinstance(exc, stops.Stopped) and journal.done > change.change_from:  # said, should the restore be cut off too
                 with suppress(MlxfixError):
-                    backup.mark_stopped(host, intent, err.message)
+                    backup.mark_stopped(host, change.intent, err.message)
             raise fail(err) from None
-    _record(host, manifest, "done", "", outcome)
-    try:
-        backup.clear_intent(host)
-    except MlxfixError as exc:  # everything is done; a stale intent only makes the next run regenerate again
-        outcome.warnings.append(f"could not remove the intent record ({exc}); the next run will regenerate once more")
-    checkpoint("done")
+    _finish(host, change.manifest, outcome)
     return outcome
+
+
+def _drop_partial(host: Host, change: Change, outcome: Outcome) -> None:
+    """A backup half made when the change stopped before it began goes (a complete one stays)."""
+    if outcome.backup is None:
+        with suppress(MlxfixError):
+            host.remove_tree(change.partial)
+
+
+def _finish(host: Host, manifest: Manifest, outcome: Outcome) -> None:
+    """How the run ended (done), then the intent record removed: one batch of steps. A failure to
+    say so changes nothing else (a stale intent record only makes the next run regenerate again)."""
+    journal = Journal()
+    try:
+        host.transact([backup.ending_step(manifest, "done"), Remove(backup.INTENT), Checkpoint("done")], journal)
+    except MlxfixError as exc:
+        if journal.begun == 0:
+            outcome.warnings.append(f"could not record how this run ended ({exc}); mlxfix backups will call it unknown")
+            try:
+                backup.clear_intent(host)
+            except MlxfixError as again:
+                exc = again
+            else:
+                return
+        outcome.warnings.append(f"could not remove the intent record ({exc}); the next run will regenerate once more")

@@ -344,6 +344,59 @@ def test_a_connection_killed_mid_apply_leaves_old_or_new_and_a_usable_rollback(s
     del out
 
 
+@pytest.mark.parametrize("action", ["apply", "rollback"])
+def test_a_connection_cut_before_any_step_of_the_transaction_leaves_old_or_new_and_a_usable_rollback(
+    sshd: Sshd, tmp_path: Path, action: str
+) -> None:
+    """(issue 17) The change is one script on the target: held before each of its steps in turn
+    (step-0, step-1, ... until a run passes them all), the connection is cut there. Every time the
+    target holds the old or the new bytes, never a mix; with the intent record there, a rollback
+    puts the original back; without it, nothing was changed."""
+    original = (tree(tmp_path / "o") / "etc/default/grub").read_bytes()
+    edited = original.replace(b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"', b'GRUB_CMDLINE_LINUX_DEFAULT="quiet pci=realloc=off"')
+    step = 0
+    while True:
+        there = tree(tmp_path / str(step))
+        if action == "rollback":
+            assert remote(sshd, "apply", "--yes", "--root", str(there)).returncode == 0
+        before = (there / "etc/default/grub").read_bytes()
+        marker = tmp_path / f"pause-{step}"
+        pids = set(sshd.connection_pids())
+        proc = subprocess.Popen(
+            [*_mlxfix(), action, "--yes", "--root", str(there), "--host", sshd.target, *sshd.options()],
+            env={**os.environ, "MLXFIX_TEST_PAUSE_AT": f"step-{step}:{marker}"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while not Path(f"{marker}.reached").exists() and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        if not Path(f"{marker}.reached").exists():  # this run has no such step: every one was cut before
+            out, err = proc.communicate()
+            assert proc.returncode == 0, err
+            break
+        for pid in set(sshd.connection_pids()) - pids:
+            os.kill(pid, signal.SIGKILL)
+        Path(f"{marker}.go").touch()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 3, (step, err)
+        assert "connection was lost in the middle of the change" in err, (step, err)
+        now = (there / "etc/default/grub").read_bytes()
+        assert now in (original, edited), step
+        if (there / "var/lib/mlxfix/intent.json").exists():
+            undo = remote(sshd, "rollback", "--yes", "--root", str(there))
+            assert undo.returncode == 0, (step, undo.stderr)
+            assert (there / "etc/default/grub").read_bytes() == original, step
+        else:
+            assert now == before, step  # nothing was changed
+        assert not (there / "var/lib/mlxfix/intent.json").exists(), step
+        del out
+        step += 1
+    assert step >= 12  # the transaction's steps: the checks, the backup, the intent record, the write, the checks
+
+
 def _mlxfix() -> list[str]:
     import sys
 

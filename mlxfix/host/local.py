@@ -25,6 +25,8 @@ from mlxfix.facts import CommandResult, FileInfo, Snapshot
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
+    from mlxfix.transaction import Journal, Step
+
 __all__ = [
     "CommandResult",
     "FileInfo",
@@ -87,6 +89,16 @@ class Host(Protocol):
     ) -> CommandResult: ...
 
     def lock(self, path: str) -> AbstractContextManager[None]: ...
+
+    def transact(self, steps: Sequence[Step], journal: Journal) -> None:
+        """Run the steps of a change in order, stopping at the first that fails (mlxfix.transaction)."""
+
+    def await_unlocked(self, paths: Sequence[str], patience: float = 10.0) -> None:
+        """Wait (``patience`` seconds at most) until no other process holds any of these lock files,
+        else raise Busy."""
+
+    def sync(self, then: Callable[[], None]) -> None:
+        """Flush every file system's dirty data (sync(1)); ``then`` once it is done."""
 
     def privileged(self) -> bool: ...
 
@@ -621,6 +633,28 @@ class LocalHost:
                 os.close(fd)
         return held
 
+    def await_unlocked(self, paths: Sequence[str], patience: float = 10.0) -> None:
+        import time
+
+        deadline = time.monotonic() + patience
+        while True:
+            held = self.held_locks(paths)
+            if not held:
+                return
+            if time.monotonic() >= deadline:
+                raise Busy(f"a package manager holds {held[0]} (an upgrade is running?); try again when it has finished")
+            time.sleep(0.5)
+
+    def sync(self, then: Callable[[], None]) -> None:
+        result = self.run(("sync",), timeout=600)
+        if not result.ok:
+            from mlxfix.errors import CommandFailed
+
+            raise CommandFailed(
+                f"sync (to make the regenerated boot configuration durable) failed: {result.tail(3) or 'no output'}"
+            )
+        then()
+
     def remove_tree(self, path: str) -> None:
         import shutil
 
@@ -660,6 +694,12 @@ class LocalHost:
             yield
         finally:
             os.close(fd)
+
+    def transact(self, steps: Sequence[Step], journal: Journal) -> None:
+        """One call per step, each one what it would be on its own."""
+        from mlxfix.transaction import run_steps
+
+        run_steps(self, steps, journal)
 
     def close(self) -> None:
         """Nothing to close on this machine (SshHost ends its connection here)."""

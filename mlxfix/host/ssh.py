@@ -20,9 +20,9 @@ import subprocess
 import sys
 import threading
 from contextlib import contextmanager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from mlxfix.errors import Busy, ConnectionLost, HostError, NoSuchRoot, UsageError
+from mlxfix.errors import Busy, ConnectionLost, HostError, MlxfixError, NoSuchRoot, UsageError
 from mlxfix.facts import CommandResult, FileInfo, Snapshot
 from mlxfix.host.local import MAX_READ, PSEUDO_FS, checkpoint, pseudo_error
 
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
     from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
+    from mlxfix.transaction import Journal, Step
+
 __all__ = ["SshHost", "import_plumbum", "parse_target"]
 
 _TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+))(?::(?P<port>\d{1,5}))?$")
@@ -38,6 +40,7 @@ _TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P
 # The login shell becomes a root shell: directly when the login is root, else through sudo -n.
 # (Without either it stays an ordinary shell: reads and dry runs work, changes are refused.)
 _NO_ROOT = "mlxfix-no-such-root-directory"
+_ID = "mlxfix-login-id"  # the login's answer: the uid of the root shell, and whether --root is writable
 _ROOT_SHELL = (
     'if [ "$(id -u)" = 0 ]; then exec /bin/sh; fi\n'
     "if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then exec sudo -n /bin/sh; fi\n"
@@ -257,9 +260,11 @@ class _Session:
     the other is waited for, whatever their sizes), every script has a deadline, and what the trailer
     prints never reaches the output."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], connect_timeout: float) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], connect_timeout: float, probe: str = "") -> None:
         self.proc = proc
-        self.run("", timeout=connect_timeout)  # the login: whatever it printed (a banner) is before the marker
+        self.answered: tuple[int, str, str, str] | None = None  # the answer a shielded Ctrl-C waited for
+        # the login: whatever it printed (a banner) is before the marker; ``probe``'s answer is last
+        self.greeting = self.run(probe, timeout=connect_timeout)[1]
 
     def run(
         self,
@@ -267,10 +272,13 @@ class _Session:
         *,
         timeout: float = SCRIPT_TIMEOUT,
         on_line: Callable[[str], None] | None = None,
+        shield: bool = False,
     ) -> tuple[int, str, str, str]:
         """Run ``script`` in the shell: (exit code, stdout, stderr, the trailer's extra word: the
         status a wrapper left in ``$_mlxfix_st``, "-" when none). ``on_line`` gets each stdout line
-        as it arrives (never the trailer)."""
+        as it arrives (never the trailer). ``shield``: a Ctrl-C (a KeyboardInterrupt) while the
+        script runs is raised once its answer is in (kept in ``answered``); a second one gives the
+        connection up (ssh is killed: the target's state is then its intent record's word)."""
         import os
         import secrets
         import selectors
@@ -298,12 +306,23 @@ class _Session:
         os.set_blocking(stdin, False)
         sel.register(stdin, selectors.EVENT_WRITE)
         deadline = time.monotonic() + timeout
+        self.answered = None
+        stop: KeyboardInterrupt | None = None
         try:
             while out_end < 0 or err_end < 0:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise SessionTimeout(f"no answer within {timeout:.0f} s")
-                for key, _ in sel.select(left):
+                try:
+                    ready = sel.select(left)
+                except KeyboardInterrupt as exc:
+                    if not shield or stop is not None:
+                        if shield:
+                            proc.kill()
+                        raise
+                    stop = exc
+                    continue
+                for key, _ in ready:
                     if key.fd == stdin:
                         try:
                             n = os.write(stdin, pending[:65536])
@@ -342,7 +361,11 @@ class _Session:
         extra = status[1] if len(status) > 1 else "-"
         if on_line is not None and streamed < out_end:  # a last line without its newline
             on_line(out[streamed:out_end].decode("utf-8", "replace"))
-        return code, out[:out_end].decode(_CODEC), err[:err_end].decode(_CODEC), extra
+        answer = code, out[:out_end].decode(_CODEC), err[:err_end].decode(_CODEC), extra
+        if stop is not None:
+            self.answered = answer
+            raise stop
+        return answer
 
 
 def _stream(out: bytearray, done: int, end: int, tail: bytes, on_line: Callable[[str], None]) -> int:
@@ -380,6 +403,8 @@ class SshHost:
         self._locked = False  # the session's shell holds the lock (fd 9)
         self._lost: ConnectionLost | None = None  # the connection dropped while it held the lock
         self._meanwhile: tuple[str, ...] = ()  # modules to import while the login is under way
+        self._identity: tuple[int, bool] | None = None  # (uid, --root writable), told by the login
+        self._deferred: list[_Pending] = []  # what travels with the next script (see _defer)
 
     # -- the connection --------------------------------------------------------------------------------
 
@@ -425,7 +450,12 @@ class SshHost:
         """The session over the ssh process (its first, empty script proves the login)."""
         try:
             assert self._proc is not None
-            self._session = _Session(self._proc, self.connect_timeout)
+            writable = "true" if self.root == "/" else f"[ -w {shlex.quote(self.root)} ]"
+            probe = f'printf \'\\n{_ID} %s %s\\n\' "$(id -u)" "$(if {writable}; then echo w; else echo -; fi)"'
+            self._session = _Session(self._proc, self.connect_timeout, probe)
+            last = self._session.greeting.rstrip("\n").rpartition("\n")[2].split()
+            if len(last) == 3 and last[0] == _ID and last[1].isdigit():
+                self._identity = (int(last[1]), last[2] == "w")
         except (SessionEnded, SessionTimeout, OSError) as exc:  # ssh ended (its stderr says why), or never answered
             self._failure = self._connection_error(exc, self._last_words())
 
@@ -534,8 +564,63 @@ class SshHost:
         if getattr(self, "_proc", None) is not None:  # not when __init__ refused the target
             self.close()
 
+    # -- what travels with the next script ----------------------------------------------------------
+
+    def _defer(self, item: _Pending) -> None:
+        """A step whose only answer is "done" (take the lock, check a directory, sync) waits for the
+        next script and runs on the target before it, in order: no round trip of its own. Its
+        failure is raised by that script's caller, as the step's own error, before anything of
+        that script has run; ``then`` is called once it is known to be done."""
+        self._deferred.append(item)
+
+    def _exchange(
+        self, session: Any, script: str, *, timeout: float, on_line: Callable[[str], None] | None = None, shield: bool = False
+    ) -> tuple[int, str, str, str]:
+        """session.run(script), with the deferred steps before it."""
+        items, self._deferred = self._deferred, []
+        if not items:
+            return session.run(script, timeout=timeout, on_line=on_line, shield=shield)  # type: ignore[no-any-return]
+        parts = ["_mlxfix_df="]
+        for index, item in enumerate(items):
+            if item.main_shell:  # it sets _mlxfix_e (empty: done) and _mlxfix_m
+                run = f'_mlxfix_e=; _mlxfix_m=\n{item.script}\n[ -z "$_mlxfix_e" ] || _mlxfix_df={index}:$_mlxfix_e'
+            else:
+                run = f"_mlxfix_m=$( ( {item.script}\n) 2>&1 </dev/null ) || _mlxfix_df={index}:$?"
+            parts.append(f'if [ -z "$_mlxfix_df" ]; then\n{run}\nfi')
+        parts.append(
+            f'if [ -z "$_mlxfix_df" ]; then\n{script}\nelse\n'
+            '_mlxfix_st="deferred:$_mlxfix_df:$(printf %s "$_mlxfix_m" | base64 -w0)"; fi'
+        )
+        try:
+            code, out, err, extra = session.run("\n".join(parts), timeout=timeout, on_line=on_line, shield=shield)
+        except KeyboardInterrupt:
+            if session.answered is not None:
+                self._settle(items, session.answered[3])
+            raise
+        self._settle(items, extra)
+        return code, out, err, extra
+
+    def _settle(self, items: list[_Pending], extra: str) -> None:
+        """Call the deferred steps' ``then`` for those done; raise the error of the one that failed."""
+        failed = len(items)
+        if extra.startswith("deferred:"):
+            _, index, code, message = [*extra.split(":"), "", ""][:4]
+            failed = int(index)
+        for item in items[:failed]:
+            if item.then is not None:
+                item.then()
+        if failed < len(items):
+            text = base64.b64decode(message).decode("utf-8", "replace") if message else ""
+            raise items[failed].error(int(code) if code.isdigit() else 1, text)
+
     def _sh(
-        self, script: str, *, check: bool = True, what: str = "run a command", timeout: float = SCRIPT_TIMEOUT
+        self,
+        script: str,
+        *,
+        check: bool = True,
+        what: str = "run a command",
+        timeout: float = SCRIPT_TIMEOUT,
+        shield: bool = False,
     ) -> tuple[int, str, str]:
         """Run a script in the root shell (one round trip, ``timeout`` seconds at most): (exit code,
         stdout, stderr)."""
@@ -543,7 +628,7 @@ class SshHost:
         self.round_trips += 1
         wrapped = f"( {script}\n) </dev/null"
         try:
-            code, out, err, _ = session.run(wrapped, timeout=timeout)
+            code, out, err, _ = self._exchange(session, wrapped, timeout=timeout, shield=shield)
         except SessionTimeout as exc:  # the target stopped answering, or a read there never ends
             raise self._dropped(what, exc, f"the target did not answer ({exc})") from None
         except (SessionEnded, OSError) as exc:  # the connection dropped, or the shell died
@@ -685,13 +770,16 @@ class SshHost:
             f"  {_SAFE_ANCESTORS}\n"
             "done"
         )
-        code, out, err = self._sh(script, check=False, what="check the directories it writes to")
-        if code != 0:
-            raise HostError(_first_line(err or out) or f"cannot check the directories (exit {code})", path=paths[0])
+        self._defer(
+            _Pending(
+                script,
+                lambda code, err: HostError(_first_line(err) or f"cannot check the directories (exit {code})", path=paths[0]),
+            )
+        )
 
-    def make_private_dir(self, path: str) -> None:
+    def _private_dir_script(self, path: str) -> str:
         q = shlex.quote(self.real(path))
-        script = (
+        return (
             f"d={q}; r={shlex.quote(self._r())}; me=$(id -u)\n"
             # no one else may control a directory above it (checked before anything is made)
             'top=$(cd -P "${r:-/}" && pwd -P) || exit 3; a=$(dirname "$d")\n'
@@ -707,9 +795,14 @@ class SshHost:
             'if [ -n "$r" ]; then p=$(cd -P "$d" && pwd -P)\n'
             '  case "$p/" in "$top/"*) ;; *) echo "it is outside the root (it is $p)" >&2; exit 3 ;; esac; fi'
         )
-        code, _, err = self._sh(script, check=False, what=f"create {path}")
-        if code != 0:
-            raise HostError(f"refusing to use it: {_first_line(err)}", path=path)
+
+    def make_private_dir(self, path: str) -> None:
+        """As LocalHost.make_private_dir; done with the next script (see _defer)."""
+        self._defer(
+            _Pending(
+                self._private_dir_script(path), lambda _, err: HostError(f"refusing to use it: {_first_line(err)}", path=path)
+            )
+        )
 
     def create_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         q = shlex.quote(self.real(path))
@@ -729,6 +822,26 @@ class SshHost:
 
     def remove_tree(self, path: str) -> None:
         self._sh(f"rm -rf {shlex.quote(self.real(path))}", check=False)
+
+    def await_unlocked(self, paths: Sequence[str], patience: float = 10.0) -> None:
+        """As LocalHost.await_unlocked, waited for on the target, with the next script (see _defer)."""
+        checks = "".join(
+            f'f={shlex.quote(self.real(p))}; if [ -z "$h" ] && [ -e "$f" ] && i=$(stat -c %i "$f") && grep -q ":$i " /proc/locks;'
+            f" then h={shlex.quote(p)}; fi\n"
+            for p in paths
+        )
+        script = (
+            f'n=0; while :; do h=\n{checks}[ -n "$h" ] || exit 0\n'
+            f'n=$((n + 1)); [ "$n" -le {int(patience * 2)} ] || {{ printf %s "$h" >&2; exit 1; }}; sleep 0.5; done'
+        )
+        self._defer(_Pending(script, lambda _, held: Busy(_package_busy(held))))
+
+    def sync(self, then: Callable[[], None]) -> None:
+        """sync(1) on the target, with the next script (see _defer); ``then`` once it is done."""
+        from mlxfix.errors import CommandFailed
+
+        failed = lambda _, out: CommandFailed(_SYNC_FAILED.format(out.strip() or "no output"))  # noqa: E731
+        self._defer(_Pending("sync 2>&1", failed, then=then))
 
     def held_locks(self, paths: Sequence[str]) -> list[str]:
         """Lock files another process holds, from /proc/locks (dpkg and rpm use fcntl locks)."""
@@ -754,7 +867,7 @@ class SshHost:
                 on_output(text)
 
         try:
-            code, out, _, status = session.run(_status_wrapper(argv), timeout=timeout, on_line=line)
+            code, out, _, status = self._exchange(session, _status_wrapper(argv), timeout=timeout, on_line=line)
         except SessionTimeout:  # the command did not end in time (or the target stopped answering)
             if not self._locked:
                 self.close()
@@ -765,12 +878,35 @@ class SshHost:
         code, signal = _status(code, status)
         return CommandResult(tuple(argv), code, out.rstrip("\n"), signal=signal)
 
+    def transact(self, steps: Sequence[Step], journal: Journal) -> None:
+        """The steps as one script on the target (mlxfix.host.ssh_script): one round trip for the
+        whole change. A Ctrl-C (or a stop) while it runs is raised once its report is in: the
+        journal then says exactly what was done, and the undo puts back what was."""
+        from mlxfix.host.ssh_script import compile_steps, replay
+
+        script = compile_steps(steps, self._r(), _CANON, self.real, self._private_dir_script)
+        checkpoint("transaction")
+        interrupted: KeyboardInterrupt | None = None
+        try:
+            _, out, _ = self._sh(script, what="make the change", shield=True)
+        except KeyboardInterrupt as exc:
+            answer = self._session.answered if self._session is not None else None
+            if answer is None:  # a second one, while the script's end was awaited: the connection was given up
+                raise self._dropped("make the change", exc, "interrupted twice") from None
+            interrupted, out = exc, answer[1]
+        error = replay(steps, out, journal, self.label, _plain_error, _first_line)
+        if interrupted is not None:
+            raise interrupted
+        if error is not None:
+            raise error
+
     @contextmanager
     def lock(self, path: str) -> Iterator[None]:
-        """flock held by the session's shell: released when the connection ends, however it ends."""
+        """flock held by the session's shell: released when the connection ends, however it ends.
+        Taken by the first script under it (see _defer): a Busy is raised there, before that script
+        has run."""
         q = shlex.quote(self.real(path))
-        session = self._connect()
-        self.round_trips += 1
+        self._connect()
         # In the session's own shell, not a subshell: fd 9 stays open, and so the lock stays held, for as
         # long as the connection lives. "command exec" keeps a failed redirection from ending the shell.
         # As LocalHost.lock: a private regular file (a FIFO or a link planted there is refused, opening
@@ -778,39 +914,64 @@ class SshHost:
         steps = [
             "e=",
             f"if [ -L {q} ] || {{ [ -e {q} ] && [ ! -f {q} ]; }}; then e=3; fi",
-            f'[ -n "$e" ] || (umask 077; : >>{q}) || e=2',
+            f'[ -n "$e" ] || _mlxfix_m=$( (umask 077; : >>{q}) 2>&1 ) || e=2',
             f'[ -n "$e" ] || command exec 9>>{q} || e=2',
             '[ -n "$e" ] || flock -n 9 || e=1',
             f'[ -n "$e" ] || printf "%s\\n" "$$" >{q} || {{ e=2; exec 9>&-; }}',
-            '(exit "${e:-0}")',
+            "_mlxfix_e=$e",
         ]
-        try:
-            code, _, err, _ = session.run("; ".join(steps))
-        except (SessionEnded, SessionTimeout, OSError) as exc:
-            raise self._dropped("take the lock", exc) from None
-        if code == 1:
-            raise Busy(f"another mlxfix is running on {self.label} (it holds the lock); try again when it is done", path=path)
-        if code == 3:
-            raise HostError("refusing to use it as the lock: it is not a regular file", path=path)
-        if code != 0:
-            raise HostError(f"cannot take the lock: {_plain_error(err) or f'exit code {code}'}", path=path)
+
+        def refused(code: int, err: str) -> MlxfixError:
+            self._locked = False
+            if code == 1:
+                return Busy(
+                    f"another mlxfix is running on {self.label} (it holds the lock); try again when it is done", path=path
+                )
+            if code == 3:
+                return HostError("refusing to use it as the lock: it is not a regular file", path=path)
+            return HostError(f"cannot take the lock: {_plain_error(err) or f'exit code {code}'}", path=path)
+
+        lock = _Pending("\n".join(steps), refused, main_shell=True)
+        self._defer(lock)
         self._locked = True
         try:
             yield
         finally:
-            self._locked = False
-            if self._session is not None:
-                with suppress(Exception):  # the connection is gone: so is the lock
-                    self._session.run("exec 9>&-", timeout=30)
+            was_locked, self._locked = self._locked, False
+            if lock in self._deferred:  # nothing ran under it: it was never taken
+                self._deferred.remove(lock)
+            elif was_locked and self._session is not None:  # released with the next script (or the connection)
+                self._defer(_Pending("exec 9>&-", refused, main_shell=True))
 
     def privileged(self) -> bool:
-        """Root on the target (or a --root tree it can write): one question, one round trip."""
+        """Root on the target (or a --root tree it can write): the login said (else one round trip)."""
+        self._connect()
+        if self._identity is not None:
+            uid, can_write = self._identity
+            return uid == 0 if self.root == "/" else can_write
         writable = "true" if self.root == "/" else f"[ -w {shlex.quote(self.root)} ]"
         out = self._sh(f"id -u; if {writable}; then echo w; else echo -; fi", what="ask who we are")[1].split()
         uid = int(out[0]) if out and out[0].isdigit() else -1
         if self.root == "/":
             return uid == 0
         return out[-1:] == ["w"]
+
+
+class _Pending(NamedTuple):
+    """A step that travels with the next script (see SshHost._defer): its sh, the error it raises
+    given the exit code and what it said, and what to do once it is done."""
+
+    script: str
+    error: Callable[[int, str], MlxfixError]
+    then: Callable[[], None] | None = None
+    main_shell: bool = False  # run in the session's own shell (the lock's fd 9), not a subshell
+
+
+def _package_busy(held: str) -> str:
+    return f"a package manager holds {held} (an upgrade is running?); try again when it has finished"
+
+
+_SYNC_FAILED = "sync (to make the regenerated boot configuration durable) failed: {}"
 
 
 # How a command on the target ended, told apart as the kernel's wait status tells it (a command that

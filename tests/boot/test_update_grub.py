@@ -316,6 +316,34 @@ def test_over_ssh_a_signal_is_told_from_an_exit_code_by_the_wait_status(
     assert "| 0" not in proc.stderr  # (issue 18, item 10) no stray exit-code marker after the output
 
 
+def test_over_ssh_apply_and_rollback_take_at_most_six_round_trips_after_the_login(
+    sshd_with_update_grub: tuple[object, Path],
+) -> None:
+    """(issue 17) On a running target: the batched read, the lock (with the read under it), the
+    transaction, the regeneration, the read-back (with the sync), the record of how it ended. The
+    files are the edited ones after apply and the original ones after rollback, and nothing is left
+    behind (no intent record, no temp file)."""
+    from tests.sshd import Sshd
+    from tests.trees import run
+
+    server, sandbox = sshd_with_update_grub
+    assert isinstance(server, Sshd)
+    original = (sandbox / "default" / "grub").read_bytes()
+    applied = run("apply", "--yes", "--json", "--host", server.target, *server.options(), timeout=120)
+    assert applied.returncode == 0, applied.stderr
+    doc = json_of(applied.stdout)
+    assert doc["ssh"] == {"connections": 1, "round_trips": 7}, doc["ssh"]
+    assert [c["argv"] for c in doc["commands"]] == [["update-grub"]]  # type: ignore[union-attr]
+    assert b"pci=realloc=off" in (sandbox / "default" / "grub").read_bytes()
+    assert "flushed the regenerated boot configuration to disk (sync)" in applied.stderr
+    back = run("rollback", "--yes", "--json", "--host", server.target, *server.options(), timeout=120)
+    assert back.returncode == 0, back.stderr
+    assert json_of(back.stdout)["ssh"]["round_trips"] <= 7  # type: ignore[index]
+    assert (sandbox / "default" / "grub").read_bytes() == original
+    assert not (sandbox / "state" / "intent.json").exists()
+    assert not [p for p in (sandbox / "default").iterdir() if ".mlxfix-" in p.name]
+
+
 def test_a_dry_run_with_no_update_says_the_regeneration_is_the_admins(sandbox: Path) -> None:
     """(issue 18, item 13) On a running system: with --no-update the dry run does not say the change
     would take effect after a reboot; without it, it does (update-grub would run)."""

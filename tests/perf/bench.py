@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from tests.sshd import Sshd
+
     Check = Callable[[subprocess.CompletedProcess[bytes]], str | None]  # None: the run is as it should be
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,35 +193,35 @@ LATENCY_BUDGETS = {"apply": 2.0, "read": 1.5}  # x ssh HOST true over the same l
 def over_latency(runs: int) -> list[Row]:
     """The SSH cases again through tests/perf/relay.py, ssh's ProxyCommand, which holds each chunk
     LATENCY seconds each way: what a remote admin waits for is round trips, and this counts them in
-    seconds. ``apply --host`` runs on a tree (--root): its regeneration is not run, so the row is
-    mlxfix's own round trips."""
+    seconds. ``apply --host`` changes a running target (an sshd in a mount namespace whose /etc/default,
+    /boot and /var/lib/mlxfix are a sandbox's) whose update-grub is a no-op: every step of a real
+    apply is taken and timed, the regeneration's own time left out."""
     if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
         print("bench: the SSH cases need root and openssh-server; skipped", file=sys.stderr)
         return []
     from tests.sshd import Sshd
 
-    sshd = Sshd()
     work = Path(tempfile.mkdtemp(prefix="mlxfix-bench-"))
+    sshd = Sshd()
+    target, sandbox = _noop_target(work)
     try:
-        proxy = f"ProxyCommand={sys.executable} {ROOT / 'tests/perf/relay.py'} 127.0.0.1 {sshd.port} {LATENCY:g}"
-        base = [*sshd.ssh_argv()[:-1], "-o", proxy, sshd.ssh_argv()[-1], "true"]
-        host = ["--host", sshd.target, *sshd.options(), "--ssh-option", proxy]
-        trees = []
-        for i in range(runs + 2):
-            tree = work / f"tree-{i}"
-            shutil.copytree(EXAMPLE, tree, symlinks=True)
-            trees.append(tree)
         rows = []
-        cases: list[tuple[str, Callable[[int], list[str]], int, bytes, str]] = [
-            ("apply --dry-run --host", lambda _: ["apply", "--dry-run", "--json", "--root", str(EXAMPLE)], 0, b'"would_change": true', "read"),
-            ("status --host", lambda _: ["status", "--json", "--root", str(EXAMPLE)], 15, b'"state": "absent"', "read"),
-            ("diagnose --host", lambda _: ["diagnose", "--json", "--root", str(EXAMPLE)], 10, b'"status": "affected"', "read"),
-            ("apply --yes --host (a tree: no regeneration)", lambda i: ["apply", "--yes", "--json", "--root", str(trees[i])], 0, b'"changed": true', "apply"),
+        cases: list[tuple[str, Sshd, list[str], int, bytes, str]] = [
+            ("apply --dry-run --host", sshd, ["apply", "--dry-run", "--json", "--root", str(EXAMPLE)], 0, b'"would_change": true', "read"),
+            ("status --host", sshd, ["status", "--json", "--root", str(EXAMPLE)], 15, b'"state": "absent"', "read"),
+            ("diagnose --host", sshd, ["diagnose", "--json", "--root", str(EXAMPLE)], 10, b'"status": "affected"', "read"),
+            ("apply --yes --host (update-grub a no-op there)", target, ["apply", "--yes", "--json"], 0, b'"changed": true', "apply"),
         ]  # fmt: skip
-        for name, args, code, needle, kind in cases:
+        original = (sandbox / "default/grub").read_bytes()
+        for name, server, args, code, needle, kind in cases:
+            proxy = f"ProxyCommand={sys.executable} {ROOT / 'tests/perf/relay.py'} 127.0.0.1 {server.port} {LATENCY:g}"
+            base = [*server.ssh_argv()[:-1], "-o", proxy, server.ssh_argv()[-1], "true"]
             figures: dict[str, int] = {}
             check = recording_ssh(expect(code, needle), figures)
-            b, t = timed_beside(base, lambda i, args=args: [*mlxfix_argv(), *args(i), *host], check, runs)
+            if kind == "apply":
+                check = _then_reset(check, sandbox, original)
+            argv = [*mlxfix_argv(), *args, "--host", server.target, *server.options(), "--ssh-option", proxy]
+            b, t = timed_beside(base, argv, check, runs)
             budget = LATENCY_BUDGETS[kind]
             note = f"{figures['round_trips']} round trips, {LATENCY * 2000:.0f} ms each"
             rows.append(
@@ -236,7 +238,38 @@ def over_latency(runs: int) -> list[Row]:
         return rows
     finally:
         sshd.stop()
+        target.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _noop_target(work: Path) -> tuple[Sshd, Path]:
+    """An sshd whose sessions see a sandboxed Debian host (tests/boot/test_update_grub.py's) and a
+    no-op update-grub."""
+    from tests.boot.test_update_grub import make_sandbox
+    from tests.sshd import Sshd
+
+    sandbox = make_sandbox(work / "sandbox")
+    (sandbox / "update-grub").write_text("#!/bin/sh\nexit 0\n")
+    (sandbox / "update-grub").chmod(0o755)
+    script = (
+        "set -e; mount --make-rprivate /\n"
+        f"mount --bind {sandbox}/default /etc/default\nmount --bind {sandbox}/boot /boot\n"
+        f"mount --bind {sandbox}/state /var/lib/mlxfix\nmount --bind {sandbox}/update-grub /usr/sbin/update-grub\n"
+        'exec "$@"'
+    )
+    return Sshd(wrapper=["unshare", "-m", "sh", "-c", script, "sh"]), sandbox
+
+
+def _then_reset(check: Check, sandbox: Path, original: bytes) -> Check:
+    """``check``, then the sandbox as it was before the apply (not timed): every run applies afresh."""
+
+    def reset(proc: subprocess.CompletedProcess[bytes]) -> str | None:
+        problem = check(proc)
+        (sandbox / "default/grub").write_bytes(original)
+        shutil.rmtree(sandbox / "state/backups", ignore_errors=True)
+        return problem
+
+    return reset
 
 
 # -- scale -----------------------------------------------------------------------------------------------
