@@ -236,7 +236,7 @@ def _handled(func: Callable[..., None]) -> Callable[..., None]:
                 while _OPEN:  # end SSH connections before the exit code is decided
                     remote = _OPEN.pop()
                     with contextlib.suppress(OSError):  # a dead link must not hide the error that killed it
-                        remote.close()
+                        remote.close(wait=False)
         except MlxfixError as exc:
             sys.stderr.write(f"mlxfix: {exc}\n")
             if exc.hint:

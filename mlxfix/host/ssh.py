@@ -184,14 +184,27 @@ emit() {  # $1 path, $2 its "mode uid gid size", $3 its file system (if known)
                 *) data=".$l1" ;;
             esac
         fi
+        if [ -z "$data" ] && [ "$bundling" = 1 ] && [ "$5" -gt 0 ] 2>/dev/null; then
+            case "$f" in /proc/*|/sys/*|*"$nl"*) ;; *) bundle="$bundle$f$nl"; data="@$5" ;; esac  # see bundle_out
+        fi
         [ -n "$data" ] || data=$(base64 -w0 <"$f" 2>/dev/null) || err=:cannot_read_it
         [ -n "$data" ] || data==
     fi
     printf 'F %s 1 %s %s %s %s %s %s %s %s %s\n' "$name" "$2" "$3" "$4" "$islink" "$link" "$isdir" "$err" "$data" "${6:-1}"
 }
-emit_all() {  # every path in "$@": one stat for all of them (a fork is what a file costs, not its bytes)
-    k=$#; nl='
+nl='
 '
+bundle=
+bundle_out() {  # the files emit marked "@SIZE", in order, as one cat and one base64 (two forks, not one each);
+    # their sizes (stat's, trustworthy outside /proc and /sys) cut it apart: a total that differs (a
+    # file changed meanwhile) makes the reader ask for those files again, one by one
+    [ -n "$bundle" ] || return 0
+    saved=$IFS; IFS=$nl; set -f
+    printf 'B %s\n' "$(cat -- $bundle 2>/dev/null | base64 -w0)"
+    IFS=$saved; set +f; bundle=
+}
+emit_all() {  # every path in "$@": one stat for all of them (a fork is what a file costs, not its bytes)
+    k=$#
     for p; do canon "$p"; if [ -e "$r$cv" ]; then set -- "$@" "$r$cv"; else set -- "$@" /dev/null; fi; done
     metas=$(shift "$k"; [ $# = 0 ] || stat -L -c '%f %u %g %s %h' -- "$@" 2>/dev/null)
     fss=$(shift "$k"; [ $# = 0 ] || stat -f -L -c %T -- "$@" 2>/dev/null)
@@ -239,6 +252,9 @@ MAX_ANSWER = 512 << 20
 # How long one script may take before the connection is given up (a read that never ends, a target
 # that stopped answering); a command run with ``run`` has its own timeout.
 SCRIPT_TIMEOUT = 300.0
+
+
+_LINGERING: list[subprocess.Popen[bytes]] = []  # ssh processes closed without waiting (see SshHost.close)
 
 
 class SessionEnded(Exception):
@@ -537,8 +553,10 @@ class SshHost:
             return HostError(f"{self.label}: gave up trying to {what}: {why}; the connection was closed")
         return HostError(f"{self.label}: the connection was lost while trying to {what} ({_first_line(str(exc))})")
 
-    def close(self) -> None:
-        """End the shell and the connection."""
+    def close(self, *, wait: bool = True) -> None:
+        """End the shell and the connection. ``wait=False`` (mlxfix is about to exit): the shell is
+        told to exit, and ssh's teardown (one more round trip) is not waited for; the shell, and
+        the lock it held, end on the target as the "exit" arrives, before any later login could."""
         proc, self._proc, session, self._session = self._proc, None, self._session, None
         starting, self._starting, self._failure = self._starting, None, None
         del session
@@ -551,6 +569,10 @@ class SshHost:
             assert proc.stdin is not None
             proc.stdin.write(b"exit\n")
             proc.stdin.close()
+            if not wait:
+                _LINGERING[:] = [p for p in _LINGERING if p.poll() is None]  # (the ones that ended are reaped)
+                _LINGERING.append(proc)  # ends by itself: not a zombie, nor a "still running" warning
+                return
             proc.wait(timeout=5)
         except Exception:  # already gone, or stuck: make sure it ends
             proc.kill()
@@ -668,10 +690,15 @@ class SshHost:
         *,
         limit: int = MAX_READ,
         tail: bool = False,
+        bundle: bool = True,
     ) -> Snapshot:
         """Everything a plan needs, in one script and one round trip."""
         q = shlex.quote
-        lines = [f"r={q(self._r())}; limit={limit}; tail={1 if tail else 0}; pseudo={q(_PSEUDO)}; set --", _PRELUDE]
+        bundling = 0 if tail or not bundle else 1
+        lines = [
+            f"r={q(self._r())}; limit={limit}; tail={1 if tail else 0}; bundling={bundling}; pseudo={q(_PSEUDO)}; set --",
+            _PRELUDE,
+        ]
         for d in listings:
             if any(c in d for c in "*?["):
                 lines.append(f'for d in "$r"{_glob(d)}; do [ -d "$d" ] && listing "${{d#"$r"}}"; done')
@@ -690,7 +717,7 @@ class SshHost:
             lines.append(f'{each} enc "$h"; printf " %s" "$v"; done; echo')
             lines.append(f'{each} set -- "$@" "$h"; done')
         lines.extend(f'set -- "$@" {q(p)}' for p in files)
-        lines.append('emit_all "$@"')
+        lines.append('emit_all "$@"; bundle_out; bundling=0')
         lines.extend(f"tail=1; emit {q(p)}; tail={1 if tail else 0}" for p in logs)
         lines.extend(f"tool {q(t)}" for t in tools)
         if self.runs_commands:
@@ -702,7 +729,12 @@ class SshHost:
                     f"\"$({{ {shlex.join(argv)} 2>&1; printf '\\n%s' $?; }} | base64 -w0)\"; fi"
                 )
         _, out, _ = self._sh("\n".join(lines), what="read the boot configuration")
-        return _parse_snapshot(out, self.round_trips)
+        snap, changed = _parse_snapshot(out, self.round_trips)
+        if changed:  # a file changed size while it was read: those again, each on its own
+            again = self.gather(changed, limit=limit, tail=tail, bundle=False)
+            snap.files.update(again.files)
+            snap.round_trips = again.round_trips
+        return snap
 
     def read(self, path: str, limit: int = MAX_READ, *, tail: bool = False) -> FileInfo:
         snap = self.gather([path], limit=limit, tail=tail)
@@ -1039,7 +1071,7 @@ _SAFE_ANCESTORS = (
     '  [ "$1" = 0 ] || [ "$1" = "$me" ] || { echo "$why${shown:-/} belongs to uid $1" >&2; exit 3; }\n'
     '  if [ $((m & 022)) != 0 ] && { [ -n "$first" ] || [ $((m & 01000)) = 0 ]; }; then\n'
     '    echo "${why}other users can write to ${shown:-/}" >&2; exit 3; fi\n'
-    '  [ "$d" = "$top" ] || [ "$d" = / ] && break; d=$(dirname "$d"); first=\n'
+    '  [ "$d" = "$top" ] || [ "$d" = / ] && break; d=${d%/*}; d=${d:-/}; first=\n'
     "done"
 )
 
@@ -1091,11 +1123,19 @@ def _script_error(err: str) -> str | None:
     return err[1:].replace("_", " ")
 
 
-def _parse_snapshot(out: str, round_trips: int) -> Snapshot:
+def _parse_snapshot(out: str, round_trips: int) -> tuple[Snapshot, list[str]]:
+    """The snapshot, and the files to read again (their sizes no longer add up to the bundle's)."""
     snap = Snapshot(round_trips=round_trips)
+    bundled: list[tuple[str, int]] = []
+    bundle = b""
     for line in out.splitlines():
         kind, _, rest = line.partition(" ")
         fields = rest.split(" ")
+        if kind == "B":
+            bundle += base64.b64decode(rest)
+        elif kind == "F" and len(fields) == 11 and fields[9].startswith("@"):
+            bundled.append((_unb64(fields[0]).decode("utf-8", "surrogateescape"), int(fields[9][1:])))
+            fields[9] = "="  # (its bytes: cut from the bundle below)
         if kind == "F" and len(fields) == 11:
             path = _unb64(fields[0]).decode("utf-8", "surrogateescape")
             exists, mode, uid, gid, islink, link, isdir, err, data, nlink = fields[1:]
@@ -1127,4 +1167,10 @@ def _parse_snapshot(out: str, round_trips: int) -> Snapshot:
             output, _, code = _unb64(fields[1]).decode("utf-8", "replace").rpartition("\n")  # the script adds "\n$?"
             snap.outputs[key] = output
             snap.exit_codes[key] = int(code) if code.isdigit() else 1
-    return snap
+    if sum(size for _, size in bundled) != len(bundle):
+        return snap, [path for path, _ in bundled]
+    at = 0
+    for path, size in bundled:
+        snap.files[path] = snap.files[path]._replace(data=bundle[at : at + size])
+        at += size
+    return snap, []

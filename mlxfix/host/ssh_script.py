@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import posixpath
 import shlex
 from typing import TYPE_CHECKING
 
@@ -48,7 +49,7 @@ q = shlex.quote
 _RUNNER = r"""
 run_step() {  # $1 the step's index, $2 its function: "D i" when done, else "X i code message" and the end
     pause "step-$1"
-    { _m=$( ( "$2" ) 2>&1 >&3 </dev/null ); } 3>&1
+    { _m=$("$2" 2>&1 >&3 </dev/null); } 3>&1  # (a subshell: the step's exit and set -e end only it)
     _c=$?
     if [ "$_c" != 0 ]; then printf 'X %s %s %s\n' "$1" "$_c" "$(printf '%s|' "$_m" | base64 -w0)"; exit 0; fi
     printf 'D %s\n' "$1" || exit 1
@@ -90,15 +91,15 @@ def _write_body(path: str, data: bytes, mode: int, uid: int, gid: int, expect: s
             "  exit 3; }\n"
         )
     return (
-        f'set -e\ncanon {q(path)}; t="$r$cv"; d=$(dirname "$t")\n'
+        f'set -e\ncanon {q(path)}; t="$r$cv"; d=${{t%/*}}; d=${{d:-/}}\n'
         'set -- $(stat -L -c "%u %a" "$d")\n'
-        '[ "$1" = 0 ] || [ "$1" = "$(id -u)" ] || { echo "refusing to write into $d: it belongs to uid $1" >&2; exit 3; }\n'
+        '[ "$1" = 0 ] || [ "$1" = "$me" ] || { echo "refusing to write into $d: it belongs to uid $1" >&2; exit 3; }\n'
         'case "$2" in *[2367]? | *[2367]) echo "refusing to write into $d: other users can write to it" >&2; exit 3 ;; esac\n'
         f'{check}tmp=$(mktemp "$d/.${{t##*/}}.mlxfix-XXXXXX")\n'
         "trap 'rm -f \"$tmp\"' EXIT\n"
         f'printf %s {q(_b64(data))} | base64 -d > "$tmp"\n'
         '[ ! -e "$t" ] || cp --attributes-only --preserve=mode,xattr "$t" "$tmp"\n'
-        f'chown {uid}:{gid} "$tmp" 2>/dev/null || [ "$(id -u)" != 0 ]\n'
+        f'chown {uid}:{gid} "$tmp" 2>/dev/null || [ "$me" != 0 ]\n'
         f'chmod {mode & 0o7777:o} "$tmp"\n'
         'sync "$tmp"\npause write-before-rename\n'
         f'{check}mv -f "$tmp" "$t"\ntrap - EXIT\npause write-after-rename\nsync "$d"'
@@ -108,7 +109,8 @@ def _write_body(path: str, data: bytes, mode: int, uid: int, gid: int, expect: s
 def _create_body(real: str, data: bytes, mode: int) -> str:
     """SshHost.create_file's script."""
     f = q(real)
-    return f'set -eC; umask 077; printf %s {q(_b64(data))} | base64 -d > {f}; chmod {mode:o} {f}; sync {f}; sync "$(dirname {f})"'
+    d = q(posixpath.dirname(real) or "/")
+    return f"set -eC; umask 077; printf %s {q(_b64(data))} | base64 -d > {f}; chmod {mode:o} {f}; sync {f}; sync {d}"
 
 
 def _body(step: Step, real: Callable[[str], str], private_dir: Callable[[str], str]) -> str:
@@ -123,7 +125,7 @@ def _body(step: Step, real: Callable[[str], str], private_dir: Callable[[str], s
             directory, _, base = pattern.rpartition("/")
             glob = "".join(c if c in "*?" else q(c) for c in base)
             lines.append(f'canon {q(directory)}; for e in "$r$cv"/{glob}; do [ -e "$e" ] || [ -L "$e" ] || continue')
-            lines.append('  rm -f "$e"; sync "$(dirname "$e")"')
+            lines.append('  rm -f "$e"; sync "${e%/*}"')
             lines.append(f'  printf "R %s\\n" "$(printf %s {q(directory)}/"${{e##*/}}" | base64 -w0)"; done')
         return "\n".join(lines)
     if isinstance(step, PrivateDir):
@@ -138,7 +140,7 @@ def _body(step: Step, real: Callable[[str], str], private_dir: Callable[[str], s
         return "\n".join(checks)
     if isinstance(step, Rename):
         s, d = q(real(step.src)), q(real(step.dst))
-        return f'set -e; mv -T {s} {d}; sync "$(dirname {d})"'
+        return f"set -e; mv -T {s} {d}; sync {q(posixpath.dirname(real(step.dst)) or '/')}"
     if isinstance(step, Record):
         write = _write_body(step.path, step.data, 0o600, 0, 0, None)
         return f'{_at(step.path)}\nif [ -e "$f" ]; then\n{write}\nelse\n{_create_body(real(step.path), step.data, 0o600)}\nfi'
@@ -148,8 +150,8 @@ def _body(step: Step, real: Callable[[str], str], private_dir: Callable[[str], s
 
         return f'{written}\n[ "$(sha "$t")" = {q(sha256(step.data))} ] || exit 5'
     if isinstance(step, Remove):
-        f = q(real(step.path))
-        return f'set -e; rm -f {f}; sync "$(dirname {f})"; if [ -e {f} ] || [ -L {f} ]; then exit 5; fi'
+        f, d = q(real(step.path)), q(posixpath.dirname(real(step.path)) or "/")
+        return f"set -e; rm -f {f}; sync {d}; if [ -e {f} ] || [ -L {f} ]; then exit 5; fi"
     if isinstance(step, Parses):
         return f'{_at(step.path)}; out=$(sh -n "$f" 2>&1) || {{ printf "%s" "$out" >&2; exit 6; }}'
     if isinstance(step, Computes):
@@ -174,7 +176,7 @@ def compile_steps(
     steps: Sequence[Step], root: str, canon: str, real: Callable[[str], str], private_dir: Callable[[str], str]
 ) -> str:
     """The script: the helpers, then one function per step, then the steps in order."""
-    lines = [f"r={q(root)}", canon, _RUNNER, _pauses()]
+    lines = [f"r={q(root)}; me=$(id -u)", canon, _RUNNER, _pauses()]
     for index, step in enumerate(steps):
         lines.append(f"s{index}() {{\n:\n{_body(step, real, private_dir)}\n}}")  # (":": a body is never empty)
     lines.extend(f"run_step {index} s{index}" for index in range(len(steps)))

@@ -173,3 +173,21 @@ def test_a_script_that_never_ends_is_given_up_in_time(sshd: Sshd) -> None:
         assert remote.run(["true"]).ok  # a new connection: nothing held the lock
     finally:
         remote.close()
+
+
+def test_files_read_as_one_bundle_are_cut_by_their_sizes_or_read_again() -> None:
+    """(issue 17) A batched read sends the plain files' bytes as one cat | base64: their stat sizes cut
+    it apart. Sizes that no longer add up (a file changed meanwhile) name the files to read again."""
+    import base64
+
+    from mlxfix.host.ssh import _parse_snapshot
+
+    def line(name: str, size: int) -> str:
+        return f"F :{name} 1 81a4 0 0 0 - 0 - @{size} 1"
+
+    bundle = base64.b64encode(b"one\ntwo\nthree\n").decode()
+    snap, again = _parse_snapshot("\n".join([line("/a", 8), line("/b", 6), f"B {bundle}"]), 1)
+    assert again == []
+    assert (snap.files["/a"].data, snap.files["/b"].data) == (b"one\ntwo\n", b"three\n")
+    _, again = _parse_snapshot("\n".join([line("/a", 8), line("/b", 7), f"B {bundle}"]), 1)
+    assert again == ["/a", "/b"]
