@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from mlxfix.backup import Manifest
-    from mlxfix.host.local import CommandResult, Host
+    from mlxfix.host.local import CommandResult, Host, Snapshot
     from mlxfix.plan import Plan
 
 __all__ = ["CommandOutcome", "Outcome", "exclusive", "execute", "precheck"]
@@ -122,20 +122,44 @@ def _remove_partials(host: Host, names: list[str]) -> list[str]:
     return gone
 
 
-def _check_after_commands(host: Host, plan: Plan) -> None:
+def _readback_request(plan: Plan) -> tuple[list[str], list[str], list[str]] | None:
+    """What is read back after the last command (files, listings, globs): the BLS entries grubby
+    wrote, and what the boot loader will read at the next boot (None: nothing)."""
+    files: list[str] = []
+    listings: list[str] = []
+    globs: list[str] = []
+    if plan.expected_entries:
+        from mlxfix.boot import bls
+
+        files.append(bls.GRUBENV)
+        globs.append(bls.ENTRIES)
+    if plan.action == "apply" and (plan.trial is not None or plan.regenerates):
+        more = plan.setup.read_request()
+        files += more[0]
+        listings += more[1]
+        globs += more[2]
+    return (files, listings, globs) if files or listings or globs else None
+
+
+_SYNC_FAILED = "sync (to make the regenerated boot configuration durable) failed: {}"
+_FLUSHED = "flushed the regenerated boot configuration to disk (sync)"
+
+
+def _check_after_commands(host: Host, plan: Plan, snap: Snapshot | None = None) -> None:
     """grubby changes the BLS entries itself: read them back and make sure each one holds the
     parameter."""
     if not plan.expected_entries or not host.runs_commands:
         return
     from mlxfix.boot import bls
 
-    snap = host.gather([bls.GRUBENV], globs=[bls.ENTRIES])
+    if snap is None:
+        snap = host.gather([bls.GRUBENV], globs=[bls.ENTRIES])
     wrong = bls.mismatched(snap, dict(plan.expected_entries))
     if wrong:
         raise CommandFailed(f"after grubby, {len(wrong)} boot entries do not hold the planned arguments", path=wrong[0])
 
 
-def _prove_next_boot(host: Host, plan: Plan, outcome: Outcome) -> None:
+def _prove_next_boot(host: Host, plan: Plan, outcome: Outcome, snap: Snapshot | None = None) -> None:
     """After the regeneration, read back what the boot loader will read: the entry the next boot
     takes, and every generated non-recovery entry, must carry the parameter (the kernel's reading:
     the last pci=realloc wins). A regeneration that succeeded and still left the next boot without
@@ -146,8 +170,8 @@ def _prove_next_boot(host: Host, plan: Plan, outcome: Outcome) -> None:
     from mlxfix import cmdline
     from mlxfix.cmdline import Param
 
-    files, listings, globs = plan.setup.read_request()
-    snap = host.gather(files, listings, globs)
+    if snap is None:
+        snap = host.gather(*plan.setup.read_request())
     nb = plan.setup.next_boot(snap)
     param = Param.parse(plan.param)
     if plan.trial is not None:  # armed: the next boot, once, takes the trial entry, with the parameter
@@ -279,7 +303,7 @@ def _flush(host: Host, progress: Progress) -> None:
     kernel-install and proxmox-boot-tool rename their output into place without an fsync, and an
     admin may power-cycle the host through its BMC the moment apply says it is done. (Over SSH it
     runs with the next script, the read-back: said once it is done.)"""
-    host.sync(lambda: progress.step("flushed the regenerated boot configuration to disk (sync)"))
+    host.sync(lambda: progress.step(_FLUSHED))
 
 
 def _run(host: Host, argv: tuple[str, ...], progress: Progress) -> CommandResult:
@@ -499,23 +523,37 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
             host.transact(change.steps, journal)
         finally:
             attempted.update(path for index, path in change.writes.items() if index <= journal.begun)
-        for c in plan.commands:
+        readback: Snapshot | None = None
+        for index, c in enumerate(plan.commands):
             if not host.runs_commands:
                 why = "--root points at a tree, not at a running system: run it on the host itself"
                 outcome.commands.append(CommandOutcome(c.argv, None, "", why))
                 continue
             checkpoint(f"before-command-{c.argv[0]}")
             started.add(c.argv)
-            result = _run(host, c.argv, progress)
+            last = index == len(plan.commands) - 1
+            request = _readback_request(plan) if last else None
+            if request is None:
+                result = _run(host, c.argv, progress)
+            else:  # the last one: its sync and the read-back come with it (one round trip over SSH)
+                progress.command_start(c.argv)
+                regenerated = host.regenerate(c.argv, request, on_output=progress.output)
+                result = regenerated.result
+                progress.command_end(result)
             outcome.commands.append(CommandOutcome(c.argv, result.exit_code, result.tail(), signal=result.signal))
             if not result.ok:
                 detail = result.tail(3) or "no output"
                 raise CommandFailed(f"{c} failed with exit code {result.exit_code}: {detail}")
+            if request is not None:
+                if regenerated.sync_failed is not None:
+                    raise CommandFailed(_SYNC_FAILED.format(regenerated.sync_failed))
+                progress.step(_FLUSHED)
+                readback = regenerated.snapshot
+            elif last:
+                _flush(host, progress)
             checkpoint(f"after-command-{c.argv[0]}")
-        if started:
-            _flush(host, progress)
-        _check_after_commands(host, plan)
-        _prove_next_boot(host, plan, outcome)
+        _check_after_commands(host, plan, readback)
+        _prove_next_boot(host, plan, outcome, readback)
         stops.STATE.committed()  # the last thing a Ctrl-C, a hang-up or a kill may undo
         progress.committed()
     except ConnectionLost:  # what the target did is its intent record's word now, not this run's

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["CommandResult", "FileInfo", "Snapshot"]
+__all__ = ["CommandResult", "FileInfo", "Regeneration", "Snapshot"]
 
 
 class FileInfo(NamedTuple):
@@ -52,6 +52,15 @@ class CommandResult(NamedTuple):
 
     def tail(self, lines: int = 20) -> str:
         return "\n".join(self.output.rstrip("\n").splitlines()[-lines:])
+
+
+class Regeneration(NamedTuple):
+    """A regeneration and what followed it when it succeeded: the sync (``sync_failed``: what sync
+    said when it failed) and the read-back (None when it was not reached)."""
+
+    result: CommandResult
+    sync_failed: str | None
+    snapshot: Snapshot | None
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mlxfix.digest import sha256
 from mlxfix.errors import Busy, FileError, HostError
-from mlxfix.facts import CommandResult, FileInfo, Snapshot
+from mlxfix.facts import CommandResult, FileInfo, Regeneration, Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -99,6 +99,12 @@ class Host(Protocol):
 
     def sync(self, then: Callable[[], None]) -> None:
         """Flush every file system's dirty data (sync(1)); ``then`` once it is done."""
+
+    def regenerate(
+        self, argv: Sequence[str], read: tuple[list[str], list[str], list[str]], *, on_output: Callable[[str], None] | None = None
+    ) -> Regeneration:
+        """Run the command that regenerates the boot configuration; when it succeeded, sync, then
+        the batched read ``read`` (files, listings, globs) of what it generated."""
 
     def privileged(self) -> bool: ...
 
@@ -654,6 +660,17 @@ class LocalHost:
                 f"sync (to make the regenerated boot configuration durable) failed: {result.tail(3) or 'no output'}"
             )
         then()
+
+    def regenerate(
+        self, argv: Sequence[str], read: tuple[list[str], list[str], list[str]], *, on_output: Callable[[str], None] | None = None
+    ) -> Regeneration:
+        result = self.run(argv, on_output=on_output)
+        if not result.ok:
+            return Regeneration(result, None, None)
+        synced = self.run(("sync",), timeout=600)
+        if not synced.ok:
+            return Regeneration(result, synced.tail(3) or "no output", None)
+        return Regeneration(result, None, self.gather(*read))
 
     def remove_tree(self, path: str) -> None:
         import shutil

@@ -23,7 +23,7 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlxfix.errors import Busy, ConnectionLost, HostError, MlxfixError, NoSuchRoot, UsageError
-from mlxfix.facts import CommandResult, FileInfo, Snapshot
+from mlxfix.facts import CommandResult, FileInfo, Regeneration, Snapshot
 from mlxfix.host.local import MAX_READ, PSEUDO_FS, checkpoint, pseudo_error
 
 if TYPE_CHECKING:
@@ -693,6 +693,31 @@ class SshHost:
         bundle: bool = True,
     ) -> Snapshot:
         """Everything a plan needs, in one script and one round trip."""
+        script = self._gather_script(files, listings, globs, tools, commands, logs, limit=limit, tail=tail, bundle=bundle)
+        _, out, _ = self._sh(script, what="read the boot configuration")
+        return self._snapshot(out, limit, tail)
+
+    def _snapshot(self, out: str, limit: int, tail: bool) -> Snapshot:
+        snap, changed = _parse_snapshot(out, self.round_trips)
+        if changed:  # a file changed size while it was read: those again, each on its own
+            again = self.gather(changed, limit=limit, tail=tail, bundle=False)
+            snap.files.update(again.files)
+            snap.round_trips = again.round_trips
+        return snap
+
+    def _gather_script(
+        self,
+        files: Sequence[str],
+        listings: Sequence[str] = (),
+        globs: Sequence[str] = (),
+        tools: Sequence[str] = (),
+        commands: Sequence[Sequence[str]] = (),
+        logs: Sequence[str] = (),
+        *,
+        limit: int = MAX_READ,
+        tail: bool = False,
+        bundle: bool = True,
+    ) -> str:
         q = shlex.quote
         bundling = 0 if tail or not bundle else 1
         lines = [
@@ -728,13 +753,7 @@ class SshHost:
                     f"printf 'C %s %s\\n' {q(_b64(key))} "
                     f"\"$({{ {shlex.join(argv)} 2>&1; printf '\\n%s' $?; }} | base64 -w0)\"; fi"
                 )
-        _, out, _ = self._sh("\n".join(lines), what="read the boot configuration")
-        snap, changed = _parse_snapshot(out, self.round_trips)
-        if changed:  # a file changed size while it was read: those again, each on its own
-            again = self.gather(changed, limit=limit, tail=tail, bundle=False)
-            snap.files.update(again.files)
-            snap.round_trips = again.round_trips
-        return snap
+        return "\n".join(lines)
 
     def read(self, path: str, limit: int = MAX_READ, *, tail: bool = False) -> FileInfo:
         snap = self.gather([path], limit=limit, tail=tail)
@@ -931,6 +950,41 @@ class SshHost:
             raise interrupted
         if error is not None:
             raise error
+
+    def regenerate(
+        self, argv: Sequence[str], read: tuple[list[str], list[str], list[str]], *, on_output: Callable[[str], None] | None = None
+    ) -> Regeneration:
+        """As LocalHost.regenerate, in one round trip: the command (its output streamed), then, when
+        it succeeded, sync and the read-back in the same script (their answer on stderr)."""
+        session = self._connect()
+        self.round_trips += 1
+        seen: list[str] = []
+
+        def line(text: str) -> None:
+            seen.append(text)
+            if on_output is not None:
+                on_output(text)
+
+        after = (
+            'case "$_mlxfix_st" in exit:0|guess:0) {\n'
+            '  _s=$(sync 2>&1) || printf "S %s\\n" "$(printf %s "$_s" | base64 -w0)"\n'
+            f"  ( {self._gather_script(*read)}\n  ) </dev/null\n"
+            "} >&2 ;; esac"
+        )
+        try:
+            code, out, err, status = self._exchange(session, f"{_status_wrapper(argv)}\n{after}", timeout=900, on_line=line)
+        except SessionTimeout:
+            raise self._dropped(f"run {argv[0]}", SessionTimeout(), f"{argv[0]} did not end within 900 s") from None
+        except (SessionEnded, OSError) as exc:
+            raise self._dropped(f"run {argv[0]}", exc) from None
+        code, signal = _status(code, status)
+        result = CommandResult(tuple(argv), code, out.rstrip("\n"), signal=signal)
+        if not result.ok:
+            return Regeneration(result, None, None)
+        failed = next((ln[2:] for ln in err.splitlines() if ln.startswith("S ")), None)
+        if failed is not None:
+            return Regeneration(result, _unb64(failed).decode("utf-8", "replace").strip() or "no output", None)
+        return Regeneration(result, None, self._snapshot(err, MAX_READ, False))
 
     @contextmanager
     def lock(self, path: str) -> Iterator[None]:
