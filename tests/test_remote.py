@@ -594,6 +594,40 @@ def test_ctrl_c_on_the_terminal_puts_the_target_back_over_the_same_connection(
     assert not (there / "var/lib/mlxfix/intent.json").exists()
 
 
+def test_a_second_ctrl_c_while_the_change_script_runs_gives_the_connection_up_and_leaves_a_rollback(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """(issue 17) The first Ctrl-C during the change script waits for its report (so that the undo
+    knows what was done); a second one gives the connection up: exit 3, said so, and the target holds
+    the old or the new file and the record a rollback needs."""
+    there = tree(tmp_path)
+    original = (there / "etc/default/grub").read_bytes()
+    marker = tmp_path / "pause"
+    proc = subprocess.Popen(
+        [*_mlxfix(), "apply", "--yes", "--root", str(there), "--host", sshd.target, *sshd.options()],
+        env={**os.environ, "MLXFIX_TEST_PAUSE_AT": f"after-intent:{marker}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    wait_for_pause(marker, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    Path(f"{marker}.go").touch()
+    assert proc.returncode == 3, err
+    assert "the connection was given up (a second interrupt came before the target's report)" in err
+    assert "Traceback" not in err
+    assert (there / "var/lib/mlxfix/intent.json").exists()
+    time.sleep(1)  # the target's script, let go, ends at its next report (nobody reads it)
+    undo = remote(sshd, "rollback", "--yes", "--root", str(there))
+    assert undo.returncode == 0, undo.stderr
+    assert (there / "etc/default/grub").read_bytes() == original
+    del out
+
+
 def test_ctrl_c_typed_on_a_real_terminal_puts_the_target_back(sshd: Sshd, tmp_path: Path) -> None:
     """(issue 18, item 9) Not a signal sent by the test: the Ctrl-C byte typed on a pseudo-terminal,
     which the kernel's line discipline turns into SIGINT for the terminal's foreground process group

@@ -542,8 +542,9 @@ class SshHost:
         self.close()
         if self._locked:
             self._locked = False
+            how = f"given up ({why})" if why else "lost"
             self._lost = ConnectionLost(
-                f"{self.label}: the connection was lost in the middle of the change (while trying to {what}); the target"
+                f"{self.label}: the connection was {how} in the middle of the change (while trying to {what}); the target"
                 " holds the old or the new files, and the record of this run: once it is reachable, run the same"
                 f" mlxfix command with --host {self.label} again to finish it (after an apply, mlxfix rollback"
                 f" --host {self.label} undoes it instead)"
@@ -943,7 +944,7 @@ class SshHost:
         except KeyboardInterrupt as exc:
             answer = self._session.answered if self._session is not None else None
             if answer is None:  # a second one, while the script's end was awaited: the connection was given up
-                raise self._dropped("make the change", exc, "interrupted twice") from None
+                raise self._dropped("make the change", exc, "a second interrupt came before the target's report") from None
             interrupted, out = exc, answer[1]
         error = replay(steps, out, journal, self.label, _plain_error, _first_line)
         if interrupted is not None:
