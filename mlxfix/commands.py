@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix.boot.detect import check_setup_name, detect, gather_request
-from mlxfix.errors import Busy, FileError, HostError, MlxfixError, Refused, UsageError
+from mlxfix.errors import Busy, ConnectionLost, FileError, HostError, MlxfixError, Refused, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -304,7 +304,14 @@ def _execute_locked(
     assert shown is not None
     precheck(host, shown)
     with exclusive(host, report.command):
-        again = replan()
+        try:
+            again = replan()  # (over SSH, the precheck's and the lock's steps travel with its read)
+        except ConnectionLost:
+            raise
+        except HostError as exc:  # a directory refused, the state directory or the lock unusable
+            if "nothing was changed" not in exc.message:
+                exc.message += "; nothing was changed"
+            raise
         again = _without_commands(again, None) if no_update else again
         if _changes(again) != _changes(shown):
             if not (again.writes or again.commands):

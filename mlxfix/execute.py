@@ -532,7 +532,7 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
             checkpoint(f"before-command-{c.argv[0]}")
             started.add(c.argv)
             last = index == len(plan.commands) - 1
-            request = _readback_request(plan) if last else None
+            request = (_readback_request(plan) or ([], [], [])) if last else None
             if request is None:
                 result = _run(host, c.argv, progress)
             else:  # the last one: its sync and the read-back come with it (one round trip over SSH)
@@ -549,8 +549,6 @@ def execute(host: Host, plan: Plan, hostname: str, progress: Progress | None = N
                     raise CommandFailed(_SYNC_FAILED.format(regenerated.sync_failed))
                 progress.step(_FLUSHED)
                 readback = regenerated.snapshot
-            elif last:
-                _flush(host, progress)
             checkpoint(f"after-command-{c.argv[0]}")
         _check_after_commands(host, plan, readback)
         _prove_next_boot(host, plan, outcome, readback)

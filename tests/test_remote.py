@@ -831,3 +831,24 @@ def test_a_read_that_never_ends_is_cut_off_in_time(tracefs_tree: Path) -> None:
     assert info.data is None
     assert info.error == f"no end within {READ_TIMEOUT:.0f} s (a file that never ends?)"
     assert READ_TIMEOUT <= took < READ_TIMEOUT + 5
+
+
+def test_the_targets_lock_is_released_as_soon_as_the_change_is_over(sshd: Sshd, tmp_path: Path) -> None:
+    """(issue 17) The lock's release needs no answer, so it is sent at once: after apply returns (a
+    reboot question may follow, and wait for a person), another run can take the lock, though the
+    connection is still open."""
+    from mlxfix import commands
+    from mlxfix.host.ssh import SshHost
+
+    there = tree(tmp_path)
+    host = SshHost(sshd.target, str(there), [o for o in sshd.options() if o != "--ssh-option"])
+    try:
+        report = commands.apply(host, param="pci=realloc=off", dry_run=False, boot_setup=None, confirm=lambda _: True)
+        assert report.error is None, report.error
+        deadline = time.monotonic() + 5
+        while subprocess.run(["flock", "-n", str(there / "var/lib/mlxfix/lock"), "true"], check=False).returncode:
+            assert time.monotonic() < deadline, "the lock is still held"
+            time.sleep(0.05)
+        assert host.gather(["/etc/default/grub"]).files["/etc/default/grub"].exists  # the session still works
+    finally:
+        host.close()

@@ -282,6 +282,15 @@ class _Session:
         # the login: whatever it printed (a banner) is before the marker; ``probe``'s answer is last
         self.greeting = self.run(probe, timeout=connect_timeout)[1]
 
+    def send(self, text: str) -> None:
+        """Hand the shell a command whose answer nobody waits for (it prints nothing: the next
+        script's answer is its own). A connection already gone is the next script's to find."""
+        import os
+
+        assert self.proc.stdin is not None
+        with suppress(OSError):
+            os.write(self.proc.stdin.fileno(), text.encode())
+
     def run(
         self,
         script: str,
@@ -889,11 +898,14 @@ class SshHost:
         self._defer(_Pending(script, lambda _, held: Busy(_package_busy(held))))
 
     def sync(self, then: Callable[[], None]) -> None:
-        """sync(1) on the target, with the next script (see _defer); ``then`` once it is done."""
+        """sync(1) on the target; ``then`` once it is done. (A regeneration's own sync travels with it:
+        see regenerate. This one is the undo's, whose failure must be said before anything after it.)"""
         from mlxfix.errors import CommandFailed
 
-        failed = lambda _, out: CommandFailed(_SYNC_FAILED.format(out.strip() or "no output"))  # noqa: E731
-        self._defer(_Pending("sync 2>&1", failed, then=then))
+        code, out, err = self._sh("sync 2>&1", check=False, what="sync")
+        if code != 0:
+            raise CommandFailed(_SYNC_FAILED.format((out + err).strip() or "no output"))
+        then()
 
     def held_locks(self, paths: Sequence[str]) -> list[str]:
         """Lock files another process holds, from /proc/locks (dpkg and rpm use fcntl locks)."""
@@ -940,7 +952,7 @@ class SshHost:
         checkpoint("transaction")
         interrupted: KeyboardInterrupt | None = None
         try:
-            _, out, _ = self._sh(script, what="make the change", shield=True)
+            _, out, _ = self._sh(script, check=False, what="make the change", shield=True)  # (replay judges)
         except KeyboardInterrupt as exc:
             answer = self._session.answered if self._session is not None else None
             if answer is None:  # a second one, while the script's end was awaited: the connection was given up
@@ -967,10 +979,12 @@ class SshHost:
                 on_output(text)
 
         after = (
+            "_mlxfix_rc=$?\n"  # the wrapper's: what the session reports, whatever follows
             'case "$_mlxfix_st" in exit:0|guess:0) {\n'
             '  _s=$(sync 2>&1) || printf "S %s\\n" "$(printf %s "$_s" | base64 -w0)"\n'
             f"  ( {self._gather_script(*read)}\n  ) </dev/null\n"
-            "} >&2 ;; esac"
+            "} >&2 ;; esac\n"
+            '(exit "$_mlxfix_rc")'
         )
         try:
             code, out, err, status = self._exchange(session, f"{_status_wrapper(argv)}\n{after}", timeout=900, on_line=line)
@@ -1018,17 +1032,19 @@ class SshHost:
                 return HostError("refusing to use it as the lock: it is not a regular file", path=path)
             return HostError(f"cannot take the lock: {_plain_error(err) or f'exit code {code}'}", path=path)
 
-        lock = _Pending("\n".join(steps), refused, main_shell=True)
+        def taken() -> None:
+            self._locked = True
+
+        lock = _Pending("\n".join(steps), refused, then=taken, main_shell=True)
         self._defer(lock)
-        self._locked = True
         try:
             yield
         finally:
             was_locked, self._locked = self._locked, False
             if lock in self._deferred:  # nothing ran under it: it was never taken
                 self._deferred.remove(lock)
-            elif was_locked and self._session is not None:  # released with the next script (or the connection)
-                self._defer(_Pending("exec 9>&-", refused, main_shell=True))
+            elif was_locked and self._session is not None:  # released now, with no answer to wait for
+                self._session.send("exec 9>&-\n")
 
     def privileged(self) -> bool:
         """Root on the target (or a --root tree it can write): the login said (else one round trip)."""
