@@ -13,10 +13,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.trees import json_of
+
+if TYPE_CHECKING:
+    from tests.sshd import Sshd
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -277,8 +281,9 @@ def test_a_regeneration_that_exits_127_or_129_left_the_host_as_it_was(sandbox: P
     assert not (sandbox / "state" / "intent.json").exists()
 
 
-@pytest.fixture
-def sshd_with_update_grub(sandbox: Path):  # yields (Sshd, sandbox): sessions see the sandbox, update-grub replaced
+def noop_update_grub_sshd(sandbox: Path) -> Sshd:
+    """An sshd whose sessions see the sandbox (make_sandbox) as /etc/default, /boot and
+    /var/lib/mlxfix, and a no-op update-grub (a test may rewrite sandbox/update-grub)."""
     from tests.sshd import Sshd
 
     (sandbox / "update-grub").write_text("#!/bin/sh\nexit 0\n")
@@ -289,7 +294,12 @@ def sshd_with_update_grub(sandbox: Path):  # yields (Sshd, sandbox): sessions se
         f"mount --bind {sandbox}/state /var/lib/mlxfix\nmount --bind {sandbox}/update-grub /usr/sbin/update-grub\n"
         'exec "$@"'
     )
-    server = Sshd(wrapper=["unshare", "-m", "sh", "-c", script, "sh"])
+    return Sshd(wrapper=["unshare", "-m", "sh", "-c", script, "sh"])
+
+
+@pytest.fixture
+def sshd_with_update_grub(sandbox: Path):  # yields (Sshd, sandbox): sessions see the sandbox, update-grub replaced
+    server = noop_update_grub_sshd(sandbox)
     yield server, sandbox
     server.stop()
 

@@ -245,19 +245,10 @@ def over_latency(runs: int) -> list[Row]:
 def _noop_target(work: Path) -> tuple[Sshd, Path]:
     """An sshd whose sessions see a sandboxed Debian host (tests/boot/test_update_grub.py's) and a
     no-op update-grub."""
-    from tests.boot.test_update_grub import make_sandbox
-    from tests.sshd import Sshd
+    from tests.boot.test_update_grub import make_sandbox, noop_update_grub_sshd
 
     sandbox = make_sandbox(work / "sandbox")
-    (sandbox / "update-grub").write_text("#!/bin/sh\nexit 0\n")
-    (sandbox / "update-grub").chmod(0o755)
-    script = (
-        "set -e; mount --make-rprivate /\n"
-        f"mount --bind {sandbox}/default /etc/default\nmount --bind {sandbox}/boot /boot\n"
-        f"mount --bind {sandbox}/state /var/lib/mlxfix\nmount --bind {sandbox}/update-grub /usr/sbin/update-grub\n"
-        'exec "$@"'
-    )
-    return Sshd(wrapper=["unshare", "-m", "sh", "-c", script, "sh"]), sandbox
+    return noop_update_grub_sshd(sandbox), sandbox
 
 
 def _then_reset(check: Check, sandbox: Path, original: bytes) -> Check:
