@@ -740,7 +740,7 @@ def test_yes_in_any_case_applieson_a_terminal(host: Path) -> None:
 
 @pytest.mark.parametrize(("keys", "answer"), [([b"\x03"], "False"), ([b"\x04"], "False"), ([b"x\n", b"y\n"], "True")])
 def test_the_reboot_question_takes_ctrl_c_and_ctrl_d_as_no(keys: list[bytes], answer: str) -> None:
-    script = "from mlxfix.cli.typer_app import _ask; print('answer', _ask('Reboot now?', ctrl_c=False))"
+    script = "from mlxfix.cli.actions import _ask; print('answer', _ask('Reboot now?', ctrl_c=False))"
     got, seen = on_a_terminal([sys.executable, "-c", script], keys)
     assert got == 0, seen
     assert seen.rsplit(b"[y/n] ", 1)[1].split(b"answer ")[0] in (b"\r\n", b"^C\r\n", b"y\r\n"), seen

@@ -1,8 +1,10 @@
-"""The console script. A ``--host`` run starts its SSH connection here, before the CLI (typer, click)
-is even imported: ssh's handshake, the bulk of ``ssh HOST true``, then overlaps all of mlxfix's start-up.
+"""The console script. A plain command line (``mlxfix.cli.argv``) goes straight to its command in
+``mlxfix.cli.actions``; anything else (--help, completion, a usage error) to typer, which is then
+imported. A ``--host`` run starts its SSH connection first: ssh's handshake, the bulk of ``ssh HOST
+true``, then overlaps all of mlxfix's start-up.
 
-The command line is only glanced at (``--host``, ``--ssh-option``, ``--root``); typer still parses it
-for real, and the CLI uses the early connection only if it was made for exactly what typer parsed.
+For that the command line is only glanced at (``--host``, ``--ssh-option``, ``--root``); the command
+uses the early connection only if it was made for exactly what was parsed.
 """
 
 from __future__ import annotations
@@ -19,14 +21,24 @@ if TYPE_CHECKING:
 def main() -> None:
     try:
         early = _early_connection(sys.argv[1:])
-        from mlxfix.cli import typer_app as cli
+        from mlxfix.cli import argv
+
+        plain = argv.parse(sys.argv[1:])
+        if plain is None:
+            from mlxfix.cli import typer_app as cli
+        else:
+            from mlxfix.cli import actions
     except KeyboardInterrupt:
         _interrupted()
     except RuntimeError as exc:  # a Ctrl-C inside a class body's __set_name__ comes wrapped
         if isinstance(exc.__cause__, KeyboardInterrupt):
             _interrupted()
         raise
-    cli.main(early)
+    if plain is None:
+        cli.main(early)
+    color, command, options = plain
+    actions.set_color(color)
+    actions.execute(lambda: actions.COMMANDS[command](**options), early)
 
 
 def _interrupted() -> NoReturn:
@@ -35,7 +47,7 @@ def _interrupted() -> NoReturn:
     sys.stderr.write("mlxfix: interrupted\n")
     if "--json" in sys.argv[1:]:
         with contextlib.suppress(BaseException):  # a second Ctrl-C: the exit code still says it
-            from mlxfix.cli.typer_app import early_document
+            from mlxfix.cli.actions import early_document
 
             early_document(sys.argv[1:], "interrupted", 130)
     sys.exit(130)
