@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix.boot.detect import check_setup_name, detect, gather_request
@@ -43,25 +42,44 @@ INTENT = "/var/lib/mlxfix/intent.json"
 BACKUPS = "/var/lib/mlxfix/backups"
 
 
-@dataclass
 class ChangeReport:
-    """The outcome of apply or rollback, for the human renderer and the JSON result alike."""
+    """The outcome of apply or rollback, for the human renderer and the JSON result alike. (Classes
+    by hand here, not dataclasses: see mlxfix.boot.grubcfg.)"""
 
-    command: str
-    host: str
-    root: str
-    dry_run: bool
-    param: str
-    plan: Plan | None = None
-    outcome: Outcome | None = None
-    warnings: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    error: MlxfixError | None = None
-    rebooting: bool = False
-    confirmed: bool = False
-    verification: Verification | None = None  # --wait: verify after the host came back
-    reboot: tuple[tuple[str, ...], int, str] | None = None  # the reboot command that ran: argv, exit code, output
-    left_to_run: tuple[tuple[tuple[str, ...], str], ...] = ()  # the commands the admin must run, and why
+    __slots__ = (
+        "command",
+        "confirmed",
+        "dry_run",
+        "error",
+        "errors",
+        "host",
+        "left_to_run",
+        "outcome",
+        "param",
+        "plan",
+        "reboot",
+        "rebooting",
+        "root",
+        "verification",
+        "warnings",
+    )
+
+    def __init__(self, command: str, host: str, root: str, dry_run: bool, param: str) -> None:
+        self.command = command
+        self.host = host
+        self.root = root
+        self.dry_run = dry_run
+        self.param = param
+        self.plan: Plan | None = None
+        self.outcome: Outcome | None = None
+        self.warnings: list[str] = []
+        self.errors: list[str] = []
+        self.error: MlxfixError | None = None
+        self.rebooting = False
+        self.confirmed = False
+        self.verification: Verification | None = None  # --wait: verify after the host came back
+        self.reboot: tuple[tuple[str, ...], int, str] | None = None  # the reboot command that ran: argv, exit code, output
+        self.left_to_run: tuple[tuple[tuple[str, ...], str], ...] = ()  # the commands the admin must run, and why
 
     @property
     def vm(self) -> str | None:
@@ -563,8 +581,7 @@ def reboot_command(host: Host) -> list[str]:
 # -- status -----------------------------------------------------------------------------------------
 
 
-@dataclass
-class StatusReport:
+class StatusReport(NamedTuple):
     """``mlxfix status``: the three layers of the kernel command line for one parameter."""
 
     host: str
@@ -573,7 +590,7 @@ class StatusReport:
     setup: BootSetup
     layers: Layers
     state: str
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str]
 
     @property
     def exit_code(self) -> int:

@@ -3,7 +3,6 @@ I/O: the pure core (detection, planning, diagnosis) reads it; mlxfix.host.local 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 __all__ = ["CommandResult", "FileInfo", "Regeneration", "Snapshot"]
@@ -63,20 +62,44 @@ class Regeneration(NamedTuple):
     snapshot: Snapshot | None
 
 
-@dataclass
 class Snapshot:
-    """The answer to one batched read: files, directory listings, links and the tools on PATH."""
+    """The answer to one batched read: files, directory listings, links and the tools on PATH.
 
-    files: dict[str, FileInfo] = field(default_factory=dict)
-    listings: dict[str, list[str] | None] = field(default_factory=dict)  # None: no such directory
-    globs: dict[str, list[str]] = field(default_factory=dict)  # pattern -> matching paths, sorted
-    tools: dict[str, str | None] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)  # "cmd args" -> output, for status commands
-    exit_codes: dict[str, int] = field(default_factory=dict)  # "cmd args" -> its exit code
-    round_trips: int = 1
-    # What pure code derives from these files (parsed grub files, what sh makes of them), computed once
-    # per run however many steps ask; each entry remembers the bytes it came from.
-    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    A class by hand, not a dataclass: one is made at every start (see mlxfix.boot.grubcfg)."""
+
+    __slots__ = ("derived", "exit_codes", "files", "globs", "listings", "outputs", "round_trips", "tools")
+
+    def __init__(
+        self,
+        files: dict[str, FileInfo] | None = None,
+        listings: dict[str, list[str] | None] | None = None,
+        globs: dict[str, list[str]] | None = None,
+        tools: dict[str, str | None] | None = None,
+        outputs: dict[str, str] | None = None,
+        exit_codes: dict[str, int] | None = None,
+        round_trips: int = 1,
+    ) -> None:
+        self.files = files if files is not None else {}
+        self.listings = listings if listings is not None else {}  # None: no such directory
+        self.globs = globs if globs is not None else {}  # pattern -> matching paths, sorted
+        self.tools = tools if tools is not None else {}
+        self.outputs = outputs if outputs is not None else {}  # "cmd args" -> output, for status commands
+        self.exit_codes = exit_codes if exit_codes is not None else {}  # "cmd args" -> its exit code
+        self.round_trips = round_trips
+        # What pure code derives from these files (parsed grub files, what sh makes of them), computed
+        # once per run however many steps ask; each entry remembers the bytes it came from.
+        self.derived: dict[str, Any] = {}
+
+    def _key(self) -> tuple[object, ...]:
+        return self.files, self.listings, self.globs, self.tools, self.outputs, self.exit_codes, self.round_trips
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if isinstance(other, Snapshot) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Snapshot(files={self.files!r}, listings={self.listings!r}, globs={self.globs!r}, tools={self.tools!r})"
 
     def data(self, path: str) -> bytes | None:
         info = self.files.get(path)
@@ -94,11 +117,7 @@ class Snapshot:
 
     def with_files(self, new: dict[str, bytes]) -> Snapshot:
         """A copy in which some files hold new bytes (to describe a result before it exists)."""
-        import copy
-
-        out = copy.copy(self)
-        out.files = dict(self.files)
-        out.derived = {}
+        out = Snapshot(dict(self.files), self.listings, self.globs, self.tools, self.outputs, self.exit_codes, self.round_trips)
         for path, data in new.items():
             old = self.files.get(path)
             out.files[path] = FileInfo(path, True, data, old.mode if old else 0o644)

@@ -13,7 +13,6 @@ Pure code: bytes come in.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 __all__ = ["GrubEntry", "Menu", "NextBootResult", "next_boot", "parse", "parse_grubenv"]
@@ -248,21 +247,22 @@ def _variable(text: str, i: int) -> tuple[str, int] | None:
 # -- the tree ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Command:
+# Named tuples, not dataclasses: this module is on every command's start-up path, and a dataclass costs
+# its module's import (inspect, ast, dis) and half a millisecond of generated code per class.
+
+
+class Command(NamedTuple):
     words: tuple[Word, ...]
     line: int
 
 
-@dataclass(frozen=True)
-class If:
+class If(NamedTuple):
     branches: tuple[tuple[tuple[Node, ...], tuple[Node, ...]], ...]  # (condition, body) of if/elif
     otherwise: tuple[Node, ...]
     line: int
 
 
-@dataclass(frozen=True)
-class Block:
+class Block(NamedTuple):
     """``menuentry``/``submenu`` (its words up to ``{``), ``function NAME``, or a loop (never run)."""
 
     kind: str
@@ -365,8 +365,7 @@ def parse(text: str) -> tuple[Node, ...]:
 # -- running it --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GrubEntry:
+class GrubEntry(NamedTuple):
     """A menu entry as GRUB offers it, and the command line its ``linux`` line gives the kernel."""
 
     name: str  # the title path, "Advanced options for Debian>Debian, with Linux 6.1.0-9-amd64"
@@ -381,15 +380,13 @@ class GrubEntry:
     linux_line: int = 0  # the line of its (last) linux command, 0 without one
 
 
-@dataclass
-class Menu:
+class Menu(NamedTuple):
     """One level of the menu: entries and submenus in the order GRUB numbers them."""
 
-    items: list[MenuItem] = field(default_factory=list)
+    items: list[MenuItem]
 
 
-@dataclass
-class MenuItem:
+class MenuItem(NamedTuple):
     title: str
     id: str
     block: Block
@@ -405,15 +402,21 @@ class NextBootResult(NamedTuple):
     problems: list[str]
 
 
-@dataclass
 class _Run:
-    env: dict[str, str]
-    files: dict[str, str]  # path -> text, of the files ``source`` and ``[ -f ]`` may reach
-    grubenv: dict[str, str] | None
-    grubenv_path: str
-    problems: list[str]
-    functions: dict[str, Block] = field(default_factory=dict)
-    depth: int = 0
+    """The state of one run of grub.cfg: variables, functions, the files it may read, its problems."""
+
+    __slots__ = ("depth", "env", "files", "functions", "grubenv", "grubenv_path", "problems")
+
+    def __init__(
+        self, env: dict[str, str], files: dict[str, str], grubenv: dict[str, str] | None, grubenv_path: str, problems: list[str]
+    ) -> None:
+        self.env = env
+        self.files = files  # path -> text, of the files ``source`` and ``[ -f ]`` may reach
+        self.grubenv = grubenv
+        self.grubenv_path = grubenv_path
+        self.problems = problems
+        self.functions: dict[str, Block] = {}
+        self.depth = 0
 
     # -- words -----------------------------------------------------------------------------------
 
@@ -787,7 +790,7 @@ def next_boot(
                                           "nativedisk_cmd", "platform_search_hint", "200_final", "chainloader_bpb", "ntldr")},
     }  # fmt: skip
     run = _Run(dict(start), files, env, f"{directory}/grubenv", problems)
-    top = Menu()
+    top = Menu([])
     run.run(nodes, top, path, _generated_lines(text))
     entries: list[GrubEntry] = []
     chosen: GrubEntry | None = None
@@ -802,7 +805,7 @@ def next_boot(
         for k, item in enumerate(menu.items):
             name = f"{prefix}>{item.title}" if prefix else item.title
             if item.submenu:
-                sub = Menu()
+                sub = Menu([])
                 saved = dict(run.env)
                 run.run(item.block.body, sub, item.path, _generated_lines(files.get(item.path, "")) if item.generated else {})
                 visit(sub, name, _rest(spec) if (on_path and k == pick and spec) else None, on_path and k == pick)

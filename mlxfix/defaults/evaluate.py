@@ -11,7 +11,6 @@ guessed: callers refuse to edit what they cannot know.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from mlxfix.defaults import shell
@@ -177,37 +176,50 @@ _SOURCERS = frozenset({".", "source", "eval"})
 _TERMINATORS = frozenset({"exit", "return"})
 
 
-@dataclass
 class _Effects:
-    assigned: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (pos, context)
-    everything: tuple[int, str] | None = None  # (pos, why) when any variable may change
-    terminates: tuple[int, str] | None = None  # (pos, "exit"/"return") when the rest may not run
-    defines: dict[str, shell.Compound] = field(default_factory=dict)
-    # Conditional self-appends: name -> the literal texts added (``X="$X word"`` inside if/case/&&), and
-    # the names assigned any other way in the same statement (a value then not a plain append).
-    appends: dict[str, list[str]] = field(default_factory=dict)
-    opaque: set[str] = field(default_factory=set)
+    """What one statement may do to the shell's state (see ``_Evaluator.effects``)."""
+
+    __slots__ = ("appends", "assigned", "defines", "everything", "opaque", "terminates")
+
+    def __init__(self) -> None:
+        self.assigned: dict[str, tuple[int, str]] = {}  # name -> (pos, context)
+        self.everything: tuple[int, str] | None = None  # (pos, why) when any variable may change
+        self.terminates: tuple[int, str] | None = None  # (pos, "exit"/"return") when the rest may not run
+        self.defines: dict[str, shell.Compound] = {}
+        # Conditional self-appends: name -> the literal texts added (``X="$X word"`` inside if/case/&&),
+        # and the names assigned any other way in the same statement (a value then not a plain append).
+        self.appends: dict[str, list[str]] = {}
+        self.opaque: set[str] = set()
 
 
-@dataclass
 class Evaluation:
-    """The result of sourcing a sequence of files: final bindings and every binding in order."""
+    """The result of sourcing a sequence of files: final bindings and every binding in order.
 
-    files: Sequence[GrubFile]
-    final: dict[str, Binding] = field(default_factory=dict)
-    history: dict[str, list[Binding]] = field(default_factory=dict)
-    poisoned: Unknown | None = None  # set once a statement may have changed any variable at all
-    # The files a guarded ``.`` reads (``if test -f P; then . P; fi``), as the host has them: the parsed
-    # file, or None where there is none (the guard fails, the ``.`` never runs). Absent: not known.
-    sourced: Mapping[str, GrubFile | None] = field(default_factory=dict)
-    # The first statement that may end the shell itself (exit, exec, an error sh stops at), not just the
-    # file (return): grub-mkconfig, which sources these files, would end there. (Edits never add or move
-    # one: an evaluation resumed from a checkpoint does not repeat it.)
-    stops: Unknown | None = None
-    # The state before each statement that assigns a watched name, and at the end of each file: where
-    # the evaluation of an edited copy of these files can resume (see ``evaluate``).
-    checkpoints: list[Checkpoint] = field(default_factory=list, repr=False)
-    fresh: list[Binding] = field(default_factory=list, repr=False)  # the bindings this run made itself
+    Classes by hand, not dataclasses, here and above: every command evaluates at start-up, and the
+    dataclasses module and its generated methods cost more than the evaluation (mlxfix.boot.grubcfg)."""
+
+    __slots__ = ("checkpoints", "files", "final", "fresh", "history", "poisoned", "sourced", "stops")
+
+    def __init__(self, files: Sequence[GrubFile], sourced: Mapping[str, GrubFile | None] | None = None) -> None:
+        self.files = files
+        self.final: dict[str, Binding] = {}
+        self.history: dict[str, list[Binding]] = {}
+        self.poisoned: Unknown | None = None  # set once a statement may have changed any variable at all
+        # The files a guarded ``.`` reads (``if test -f P; then . P; fi``), as the host has them: the
+        # parsed file, or None where there is none (the guard fails, the ``.`` never runs). Absent: not
+        # known.
+        self.sourced: Mapping[str, GrubFile | None] = sourced if sourced is not None else {}
+        # The first statement that may end the shell itself (exit, exec, an error sh stops at), not just
+        # the file (return): grub-mkconfig, which sources these files, would end there. (Edits never add
+        # or move one: an evaluation resumed from a checkpoint does not repeat it.)
+        self.stops: Unknown | None = None
+        # The state before each statement that assigns a watched name, and at the end of each file:
+        # where the evaluation of an edited copy of these files can resume (see ``evaluate``).
+        self.checkpoints: list[Checkpoint] = []
+        self.fresh: list[Binding] = []  # the bindings this run made itself
+
+    def __repr__(self) -> str:
+        return f"Evaluation(final={self.final!r}, poisoned={self.poisoned!r}, stops={self.stops!r})"
 
     def binding(self, name: str) -> Binding | None:
         """The final binding of ``name``; None when no file sets it. After ``eval``/``source`` an

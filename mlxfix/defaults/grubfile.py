@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass, field
-from functools import cached_property
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 from typing import Literal as Lit
 
 from mlxfix.defaults import shell
@@ -76,14 +74,33 @@ class AssignmentInfo(NamedTuple):
         return self.context == "top"
 
 
-@dataclass(frozen=True)
 class GrubFile:
-    """A parsed grub defaults file. ``text`` is ``data`` decoded as latin-1 (one char per byte)."""
+    """A parsed grub defaults file. ``text`` is ``data`` decoded as latin-1 (one char per byte).
 
-    data: bytes
-    statements: tuple[Statement, ...]
-    path: str = "/etc/default/grub"
-    text: str = field(repr=False, default="")
+    Immutable (``Final``, which mypy holds every writer to) and compared by value, as a frozen
+    dataclass would be; a class by hand because every command parses one at start-up, and the
+    dataclasses module and its generated methods cost more than the parse."""
+
+    __slots__ = ("_starts", "data", "path", "statements", "text")
+
+    def __init__(self, data: bytes, statements: tuple[Statement, ...], path: str = "/etc/default/grub", text: str = "") -> None:
+        self.data: Final = data
+        self.statements: Final = statements
+        self.path: Final = path
+        self.text: Final = text
+        self._starts: list[int] | None = None  # where each line starts, once asked
+
+    def _key(self) -> tuple[bytes, tuple[Statement, ...], str, str]:
+        return self.data, self.statements, self.path, self.text
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if isinstance(other, GrubFile) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"GrubFile(data={self.data!r}, statements={self.statements!r}, path={self.path!r})"
 
     def render(self) -> bytes:
         """The file's bytes, rebuilt from its statements."""
@@ -91,15 +108,17 @@ class GrubFile:
 
     # -- positions -----------------------------------------------------------------------------------
 
-    @cached_property
+    @property
     def _line_starts(self) -> list[int]:
+        if self._starts is not None:
+            return self._starts
         starts = [0]
-        find, text = self.text.find, self.text
+        find = self.text.find
         i = find("\n")
         while i >= 0:
             starts.append(i + 1)
             i = find("\n", i + 1)
-        del text
+        self._starts = starts
         return starts
 
     def position(self, offset: int) -> tuple[int, int]:
