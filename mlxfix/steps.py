@@ -5,7 +5,6 @@ Shared by the plan and by the boot setups that compute their part of it. Pure co
 
 from __future__ import annotations
 
-import difflib
 import shlex
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -95,6 +94,8 @@ def unified_diff(
     while tail < limit - head and a[-1 - tail] == b[-1 - tail]:
         tail += 1
     ops: list[tuple[str, int, int, int, int]] = [("equal", 0, head, 0, head)] if head else []
+    import difflib  # only a command that shows or checks a diff needs it
+
     middle = difflib.SequenceMatcher(None, a[head : len(a) - tail], b[head : len(b) - tail]).get_opcodes()
     ops += [(tag, i1 + head, i2 + head, j1 + head, j2 + head) for tag, i1, i2, j1, j2 in middle]
     if tail:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import signal
 import sys
-import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
@@ -150,6 +148,9 @@ def _read_answer() -> str:
 @contextlib.contextmanager
 def _ctrl_c_raises() -> Iterator[None]:
     """Ctrl-C raises KeyboardInterrupt here, also after the change is made (see _Progress.committed)."""
+    import signal
+    import threading
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -277,6 +278,9 @@ class _Progress:
     def committed(self) -> None:
         """The change is made: Ctrl-C is ignored from here on (but at the reboot prompt and while
         waiting for the host), or the report would say "interrupted" of a change that stays."""
+        import signal
+        import threading
+
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
