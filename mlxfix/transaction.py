@@ -207,8 +207,8 @@ def _run_one(host: Host, step: Step, journal: Journal) -> None:
     elif isinstance(step, Tidy):
         seen = host.gather([], [step.backups], list(step.patterns))
         for name in seen.listings.get(step.backups) or []:
-            if name.startswith(".partial-"):
-                host.remove_tree(f"{step.backups}/{name}")
+            # what cannot be removed stays a leftover, harmless: the journal says only what went
+            if name.startswith(".partial-") and host.remove_tree(f"{step.backups}/{name}"):
                 journal.removed.append(f"{step.backups}/{name}")
         for pattern in step.patterns:
             for path in seen.globs.get(pattern, []):

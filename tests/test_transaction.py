@@ -192,3 +192,20 @@ def test_a_file_sh_rejects_is_refused_with_the_same_words(sshd: Sshd, tmp_path: 
     assert "sh rejects the written file" in error
     assert journal.done == 1
     assert (tmp_path / "ssh/etc/default/grub").read_bytes() == broken  # the undo is the caller's, not the steps'
+
+
+def test_a_leftover_that_cannot_be_removed_fails_tidy_the_same_way(sshd: Sshd, tmp_path: Path) -> None:
+    """A "temp file" that is a directory (rm -f and unlink refuse it): the step fails on both hosts,
+    and the journal names only what went (the partial backup before it)."""
+
+    def steps() -> list[Step]:
+        for kind in ("local", "ssh"):
+            odd = tmp_path / kind / "etc/default/.grub.mlxfix-zz"
+            if (tmp_path / kind).exists() and not odd.exists():
+                (odd / "inside").mkdir(parents=True)
+        return _change()[:4]
+
+    journal, error = _same(_both(sshd, tmp_path, steps), words="Is a directory")
+    assert error is not None
+    assert (journal.begun, journal.done) == (2, 2)
+    assert journal.removed == ["/var/lib/mlxfix/backups/.partial-x", "/etc/default/.grub.mlxfix-left"]

@@ -78,7 +78,9 @@ class Host(Protocol):
 
     def remove(self, path: str) -> None: ...
 
-    def remove_tree(self, path: str) -> None: ...
+    def remove_tree(self, path: str) -> bool:
+        """Remove a directory and what it holds, as far as it goes; whether it is gone."""
+        ...
 
     def held_locks(self, paths: Sequence[str]) -> list[str]: ...
 
@@ -672,10 +674,12 @@ class LocalHost:
             return Regeneration(result, synced.tail(3) or "no output", None)
         return Regeneration(result, None, self.gather(*read))
 
-    def remove_tree(self, path: str) -> None:
+    def remove_tree(self, path: str) -> bool:
         import shutil
 
-        shutil.rmtree(self.real(path), ignore_errors=True)
+        real = self.real(path)
+        shutil.rmtree(real, ignore_errors=True)
+        return not os.path.lexists(real)
 
     # -- commands ------------------------------------------------------------------------------------
 

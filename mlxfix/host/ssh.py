@@ -881,8 +881,9 @@ class SshHost:
         q = shlex.quote(self.real(path))
         self._sh(f'set -e; rm -f {q}; sync "$(dirname {q})"', what=f"remove {path}")
 
-    def remove_tree(self, path: str) -> None:
-        self._sh(f"rm -rf {shlex.quote(self.real(path))}", check=False)
+    def remove_tree(self, path: str) -> bool:
+        q = shlex.quote(self.real(path))
+        return self._sh(f"rm -rf {q}; [ ! -e {q} ] && [ ! -L {q} ]", check=False)[0] == 0
 
     def await_unlocked(self, paths: Sequence[str], patience: float = 10.0) -> None:
         """As LocalHost.await_unlocked, waited for on the target, with the next script (see _defer)."""

@@ -117,15 +117,17 @@ def _body(step: Step, real: Callable[[str], str], private_dir: Callable[[str], s
     if isinstance(step, Unchanged):
         return f'{_at(step.path)}; [ -f "$f" ] && [ "$(sha "$f")" = {q(step.sha256)} ]'
     if isinstance(step, Remember):
-        return f'{_at(step.path)}; if [ -f "$f" ]; then printf "M %s\\n" "$(base64 -w0 <"$f")"; fi'
+        # (a file that cannot be read fails the step, as LocalHost.read does: never remembered as empty)
+        return f'{_at(step.path)}; if [ -f "$f" ]; then _b=$(base64 -w0 <"$f") || exit 1; printf "M %s\\n" "$_b"; fi'
     if isinstance(step, Tidy):
         lines = [f'{_at(step.backups)}; for e in "$f"/.partial-*; do [ -e "$e" ] || continue']
-        lines.append(f'  rm -rf "$e"; printf "R %s\\n" "$(printf %s {q(step.backups)}/"${{e##*/}}" | base64 -w0)"; done')
+        report = f'printf "R %s\\n" "$(printf %s {q(step.backups)}/"${{e##*/}}" | base64 -w0)"'
+        lines.append(f'  rm -rf "$e"; [ -e "$e" ] || {report}; done')  # only what went is reported
         for pattern in step.patterns:
             directory, _, base = pattern.rpartition("/")
             glob = "".join(c if c in "*?" else q(c) for c in base)
             lines.append(f'canon {q(directory)}; for e in "$r$cv"/{glob}; do [ -e "$e" ] || [ -L "$e" ] || continue')
-            lines.append('  rm -f "$e"; sync "${e%/*}"')
+            lines.append('  rm -f "$e" || exit 1; sync "${e%/*}"')  # as LocalHost.remove: a temp file that stays fails
             lines.append(f'  printf "R %s\\n" "$(printf %s {q(directory)}/"${{e##*/}}" | base64 -w0)"; done')
         return "\n".join(lines)
     if isinstance(step, PrivateDir):
