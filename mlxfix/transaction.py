@@ -10,6 +10,7 @@ follows puts back exactly what was touched.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -203,7 +204,10 @@ def _run_one(host: Host, step: Step, journal: Journal) -> None:
         if _read_sha(host, step.path) != step.sha256:
             raise changed_file(step.path)
     elif isinstance(step, Remember):
-        journal.remembered[step.path] = host.read(step.path).data
+        info = host.read(step.path)
+        if info.exists and info.data is None and stat.S_ISREG(info.mode):  # there, but it cannot be read
+            raise HostError(f"cannot read it ({info.error})", path=step.path)
+        journal.remembered[step.path] = info.data
     elif isinstance(step, Tidy):
         seen = host.gather([], [step.backups], list(step.patterns))
         for name in seen.listings.get(step.backups) or []:

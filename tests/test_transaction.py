@@ -205,7 +205,39 @@ def test_a_leftover_that_cannot_be_removed_fails_tidy_the_same_way(sshd: Sshd, t
                 (odd / "inside").mkdir(parents=True)
         return _change()[:4]
 
-    journal, error = _same(_both(sshd, tmp_path, steps), words="Is a directory")
-    assert error is not None
+    journal, error = _same(_both(sshd, tmp_path, steps))
+    assert error == "/etc/default/.grub.mlxfix-zz: cannot remove the file: Is a directory"
     assert (journal.begun, journal.done) == (2, 2)
     assert journal.removed == ["/var/lib/mlxfix/backups/.partial-x", "/etc/default/.grub.mlxfix-left"]
+
+
+def test_a_record_that_cannot_be_read_fails_remember_instead_of_counting_as_absent() -> None:
+    """An intent record that is there but unreadable (here: root's 0600 file, read by nobody) must
+    stop the change: taken for absent, the earlier run's record would be cleared."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from tests.trees import NOBODY, nobody_python
+
+    python, env = nobody_python()
+    tree = Path(tempfile.mkdtemp(prefix="mlxfix-remember-"))
+    try:
+        record = tree / "var/lib/mlxfix/intent.json"
+        record.parent.mkdir(parents=True)
+        for p in (tree, tree / "var", tree / "var/lib", record.parent):
+            p.chmod(0o755)
+        record.write_bytes(b'{"an": "earlier record"}\n')
+        record.chmod(0o600)
+        script = (
+            "import sys\nfrom mlxfix.errors import MlxfixError\nfrom mlxfix.host.local import LocalHost\n"
+            "from mlxfix.transaction import Journal, Remember\njournal = Journal()\n"
+            "try:\n    LocalHost(sys.argv[1]).transact([Remember('/var/lib/mlxfix/intent.json')], journal)\n"
+            "except MlxfixError as exc:\n    print('failed:', exc)\nelse:\n    print('remembered:', journal.remembered)\n"
+        )
+        run = subprocess.run([*NOBODY, python, "-c", script, str(tree)], capture_output=True, text=True, env=env, check=False)
+        assert run.stdout.startswith("failed: "), run.stdout + run.stderr
+        assert "intent.json" in run.stdout
+        assert "Permission denied" in run.stdout
+    finally:
+        shutil.rmtree(tree)

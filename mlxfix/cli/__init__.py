@@ -1,5 +1,8 @@
-"""The command line: ``entry`` (the console script, which starts a --host connection before typer
-is imported), ``typer_app`` (options in, core calls, exit codes out) and ``render`` (human output).
+"""The command line: ``entry`` (the console script, which starts a --host connection first),
+``typer_app`` (the commands and options as typer declares them: help, completion, usage errors),
+``argv`` (a plain command line read without typer, by the spec generated from typer_app),
+``actions`` (what each command does: the core call, the report, the exit code) and ``render``
+(human output).
 
 ``from mlxfix.cli import app`` and ``main`` keep working; they are imported only when asked for,
 so that ``entry`` stays light.

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 # -- helpers -------------------------------------------------------------------------------------------
 
 _OPEN: list[Any] = []  # SSH hosts to close when the command ends
+_CHANGING: list[bool] = []  # set once an apply or rollback that is not a dry run has begun (see output_failed)
 _EARLY: list[SshHost] = []  # the connection mlxfix.cli.entry started before the CLI was imported, if any
 
 
@@ -46,6 +47,8 @@ def _handled(func: Callable[..., int]) -> Callable[..., int]:
             try:
                 if changes and not kwargs.get("dry_run"):
                     from mlxfix import stops
+
+                    _CHANGING.append(True)
 
                     with stops.guard():  # a hang-up, a kill or a lost output is handled as Ctrl-C is
                         return func(**kwargs)
@@ -770,7 +773,7 @@ def early_document(args: list[str], message: str, exit_code: int = ExitCode.USAG
     sys.stdout.write(dump(failure_result(command, given["--host"], given["--root"], message, int(exit_code))) + "\n")
 
 
-def _output_failed(exc: OSError) -> NoReturn:
+def output_failed(exc: OSError) -> NoReturn:
     """stdout could not be written (a full disk, a reader that went away, a hung-up terminal): one
     line on stderr and exit 1, never a traceback; the stream is pointed at /dev/null so that the
     interpreter's last flush does not fail again."""
@@ -778,8 +781,7 @@ def _output_failed(exc: OSError) -> NoReturn:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     with contextlib.suppress(OSError):
-        changes = any(a in ("apply", "rollback") for a in sys.argv[1:2]) and "--dry-run" not in sys.argv
-        more = "; what it changed stands: mlxfix status and mlxfix backups tell" if changes else ""
+        more = "; what it changed stands: mlxfix status and mlxfix backups tell" if _CHANGING else ""
         sys.stderr.write(f"mlxfix: the output could not be written ({exc.strerror or exc}){more}\n")
         sys.stderr.flush()
     sys.exit(ExitCode.FAILED)
@@ -828,7 +830,7 @@ def execute(invoke: Callable[[], object], early: SshHost | None = None) -> NoRet
             early_document(sys.argv[1:], "interrupted", ExitCode.INTERRUPTED)
         sys.exit(ExitCode.INTERRUPTED)
     except OSError as exc:
-        _output_failed(exc)
+        output_failed(exc)
     finally:
         while _EARLY:  # started for a command that never got to use it (a usage error, --help)
             with contextlib.suppress(OSError):

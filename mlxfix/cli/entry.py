@@ -23,7 +23,7 @@ def main() -> None:
         early = _early_connection(sys.argv[1:])
         from mlxfix.cli import argv
 
-        plain = argv.parse(sys.argv[1:])
+        plain = None if "_MLXFIX_COMPLETE" in os.environ else argv.parse(sys.argv[1:])  # completion: typer's
         if plain is None:
             from mlxfix.cli import typer_app as cli
         else:
@@ -37,8 +37,12 @@ def main() -> None:
     if plain is None:
         cli.main(early)
     color, command, options = plain
-    actions.set_color(color)
-    actions.execute(lambda: actions.COMMANDS[command](**options), early)
+
+    def run() -> int:
+        actions.set_color(color)
+        return actions.COMMANDS[command](**options)
+
+    actions.execute(run, early)
 
 
 def _interrupted() -> NoReturn:

@@ -16,6 +16,8 @@ from mlxfix.cli import actions
 from mlxfix.errors import ExitCode
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mlxfix.host.ssh import SshHost
 
 HELP = """\
@@ -197,6 +199,17 @@ def _main(
 # -- the commands: options and help; what they do is in mlxfix.cli.actions ----------
 
 
+def _run(command: Callable[..., int], options: dict[str, Any]) -> NoReturn:
+    """Run the command with its options and end with its exit code, in typer's standalone mode too
+    (where a return value is dropped). An output that fails is said as on the plain path: typer
+    would end a broken pipe with a silent exit 1 of its own."""
+    try:
+        code = command(**options)
+    except OSError as exc:
+        actions.output_failed(exc)
+    raise typer.Exit(code)
+
+
 @app.command()
 def apply(
     dry_run: DryRunOpt = False,
@@ -235,7 +248,7 @@ def apply(
     configuration (update-grub, grub2-mkconfig, grubby, proxmox-boot-tool...) and offers a reboot.
     Already applied: nothing changes and the exit code is 0. With --trial, the next boot only tries it.
     """
-    raise typer.Exit(actions.apply(**locals()))  # the exit code, in and out of standalone mode
+    _run(actions.apply, locals())
 
 
 @app.command()
@@ -263,7 +276,7 @@ def rollback(
 
     A file changed after mlxfix wrote it is shown as a diff and needs --force.
     """
-    raise typer.Exit(actions.rollback(**locals()))  # the exit code, in and out of standalone mode
+    _run(actions.rollback, locals())
 
 
 @app.command()
@@ -287,7 +300,7 @@ def backups(
     ssh_option: SshOpt = None,
 ) -> None:
     """List the backups mlxfix keeps under /var/lib/mlxfix/backups, newest first; --prune removes old ones."""
-    raise typer.Exit(actions.backups(**locals()))  # the exit code, in and out of standalone mode
+    _run(actions.backups, locals())
 
 
 @app.command()
@@ -303,7 +316,7 @@ def diagnose(
 
     Exit code: 0 healthy or no device, 10 affected, 11 pending reboot, 12 another failure, 1 error.
     """
-    raise typer.Exit(actions.diagnose(**locals()))  # the exit code, in and out of standalone mode
+    _run(actions.diagnose, locals())
 
 
 @app.command()
@@ -319,7 +332,7 @@ def verify(
 
     Exit code 0 only when every check holds; 13 names the failing checks.
     """
-    raise typer.Exit(actions.verify(**locals()))  # the exit code, in and out of standalone mode
+    _run(actions.verify, locals())
 
 
 @app.command()
@@ -340,7 +353,7 @@ def status(
     Exit code: 0 in-effect, 11 pending-reboot, 14 drift (configured or running, but the next boot
     will not have it), 15 absent, 1 error, 2 usage.
     """
-    raise typer.Exit(actions.status(**locals()))  # the exit code, in and out of standalone mode
+    _run(actions.status, locals())
 
 
 def _app_for(args: list[str]) -> typer.Typer:

@@ -127,7 +127,9 @@ def _body(step: Step, real: Callable[[str], str], private_dir: Callable[[str], s
             directory, _, base = pattern.rpartition("/")
             glob = "".join(c if c in "*?" else q(c) for c in base)
             lines.append(f'canon {q(directory)}; for e in "$r$cv"/{glob}; do [ -e "$e" ] || [ -L "$e" ] || continue')
-            lines.append('  rm -f "$e" || exit 1; sync "${e%/*}"')  # as LocalHost.remove: a temp file that stays fails
+            # as LocalHost.remove: a temp file that stays fails the step, named as the host has it
+            lines.append(f'  _w=$(rm -f "$e" 2>&1) || {{ printf "%s\\t%s\\n" {q(directory)}/"${{e##*/}}" "$_w" >&2; exit 1; }}')
+            lines.append('  sync "${e%/*}"')
             lines.append(f'  printf "R %s\\n" "$(printf %s {q(directory)}/"${{e##*/}}" | base64 -w0)"; done')
         return "\n".join(lines)
     if isinstance(step, PrivateDir):
@@ -242,6 +244,9 @@ def _failure(
         return computed_wrong(step.check, None if code == 8 else f"sh failed: {CommandResult(('sh',), 1, text).tail(3)}")
     if isinstance(step, PrivateDir):
         return HostError(f"refusing to use it: {first(text)}", path=step.path)
+    if isinstance(step, Tidy) and "\t" in text:  # "PATH<tab>rm: cannot remove 'REAL': REASON"
+        path, _, why = text.partition("\n")[0].partition("\t")
+        return HostError(f"cannot remove the file: {why.rpartition(': ')[2]}", path=path)
     what = {Create: "create", Rename: "rename into", Remove: "remove", Tidy: "remove", Remember: "read"}
     target = step.dst if isinstance(step, Rename) else getattr(step, "path", getattr(step, "backups", ""))
     verb = next((v for k, v in what.items() if isinstance(step, k)), "change")

@@ -268,3 +268,42 @@ def test_the_console_script_takes_the_plain_path_without_importing_typer(tmp_pat
     assert "No such option: --dry" in odd.stderr
     assert odd.stderr.splitlines()[-1] == "True"
     del tmp_path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["diagnose", "--root", "EXAMPLE"],  # plain
+        ["diagnose", "--root", "EXAMPLE", "--"],  # typer's
+        ["apply", "--dry-run", "--root", "EXAMPLE"],
+        ["apply", "-n", "--root", "EXAMPLE", "--"],
+    ],
+    ids=" ".join,
+)
+def test_an_output_that_went_away_is_said_the_same_on_both_paths(args: list[str]) -> None:
+    """stdout a pipe whose reader is gone (EPIPE at the first write): one line and exit 1 whichever
+    path read the command line (typer would otherwise end it with a silent exit 1 of its own), and
+    a dry run does not claim to have changed anything."""
+    example = str(Path(__file__).parents[2] / "examples" / "pve-missing-uar")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "mlxfix", *(example if a == "EXAMPLE" else a for a in args)],
+            stdout=write, stderr=subprocess.PIPE, text=True, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert run.returncode == 1
+    assert run.stderr == "mlxfix: the output could not be written (Broken pipe)\n"
+
+
+def test_a_completion_request_goes_to_typer_whatever_the_arguments() -> None:
+    """The shell's completion protocol is typer's, and the variable decides, not the command line."""
+    example = str(Path(__file__).parents[2] / "examples" / "pve-missing-uar")
+    env = {**os.environ, "_MLXFIX_COMPLETE": "complete_bash", "COMP_WORDS": "mlxfix stat", "COMP_CWORD": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "mlxfix", "status", "--root", example], capture_output=True, text=True, env=env, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["status"]

@@ -2,7 +2,7 @@
 
 In the normal suite each case runs once, as a check that it still works (``--benchmark-disable`` in
 pyproject.toml); to time them: ``.venv/bin/python -m pytest tests/perf --benchmark-enable --benchmark-disable-gc``
-(the CLI runs with the cycle collector off, see mlxfix.cli.typer_app.main; with it on, 1 MiB costs twice as much).
+(the CLI runs with the cycle collector off, see mlxfix.cli.actions.execute; with it on, 1 MiB costs twice as much).
 Every case asserts its result, so a case cannot get fast by doing nothing.
 """
 
