@@ -1083,7 +1083,8 @@ _SYNC_FAILED = "sync (to make the regenerated boot configuration durable) failed
 # Debian) or python3 forks, execs and waits for it, and writes "exit:N" or "signal:N" to fd 3, which the
 # shell captures; the command's own output goes to the session's stdout (fd 4). With neither, the
 # shell's "$?" is all there is: "guess:N", and a status above 128 counts as a signal (the cautious
-# reading: a signal voids the promise that a failed grub-mkconfig left grub.cfg as it was).
+# reading: a signal voids the promise that a failed grub-mkconfig left grub.cfg as it was). A wrapper
+# killed before it wrote its word is read the same way.
 _PERL = (
     "use POSIX (); my $pid = fork; defined $pid or die qq(cannot fork: $!\n);"
     " if (!$pid) { POSIX::close(3); exec { $ARGV[0] } @ARGV;"
@@ -1125,8 +1126,8 @@ def _status_wrapper(argv: Sequence[str], helpers: Sequence[str] = ("perl", "pyth
 def _status(code: int, status: str) -> tuple[int, int | None]:
     """(exit code, signal) from the wrapper's word (see _PERL): "exit:N", "signal:N", "guess:N"."""
     kind, _, number = status.partition(":")
-    if not number.isdigit():
-        return code, None
+    if not number.isdigit():  # the wrapper itself died without a word: read its status as a guess
+        return code, code - 128 if code > 128 else None
     n = int(number)
     if kind == "signal":
         return 128 + n, n

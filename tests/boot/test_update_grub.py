@@ -326,6 +326,27 @@ def test_over_ssh_a_signal_is_told_from_an_exit_code_by_the_wait_status(
     assert "| 0" not in proc.stderr  # (issue 18, item 10) no stray exit-code marker after the output
 
 
+def test_over_ssh_a_status_wrapper_killed_without_a_word_is_no_success(sshd_with_update_grub: tuple[object, Path]) -> None:
+    """update-grub kills the wrapper that waits for it (perl, its parent) with SIGKILL: no status is
+    ever written. The silence is no exit 0, nor a plain failure that left grub.cfg as it was (the
+    orphaned update-grub may still be writing): read as the shell's guess, a signal (exit 3), with
+    the files restored and the steps left to the admin."""
+    from tests.sshd import Sshd
+    from tests.trees import run
+
+    server, sandbox = sshd_with_update_grub
+    assert isinstance(server, Sshd)
+    original = (sandbox / "default" / "grub").read_bytes()
+    (sandbox / "update-grub").write_text("#!/bin/sh\necho 'Generating grub configuration file ...'\nkill -KILL $PPID\nsleep 1\n")
+    proc = run("apply", "--yes", "--json", "--host", server.target, *server.options(), timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    doc = json_of(proc.stdout)
+    assert [c["exit_code"] for c in doc["commands"]] == [137, 137]  # type: ignore[union-attr]
+    assert "the boot configuration may not match the files" in doc["errors"][0]  # type: ignore[index]
+    assert (sandbox / "default" / "grub").read_bytes() == original
+    assert (sandbox / "state" / "intent.json").exists()
+
+
 def test_over_ssh_apply_and_rollback_take_at_most_six_round_trips_after_the_login(
     sshd_with_update_grub: tuple[object, Path],
 ) -> None:
