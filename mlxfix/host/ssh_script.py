@@ -113,6 +113,16 @@ def _create_body(real: str, data: bytes, mode: int) -> str:
     return f"set -eC; umask 077; printf %s {q(_b64(data))} | base64 -d > {f}; chmod {mode:o} {f}; sync {f}; sync {d}"
 
 
+def _host_path(directory: str) -> str:
+    """sh for the host's path of "$e", an entry of ``directory`` (as the journal names it)."""
+    return f'{q(directory)}/"${{e##*/}}"'
+
+
+def _removed(directory: str) -> str:
+    """sh that reports "$e", an entry of ``directory``, as removed (an ``R`` line for replay)."""
+    return f'printf "R %s\\n" "$(printf %s {_host_path(directory)} | base64 -w0)"'
+
+
 def _body(step: Step, real: Callable[[str], str], private_dir: Callable[[str], str]) -> str:
     if isinstance(step, Unchanged):
         return f'{_at(step.path)}; [ -f "$f" ] && [ "$(sha "$f")" = {q(step.sha256)} ]'
@@ -121,16 +131,14 @@ def _body(step: Step, real: Callable[[str], str], private_dir: Callable[[str], s
         return f'{_at(step.path)}; if [ -f "$f" ]; then _b=$(base64 -w0 <"$f") || exit 1; printf "M %s\\n" "$_b"; fi'
     if isinstance(step, Tidy):
         lines = [f'{_at(step.backups)}; for e in "$f"/.partial-*; do [ -e "$e" ] || continue']
-        report = f'printf "R %s\\n" "$(printf %s {q(step.backups)}/"${{e##*/}}" | base64 -w0)"'
-        lines.append(f'  rm -rf "$e"; [ -e "$e" ] || {report}; done')  # only what went is reported
+        lines.append(f'  rm -rf "$e"; [ -e "$e" ] || {_removed(step.backups)}; done')  # only what went is reported
         for pattern in step.patterns:
             directory, _, base = pattern.rpartition("/")
             glob = "".join(c if c in "*?" else q(c) for c in base)
             lines.append(f'canon {q(directory)}; for e in "$r$cv"/{glob}; do [ -e "$e" ] || [ -L "$e" ] || continue')
             # as LocalHost.remove: a temp file that stays fails the step, named as the host has it
-            lines.append(f'  _w=$(rm -f "$e" 2>&1) || {{ printf "%s\\t%s\\n" {q(directory)}/"${{e##*/}}" "$_w" >&2; exit 1; }}')
-            lines.append('  sync "${e%/*}"')
-            lines.append(f'  printf "R %s\\n" "$(printf %s {q(directory)}/"${{e##*/}}" | base64 -w0)"; done')
+            lines.append(f'  _w=$(rm -f "$e" 2>&1) || {{ printf "%s\\t%s\\n" {_host_path(directory)} "$_w" >&2; exit 1; }}')
+            lines.append(f'  sync "${{e%/*}}"; {_removed(directory)}; done')
         return "\n".join(lines)
     if isinstance(step, PrivateDir):
         return private_dir(step.path)
